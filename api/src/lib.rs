@@ -1,0 +1,275 @@
+//! # api — the composition root of relaycast
+//!
+//! Builds every part from one [`Config`] and serves them on one HTTP
+//! listener: WHIP/WHEP (`whip-whep`), `/healthz`, `/readyz`, `/metrics`
+//! (Prometheus text). Media runs on the `sfu` workers' UDP sockets.
+//! [`start`] takes an already-bound listener so tests run servers on
+//! port 0 in-process.
+
+pub mod cli;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use prometheus::{Encoder, Registry, TextEncoder};
+use sfu::{Sfu, SfuConfig};
+use signaling::{Role, Store, Tokens};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Everything `relaycast serve` needs; flags and `RELAYCAST_*` variables map
+/// onto it (see [`cli`]).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address the HTTP listener is bound to (informational for [`start`]).
+    pub http_addr: SocketAddr,
+    /// First UDP media port (one per worker); 0 lets the OS choose.
+    pub media_port: u16,
+    /// Address put in ICE candidates; `None` picks the first non-loopback
+    /// IPv4 address of this host (loopback if there is none).
+    pub public_ip: Option<IpAddr>,
+    /// Address the media sockets bind to.
+    pub bind_ip: IpAddr,
+    pub data_dir: PathBuf,
+    /// JWT signing secret; when absent one is generated once and kept in
+    /// the data directory.
+    pub jwt_secret: Option<String>,
+    /// Media workers (one UDP socket and thread each); defaults to the cores.
+    pub workers: usize,
+}
+
+impl Config {
+    /// Loopback-only configuration for tests: OS-assigned ports, two workers.
+    pub fn for_test(data_dir: PathBuf) -> Config {
+        Config {
+            http_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            media_port: 0,
+            public_ip: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            data_dir,
+            jwt_secret: None,
+            workers: 2,
+        }
+    }
+}
+
+/// First non-loopback IPv4 address of this host, else loopback.
+pub fn default_public_ip() -> IpAddr {
+    if_addrs::get_if_addrs()
+        .ok()
+        .and_then(|ifs| {
+            ifs.into_iter()
+                .map(|i| i.ip())
+                .find(|ip| ip.is_ipv4() && !ip.is_loopback())
+        })
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+}
+
+/// Reads the JWT secret kept in the data directory, creating it (0600) on
+/// first use.
+pub fn load_or_create_secret(data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join("jwt-secret");
+    match std::fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => return Ok(s.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+    std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    let secret: String = rand::random::<[u8; 32]>().iter().map(|b| format!("{b:02x}")).collect();
+    let tmp = data_dir.join("jwt-secret.tmp");
+    {
+        use std::io::Write;
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        let mut f = opts.open(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+        f.write_all(secret.as_bytes())?;
+        f.sync_all()?;
+    }
+    // A concurrent first start keeps whichever secret landed first.
+    if std::fs::hard_link(&tmp, &path).is_err() {
+        let _ = std::fs::remove_file(&tmp);
+        return load_or_create_secret(data_dir);
+    }
+    let _ = std::fs::remove_file(&tmp);
+    Ok(secret)
+}
+
+/// Opens the data directory: database and signing keys.
+pub async fn open_data(data_dir: &Path, jwt_secret: Option<&str>) -> anyhow::Result<(Store, Tokens)> {
+    std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    let store = Store::open(data_dir).await.context("opening the database")?;
+    let secret = match jwt_secret {
+        Some(s) => s.to_string(),
+        None => load_or_create_secret(data_dir)?,
+    };
+    Ok((store, Tokens::new(secret.as_bytes())))
+}
+
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A running relaycast: HTTP server plus media workers.
+pub struct Server {
+    http_addr: SocketAddr,
+    sfu: Sfu,
+    store: Store,
+    tokens: Tokens,
+    shutdown: Option<oneshot::Sender<()>>,
+    http: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// UDP addresses advertised to peers, one per media worker.
+    pub fn media_addrs(&self) -> Vec<SocketAddr> {
+        self.sfu.media_addrs()
+    }
+
+    /// Registers a stream (if new) and returns a fresh stream key for it.
+    pub async fn create_stream(&self, name: &str, private: bool) -> anyhow::Result<String> {
+        Ok(self.store.create_key(name, Some(private)).await?)
+    }
+
+    /// Mints a JWT for `stream` with `role` (`publish`, `play`, `admin`).
+    pub fn token(&self, stream: &str, role: &str, ttl: Duration) -> anyhow::Result<String> {
+        let role: Role = role.parse()?;
+        Ok(self
+            .tokens
+            .issue("test", Some(stream), role, unix_now(), ttl.as_secs())?)
+    }
+
+    /// Live viewers of a stream (for tests and status).
+    pub fn viewer_count(&self, stream: &str) -> usize {
+        self.sfu.viewer_count(stream)
+    }
+
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.http.take() {
+            let _ = h.await;
+        }
+        self.sfu.shutdown().await;
+        self.store.close().await;
+    }
+
+    /// Runs until ctrl-c / SIGTERM, then shuts down.
+    pub async fn run_until_signal(self) {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!("no SIGTERM handler: {e}");
+                    let _ = ctrl_c.await;
+                    self.shutdown().await;
+                    return;
+                }
+            };
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("shutting down");
+        self.shutdown().await;
+    }
+}
+
+/// Starts relaycast on `listener` with `config`.
+pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow::Result<Server> {
+    let (store, tokens) = open_data(&config.data_dir, config.jwt_secret.as_deref()).await?;
+    let registry = Registry::new();
+    let metrics = sfu::Metrics::new(&registry).context("registering metrics")?;
+    let public_ip = config.public_ip.unwrap_or_else(default_public_ip);
+    let sfu = Sfu::start(
+        &SfuConfig {
+            bind_ip: config.bind_ip,
+            public_ip,
+            first_port: config.media_port,
+            workers: config.workers.max(1),
+        },
+        metrics,
+    )
+    .context("starting media workers")?;
+    // The first worker's port also answers plain STUN binding requests.
+    let ice_servers = sfu
+        .media_addrs()
+        .first()
+        .map(|a| vec![format!("stun:{a}")])
+        .unwrap_or_default();
+    let whip = whip_whep::WhipWhepState::new(sfu.clone(), store.clone(), tokens.clone(), ice_servers);
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(|| async { "ready" }))
+        .route(
+            "/metrics",
+            get(move || {
+                let registry = registry.clone();
+                async move { render_metrics(&registry) }
+            }),
+        )
+        .merge(whip_whep::router(whip))
+        .fallback(|| async {
+            (
+                StatusCode::NOT_FOUND,
+                axum::Json(serde_json::json!({"error": "not found"})),
+            )
+        });
+    let http_addr = listener.local_addr()?;
+    let (tx, rx) = oneshot::channel::<()>();
+    let http = tokio::spawn(async move {
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async {
+            let _ = rx.await;
+        });
+        if let Err(e) = serve.await {
+            tracing::error!("HTTP server stopped: {e}");
+        }
+    });
+    tracing::info!(%http_addr, media = ?sfu.media_addrs(), "relaycast serving");
+    Ok(Server {
+        http_addr,
+        sfu,
+        store,
+        tokens,
+        shutdown: Some(tx),
+        http: Some(http),
+    })
+}
+
+fn render_metrics(registry: &Registry) -> axum::response::Response {
+    let mut buf = Vec::new();
+    match TextEncoder::new().encode(&registry.gather(), &mut buf) {
+        Ok(()) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            buf,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!("encoding metrics: {e}");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}

@@ -1,0 +1,76 @@
+use std::net::Ipv4Addr;
+
+use anyhow::Context;
+use api::cli::{Cli, Command, KeysCommand};
+use clap::Parser;
+use signaling::Role;
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,str0m=warn,is=warn,dimpl=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(a) => {
+            let workers = a
+                .workers
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            let config = api::Config {
+                http_addr: a.http_addr,
+                media_port: a.media_port,
+                public_ip: a.public_ip,
+                bind_ip: a.bind_ip,
+                data_dir: a.data.data_dir,
+                jwt_secret: a.jwt_secret,
+                workers,
+            };
+            let listener = tokio::net::TcpListener::bind(config.http_addr)
+                .await
+                .with_context(|| format!("binding {}", config.http_addr))?;
+            let server = api::start(config, listener).await?;
+            let addr = server.http_addr();
+            let host = if addr.ip().is_unspecified() {
+                std::net::IpAddr::V4(Ipv4Addr::LOCALHOST)
+            } else {
+                addr.ip()
+            };
+            eprintln!("relaycast listening on http://{addr}");
+            eprintln!("  publish: relaycast keys create NAME, then WHIP to http://{host}:{}/whip/NAME", addr.port());
+            eprintln!("  play:    WHEP http://{host}:{}/whep/NAME", addr.port());
+            server.run_until_signal().await;
+            Ok(())
+        }
+        Command::Keys {
+            command: KeysCommand::Create { name, private, data },
+        } => {
+            let (store, _) = api::open_data(&data.data_dir, Some("unused")).await?;
+            let key = store.create_key(&name, private.then_some(true)).await?;
+            store.close().await;
+            println!("{key}");
+            Ok(())
+        }
+        Command::Token(t) => {
+            let role: Role = t.role.parse()?;
+            if role != Role::Admin && t.stream.is_none() {
+                anyhow::bail!("--stream is required for publish and play tokens");
+            }
+            let secret = match t.jwt_secret {
+                Some(s) => s,
+                None => api::load_or_create_secret(&t.data.data_dir)?,
+            };
+            let tokens = signaling::Tokens::new(secret.as_bytes());
+            let jwt = tokens.issue(&t.subject, t.stream.as_deref(), role, api::unix_now(), t.ttl.as_secs())?;
+            println!("{jwt}");
+            Ok(())
+        }
+    }
+}

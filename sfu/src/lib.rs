@@ -1,0 +1,544 @@
+//! # sfu — the selective forwarding unit
+//!
+//! Owns WebRTC sessions (publishers and viewers, each an `str0m::Rtc`), the
+//! routing of a publisher's media to the viewers of its stream, keyframe
+//! requests, and timeline continuity when a publisher leaves and returns.
+//! It knows nothing of HTTP, tokens or databases.
+//!
+//! ## Run loop
+//! `Sfu::start` binds one UDP socket per worker (ports `first_port`,
+//! `first_port + 1`, …) and runs each worker on its own thread with a
+//! single-threaded tokio runtime. A worker feeds datagrams and timeouts into
+//! the `Rtc`s it owns (sans-IO) and drains their output. ICE is lite: the
+//! server never sends checks, it answers them, so peers that sent an offer
+//! without candidates (OBS ≥ 30.2) are learnt as peer-reflexive.
+//!
+//! ## Fan-out
+//! A publisher's depacketized frame becomes one `Arc<Frame>`, handed once to
+//! each worker that has viewers of the stream (a bounded queue: when full the
+//! frame is dropped and counted, the publisher's worker never waits). Each
+//! worker writes it to its viewers, remapping payload types and rebasing RTP
+//! time so a viewer sees one continuous track across publisher sessions.
+//!
+//! ## Time
+//! Workers read the clock and pass `now` into everything below them.
+
+mod codecs;
+pub mod h264;
+pub mod metrics;
+mod peer;
+mod stream;
+mod worker;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::Mutex;
+use str0m::change::SdpOffer;
+use str0m::{Candidate, IceCreds, RtcConfig};
+use tokio::sync::{mpsc, oneshot};
+
+pub use crate::metrics::Metrics;
+pub use crate::peer::Role;
+use crate::peer::Peer;
+use crate::stream::{PublisherSlot, StreamHub};
+use crate::worker::{Command, Worker};
+
+/// Capacity of each worker's inbound queue (frames and commands).
+const WORKER_QUEUE: usize = 8192;
+
+/// Identifies one WebRTC session; also the last segment of its WHIP/WHEP
+/// resource URL, so it is random and unguessable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SessionId(u128);
+
+impl SessionId {
+    fn random() -> SessionId {
+        SessionId(rand::random())
+    }
+
+    pub fn parse(s: &str) -> Option<SessionId> {
+        if s.len() != 32 {
+            return None;
+        }
+        u128::from_str_radix(s, 16).ok().map(SessionId)
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SfuConfig {
+    /// Local address the media sockets bind to.
+    pub bind_ip: IpAddr,
+    /// Address advertised in ICE candidates.
+    pub public_ip: IpAddr,
+    /// First UDP port; worker `i` uses `first_port + i`. 0 lets the OS choose.
+    pub first_port: u16,
+    pub workers: usize,
+}
+
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum SfuError {
+    /// The offer is not valid SDP.
+    #[error("malformed SDP offer: {reason}")]
+    BadOffer { reason: String },
+    /// The offer has no audio or video in the needed direction.
+    #[error("the offer has no media to {action}")]
+    NoMedia { action: &'static str },
+    /// Nothing in the offer can be forwarded (codecs).
+    #[error("the offer has no codec relaycast can forward for this stream")]
+    NoCommonCodec,
+    /// Another credential is publishing this stream.
+    #[error("the stream already has a publisher")]
+    StreamBusy,
+    #[error("no such session")]
+    UnknownSession,
+    /// The trickle/restart fragment could not be understood.
+    #[error("malformed ICE fragment: {reason}")]
+    BadFragment { reason: String },
+    /// A media worker stopped (shutdown in progress).
+    #[error("media worker unavailable")]
+    WorkerGone,
+    #[error("binding media port: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// What the HTTP layer needs to answer a WHIP/WHEP POST.
+#[derive(Debug, Clone)]
+pub struct SessionAnswer {
+    pub session: SessionId,
+    pub sdp: String,
+    pub ice_ufrag: String,
+    pub ice_pwd: String,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct SessionInfo {
+    pub stream: String,
+    pub worker: usize,
+    pub role: Role,
+}
+
+pub(crate) struct WorkerLink {
+    pub tx: mpsc::Sender<Command>,
+    pub candidate_addr: SocketAddr,
+}
+
+pub(crate) struct Shared {
+    pub workers: Vec<WorkerLink>,
+    pub sessions: Mutex<HashMap<SessionId, SessionInfo>>,
+    pub metrics: Metrics,
+}
+
+/// Handle to the running forwarder; cheap to clone.
+#[derive(Clone)]
+pub struct Sfu {
+    shared: Arc<Shared>,
+    streams: Arc<Mutex<HashMap<String, Arc<StreamHub>>>>,
+    next_stream_id: Arc<AtomicU64>,
+    next_epoch: Arc<AtomicU64>,
+    next_worker: Arc<AtomicUsize>,
+    threads: Arc<Mutex<Vec<std::thread::JoinHandle<()>>>>,
+}
+
+impl Sfu {
+    /// Binds the media sockets and starts the workers.
+    pub fn start(cfg: &SfuConfig, metrics: Metrics) -> Result<Sfu, SfuError> {
+        let workers = cfg.workers.max(1);
+        let mut links = Vec::with_capacity(workers);
+        let mut pending = Vec::with_capacity(workers);
+        for i in 0..workers {
+            let port = if cfg.first_port == 0 {
+                0
+            } else {
+                cfg.first_port.saturating_add(i as u16)
+            };
+            let socket = std::net::UdpSocket::bind(SocketAddr::new(cfg.bind_ip, port))?;
+            socket.set_nonblocking(true)?;
+            let local = socket.local_addr()?;
+            let candidate_addr = SocketAddr::new(cfg.public_ip, local.port());
+            let (tx, rx) = mpsc::channel(WORKER_QUEUE);
+            links.push(WorkerLink { tx, candidate_addr });
+            pending.push((socket, candidate_addr, rx));
+        }
+        let shared = Arc::new(Shared {
+            workers: links,
+            sessions: Mutex::new(HashMap::new()),
+            metrics,
+        });
+        let mut threads = Vec::new();
+        for (i, (socket, candidate_addr, rx)) in pending.into_iter().enumerate() {
+            let shared = shared.clone();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let handle = std::thread::Builder::new()
+                .name(format!("media-{i}"))
+                .spawn(move || {
+                    rt.block_on(async move {
+                        match tokio::net::UdpSocket::from_std(socket) {
+                            Ok(socket) => {
+                                Worker::new(i, socket, candidate_addr, rx, shared).run().await
+                            }
+                            Err(e) => tracing::error!("media worker {i} could not start: {e}"),
+                        }
+                    })
+                })?;
+            threads.push(handle);
+        }
+        tracing::info!(
+            workers,
+            addrs = ?shared.workers.iter().map(|w| w.candidate_addr).collect::<Vec<_>>(),
+            "media workers started"
+        );
+        Ok(Sfu {
+            shared,
+            streams: Arc::new(Mutex::new(HashMap::new())),
+            next_stream_id: Arc::new(AtomicU64::new(1)),
+            next_epoch: Arc::new(AtomicU64::new(1)),
+            next_worker: Arc::new(AtomicUsize::new(0)),
+            threads: Arc::new(Mutex::new(threads)),
+        })
+    }
+
+    /// Addresses advertised in ICE candidates, one per worker.
+    pub fn media_addrs(&self) -> Vec<SocketAddr> {
+        self.shared.workers.iter().map(|w| w.candidate_addr).collect()
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    fn hub(&self, stream: &str) -> Arc<StreamHub> {
+        let mut streams = self.streams.lock();
+        streams
+            .entry(stream.to_string())
+            .or_insert_with(|| {
+                Arc::new(StreamHub::new(
+                    self.next_stream_id.fetch_add(1, Ordering::Relaxed),
+                    stream.to_string(),
+                    self.shared.workers.len(),
+                ))
+            })
+            .clone()
+    }
+
+    /// Whether a publisher is currently live on the stream.
+    pub fn is_live(&self, stream: &str) -> bool {
+        self.streams
+            .lock()
+            .get(stream)
+            .is_some_and(|h| h.publisher().is_some())
+    }
+
+    /// Number of viewers of a stream across workers.
+    pub fn viewer_count(&self, stream: &str) -> usize {
+        self.streams
+            .lock()
+            .get(stream)
+            .map_or(0, |h| h.viewer_total())
+    }
+
+    fn pick_worker(&self) -> usize {
+        self.next_worker.fetch_add(1, Ordering::Relaxed) % self.shared.workers.len()
+    }
+
+    fn base_config() -> RtcConfig {
+        RtcConfig::new().set_ice_lite(true)
+    }
+
+    fn build_session(
+        &self,
+        cfg: RtcConfig,
+        worker: usize,
+        offer_sdp: &str,
+        now: Instant,
+    ) -> Result<(str0m::Rtc, SessionAnswer), SfuError> {
+        let offer = SdpOffer::from_sdp_string(offer_sdp).map_err(|e| SfuError::BadOffer {
+            reason: e.to_string(),
+        })?;
+        let mut rtc = cfg.build(now);
+        let addr = self.shared.workers[worker].candidate_addr;
+        let candidate = Candidate::host(addr, "udp").map_err(|e| SfuError::BadOffer {
+            reason: format!("candidate: {e}"),
+        })?;
+        rtc.add_local_candidate(candidate);
+        let answer = rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| SfuError::BadOffer {
+                reason: e.to_string(),
+            })?;
+        let creds = rtc.direct_api().local_ice_credentials();
+        let sdp = answer.to_sdp_string();
+        Ok((
+            rtc,
+            SessionAnswer {
+                session: SessionId::random(),
+                sdp,
+                ice_ufrag: creds.ufrag,
+                ice_pwd: creds.pass,
+            },
+        ))
+    }
+
+    /// Accepts a publisher's offer for `stream`. `owner` identifies the
+    /// credential; the same owner replaces a live session (OBS reconnects
+    /// that way), another one gets [`SfuError::StreamBusy`].
+    pub async fn publish(
+        &self,
+        stream: &str,
+        offer_sdp: &str,
+        owner: &str,
+    ) -> Result<SessionAnswer, SfuError> {
+        if !offer_has_media(offer_sdp, true) {
+            return Err(SfuError::NoMedia { action: "publish" });
+        }
+        let hub = self.hub(stream);
+        let previous = hub.publisher();
+        if let Some(prev) = &previous {
+            if prev.owner != owner {
+                return Err(SfuError::StreamBusy);
+            }
+        }
+        let now = Instant::now();
+        let worker = self.pick_worker();
+        let cfg = codecs::publisher_config(Self::base_config());
+        let (rtc, answer) = self.build_session(cfg, worker, offer_sdp, now)?;
+        if answer_rejects_everything(&answer.sdp) {
+            return Err(SfuError::NoCommonCodec);
+        }
+        let epoch = self.next_epoch.fetch_add(1 << 20, Ordering::Relaxed);
+        let peer = Peer::new_publisher(answer.session, hub.clone(), rtc, epoch, now);
+        self.shared.sessions.lock().insert(
+            answer.session,
+            SessionInfo {
+                stream: stream.to_string(),
+                worker,
+                role: Role::Publisher,
+            },
+        );
+        let replaced = hub.set_publisher(
+            PublisherSlot {
+                session: answer.session,
+                worker,
+                owner: owner.to_string(),
+            },
+            epoch,
+        );
+        self.shared.metrics.publishers.inc();
+        self.send(worker, Command::AddPeer(Box::new(peer))).await?;
+        if let Some(old) = replaced {
+            tracing::info!(stream, old = %old.session, new = %answer.session, "publisher replaced by the same credential");
+            let _ = self.send(old.worker, Command::Close { session: old.session }).await;
+        }
+        tracing::info!(stream, session = %answer.session, worker, "publisher session created");
+        Ok(answer)
+    }
+
+    /// Accepts a viewer's offer for `stream`; the viewer starts receiving
+    /// when (or as soon as) the stream has a publisher.
+    pub async fn subscribe(&self, stream: &str, offer_sdp: &str) -> Result<SessionAnswer, SfuError> {
+        if !offer_has_media(offer_sdp, false) {
+            return Err(SfuError::NoMedia { action: "receive" });
+        }
+        let hub = self.hub(stream);
+        let now = Instant::now();
+        let worker = self.least_loaded_worker(&hub);
+        let cfg = codecs::viewer_config(Self::base_config(), offer_sdp, hub.h264_profile());
+        let (rtc, answer) = self.build_session(cfg, worker, offer_sdp, now)?;
+        if answer_rejects_everything(&answer.sdp) || !answer_has_forwardable_video_or_audio(&answer.sdp) {
+            return Err(SfuError::NoCommonCodec);
+        }
+        let peer = Peer::new_viewer(answer.session, hub.clone(), rtc, now);
+        self.shared.sessions.lock().insert(
+            answer.session,
+            SessionInfo {
+                stream: stream.to_string(),
+                worker,
+                role: Role::Viewer,
+            },
+        );
+        hub.add_viewer(worker);
+        self.shared.metrics.viewers.inc();
+        if let Err(e) = self.send(worker, Command::AddPeer(Box::new(peer))).await {
+            hub.remove_viewer(worker);
+            self.shared.metrics.viewers.dec();
+            self.shared.sessions.lock().remove(&answer.session);
+            return Err(e);
+        }
+        tracing::info!(stream, session = %answer.session, worker, "viewer session created");
+        Ok(answer)
+    }
+
+    fn least_loaded_worker(&self, hub: &StreamHub) -> usize {
+        // Spread one stream's viewers over all workers; round-robin breaks ties.
+        let start = self.pick_worker();
+        let n = self.shared.workers.len();
+        (0..n)
+            .map(|k| (start + k) % n)
+            .min_by_key(|w| hub.viewers_on(*w))
+            .unwrap_or(0)
+    }
+
+    async fn send(&self, worker: usize, cmd: Command) -> Result<(), SfuError> {
+        let link = self.shared.workers.get(worker).ok_or(SfuError::WorkerGone)?;
+        link.tx.send(cmd).await.map_err(|_| SfuError::WorkerGone)
+    }
+
+    /// The session's stream and role, if it exists.
+    pub fn session(&self, session: SessionId) -> Option<(String, Role)> {
+        self.shared
+            .sessions
+            .lock()
+            .get(&session)
+            .map(|s| (s.stream.clone(), s.role))
+    }
+
+    fn session_worker(&self, session: SessionId) -> Result<usize, SfuError> {
+        self.shared
+            .sessions
+            .lock()
+            .get(&session)
+            .map(|s| s.worker)
+            .ok_or(SfuError::UnknownSession)
+    }
+
+    /// Ends a session (WHIP/WHEP DELETE).
+    pub async fn close(&self, session: SessionId) -> Result<(), SfuError> {
+        let worker = self.session_worker(session)?;
+        // Forget it now so a second DELETE is a 404 even before the worker reaps it.
+        let info = self.shared.sessions.lock().remove(&session);
+        if let Some(info) = info {
+            if info.role == Role::Publisher {
+                if let Some(hub) = self.streams.lock().get(&info.stream) {
+                    hub.clear_publisher(session);
+                }
+            }
+        }
+        self.send(worker, Command::Close { session }).await
+    }
+
+    /// Adds trickled remote candidates (WHIP/WHEP PATCH).
+    pub async fn add_candidates(&self, session: SessionId, candidates: Vec<Candidate>) -> Result<(), SfuError> {
+        let worker = self.session_worker(session)?;
+        self.send(worker, Command::AddCandidates { session, candidates })
+            .await
+    }
+
+    /// ICE restart: installs the remote's new credentials and returns ours.
+    pub async fn ice_restart(&self, session: SessionId, remote: IceCreds) -> Result<IceCreds, SfuError> {
+        let worker = self.session_worker(session)?;
+        let (reply, rx) = oneshot::channel();
+        self.send(worker, Command::IceRestart { session, remote, reply })
+            .await?;
+        rx.await
+            .map_err(|_| SfuError::WorkerGone)?
+            .ok_or(SfuError::UnknownSession)
+    }
+
+    /// The candidate lines (`candidate:…`) of a session's worker, for ICE
+    /// restart answers.
+    pub fn local_candidate_lines(&self, session: SessionId) -> Result<Vec<String>, SfuError> {
+        let worker = self.session_worker(session)?;
+        let addr = self.shared.workers[worker].candidate_addr;
+        let c = Candidate::host(addr, "udp").map_err(|e| SfuError::BadFragment {
+            reason: e.to_string(),
+        })?;
+        Ok(vec![c.to_sdp_string()])
+    }
+
+    /// Stops the workers and waits for their threads.
+    pub async fn shutdown(&self) {
+        for w in &self.shared.workers {
+            let _ = w.tx.send(Command::Shutdown).await;
+        }
+        let threads = std::mem::take(&mut *self.threads.lock());
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
+    }
+}
+
+/// Whether an offer carries audio or video that can flow in the needed
+/// direction (towards us for a publisher, from us for a viewer).
+fn offer_has_media(sdp: &str, publishing: bool) -> bool {
+    let mut in_media = false;
+    let mut any = false;
+    let mut dir_ok = true;
+    for line in sdp.lines().map(str::trim) {
+        if let Some(m) = line.strip_prefix("m=") {
+            if in_media && dir_ok {
+                any = true;
+            }
+            in_media = m.starts_with("audio ") || m.starts_with("video ");
+            dir_ok = true; // sendrecv is the default direction
+        } else if in_media {
+            match line {
+                "a=sendonly" => dir_ok = publishing,
+                "a=recvonly" => dir_ok = !publishing,
+                "a=inactive" => dir_ok = false,
+                _ => {}
+            }
+        }
+    }
+    any || (in_media && dir_ok)
+}
+
+/// An answer whose every audio/video m-line is rejected (port 0).
+fn answer_rejects_everything(sdp: &str) -> bool {
+    let media: Vec<&str> = sdp
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("m="))
+        .filter(|m| m.starts_with("audio") || m.starts_with("video"))
+        .collect();
+    media.is_empty() || media.iter().all(|m| m.split(' ').nth(1) == Some("0"))
+}
+
+fn answer_has_forwardable_video_or_audio(sdp: &str) -> bool {
+    sdp.lines().any(|l| {
+        let l = l.trim().to_ascii_lowercase();
+        l.starts_with("a=rtpmap:")
+            && ["opus/", "h264/", "vp8/", "vp9/", "av1/"]
+                .iter()
+                .any(|c| l.contains(c))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn media_direction_is_read_from_the_offer() {
+        let send = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=sendonly\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=sendonly\r\n";
+        assert!(offer_has_media(send, true));
+        assert!(!offer_has_media(send, false));
+        let recv = send.replace("sendonly", "recvonly");
+        assert!(offer_has_media(&recv, false));
+        assert!(!offer_has_media(&recv, true));
+        assert!(!offer_has_media("v=0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n", true));
+    }
+
+    #[test]
+    fn session_ids_round_trip_and_reject_garbage() {
+        let id = SessionId::random();
+        assert_eq!(SessionId::parse(&id.to_string()), Some(id));
+        assert_eq!(SessionId::parse("xyz"), None);
+        assert_eq!(SessionId::parse(&"g".repeat(32)), None);
+    }
+}

@@ -1,0 +1,138 @@
+//! Prometheus instruments of the forwarder. Counters are atomics: cheap enough
+//! for the per-packet path, and never a lock.
+
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+
+/// Why a datagram or frame was dropped instead of forwarded.
+#[derive(Debug, Clone, Copy)]
+pub enum DropReason {
+    /// Not parseable as STUN, DTLS, RTP or RTCP.
+    Malformed,
+    /// Well formed, but no session on this worker owns the source address.
+    UnknownPeer,
+    /// A worker's inbound queue was full; the frame was not handed over.
+    QueueFull,
+    /// The socket refused the send (buffer full).
+    SendFailed,
+    /// A video frame that a viewer could not decode yet (waiting for a keyframe).
+    AwaitingKeyframe,
+}
+
+impl DropReason {
+    fn label(self) -> &'static str {
+        match self {
+            DropReason::Malformed => "malformed",
+            DropReason::UnknownPeer => "unknown_peer",
+            DropReason::QueueFull => "queue_full",
+            DropReason::SendFailed => "send_failed",
+            DropReason::AwaitingKeyframe => "awaiting_keyframe",
+        }
+    }
+}
+
+/// Who caused a keyframe request to the publisher.
+#[derive(Debug, Clone, Copy)]
+pub enum KeyframeOrigin {
+    ViewerJoin,
+    ViewerFeedback,
+    PacketLoss,
+}
+
+impl KeyframeOrigin {
+    fn label(self) -> &'static str {
+        match self {
+            KeyframeOrigin::ViewerJoin => "viewer_join",
+            KeyframeOrigin::ViewerFeedback => "viewer_feedback",
+            KeyframeOrigin::PacketLoss => "packet_loss",
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Metrics {
+    pub publishers: IntGauge,
+    pub viewers: IntGauge,
+    pub packets_in: IntCounter,
+    pub bytes_in: IntCounter,
+    pub packets_out: IntCounter,
+    pub bytes_out: IntCounter,
+    pub frames_forwarded: IntCounter,
+    drops: IntCounterVec,
+    keyframe_requests: IntCounterVec,
+    /// Requests actually sent to a publisher after throttling.
+    pub keyframe_requests_sent: IntCounter,
+}
+
+impl Metrics {
+    pub fn new(registry: &Registry) -> Result<Metrics, prometheus::Error> {
+        let m = Metrics {
+            publishers: IntGauge::new("relaycast_publishers", "Publishing sessions")?,
+            viewers: IntGauge::new("relaycast_viewers", "Viewing sessions")?,
+            packets_in: IntCounter::new("relaycast_udp_packets_in_total", "Datagrams received")?,
+            bytes_in: IntCounter::new("relaycast_udp_bytes_in_total", "Bytes received")?,
+            packets_out: IntCounter::new("relaycast_udp_packets_out_total", "Datagrams sent")?,
+            bytes_out: IntCounter::new("relaycast_udp_bytes_out_total", "Bytes sent")?,
+            frames_forwarded: IntCounter::new(
+                "relaycast_frames_forwarded_total",
+                "Media frames written to viewers",
+            )?,
+            drops: IntCounterVec::new(
+                Opts::new("relaycast_drops_total", "Datagrams or frames dropped, by reason"),
+                &["reason"],
+            )?,
+            keyframe_requests: IntCounterVec::new(
+                Opts::new(
+                    "relaycast_keyframe_requests_total",
+                    "Keyframe requests raised, by origin (before throttling)",
+                ),
+                &["origin"],
+            )?,
+            keyframe_requests_sent: IntCounter::new(
+                "relaycast_keyframe_requests_sent_total",
+                "Keyframe requests (PLI/FIR) sent to publishers after throttling",
+            )?,
+        };
+        registry.register(Box::new(m.publishers.clone()))?;
+        registry.register(Box::new(m.viewers.clone()))?;
+        registry.register(Box::new(m.packets_in.clone()))?;
+        registry.register(Box::new(m.bytes_in.clone()))?;
+        registry.register(Box::new(m.packets_out.clone()))?;
+        registry.register(Box::new(m.bytes_out.clone()))?;
+        registry.register(Box::new(m.frames_forwarded.clone()))?;
+        registry.register(Box::new(m.drops.clone()))?;
+        registry.register(Box::new(m.keyframe_requests.clone()))?;
+        registry.register(Box::new(m.keyframe_requests_sent.clone()))?;
+        // Make every label visible at zero from the start.
+        for r in [
+            DropReason::Malformed,
+            DropReason::UnknownPeer,
+            DropReason::QueueFull,
+            DropReason::SendFailed,
+            DropReason::AwaitingKeyframe,
+        ] {
+            m.drops.with_label_values(&[r.label()]);
+        }
+        for o in [
+            KeyframeOrigin::ViewerJoin,
+            KeyframeOrigin::ViewerFeedback,
+            KeyframeOrigin::PacketLoss,
+        ] {
+            m.keyframe_requests.with_label_values(&[o.label()]);
+        }
+        Ok(m)
+    }
+
+    pub fn drop(&self, reason: DropReason) {
+        self.drops.with_label_values(&[reason.label()]).inc();
+    }
+
+    pub fn drops(&self, reason: DropReason) -> u64 {
+        self.drops.with_label_values(&[reason.label()]).get()
+    }
+
+    pub fn keyframe_request(&self, origin: KeyframeOrigin) {
+        self.keyframe_requests
+            .with_label_values(&[origin.label()])
+            .inc();
+    }
+}

@@ -1,0 +1,391 @@
+//! One WebRTC session (a publisher or a viewer) and what it does with the
+//! events its `Rtc` emits. Owned by exactly one worker.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use str0m::format::Codec;
+use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, MediaTime, Mid, Rid};
+use str0m::{Event, IceConnectionState, Rtc};
+
+use crate::h264;
+use crate::metrics::{DropReason, KeyframeOrigin, Metrics};
+use crate::stream::{Frame, StreamHub};
+use crate::SessionId;
+
+/// Keyframe requests to a publisher are throttled to one per this interval.
+pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_secs(1);
+/// A session that has not connected by then is given up.
+pub const CONNECT_DEADLINE: Duration = Duration::from_secs(20);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Publisher,
+    Viewer,
+}
+
+pub(crate) struct Peer {
+    pub session: SessionId,
+    pub hub: Arc<StreamHub>,
+    pub rtc: Rtc,
+    pub created: Instant,
+    pub connected: bool,
+    pub next_timeout: Instant,
+    pub kind: PeerKind,
+}
+
+pub(crate) enum PeerKind {
+    Publisher(PublisherState),
+    Viewer(ViewerState),
+}
+
+pub(crate) struct PublisherState {
+    /// Base epoch of this session; simulcast layer switches add to it.
+    pub epoch: u64,
+    video_mid: Option<Mid>,
+    layer: Option<Layer>,
+    last_keyframe_request: Option<Instant>,
+    /// A request that arrived inside the throttle window, served when it ends
+    /// unless a keyframe arrives first.
+    pending_keyframe_request: bool,
+}
+
+/// The simulcast layer being forwarded and the keyframe sizes seen per rid.
+struct Layer {
+    rid: Rid,
+    switches: u64,
+    keyframe_sizes: Vec<(Rid, usize)>,
+}
+
+pub(crate) struct ViewerState {
+    tracks: Vec<OutTrack>,
+    last_keyframe_request: Option<Instant>,
+}
+
+struct OutTrack {
+    mid: Mid,
+    kind: MediaKind,
+    awaiting_keyframe: bool,
+    timeline: Timeline,
+    pt_cache: Option<(Codec, str0m::media::Pt)>,
+}
+
+/// Rebases publisher timestamps onto one continuous outgoing timeline, so a
+/// publisher that leaves and comes back (or a layer switch) looks like one
+/// track to the viewer. Sequence numbers are the packetizer's own and are
+/// continuous by construction.
+#[derive(Default)]
+struct Timeline {
+    epoch: Option<u64>,
+    offset: u64,
+    last_out: Option<(u64, Instant)>,
+}
+
+impl Timeline {
+    fn map(&mut self, frame: &Frame) -> MediaTime {
+        let rate = u64::from(frame.time.frequency().get());
+        let input = frame.time.numer();
+        if self.epoch != Some(frame.epoch) {
+            self.epoch = Some(frame.epoch);
+            self.offset = match self.last_out {
+                None => 0,
+                Some((last, at)) => {
+                    let gap = frame.network_time.saturating_duration_since(at);
+                    let ticks = (gap.as_micros() as u64).saturating_mul(rate) / 1_000_000;
+                    // At least one 100 Hz tick so the new first frame is strictly later.
+                    let next = last.wrapping_add(ticks.max(rate / 100));
+                    next.wrapping_sub(input)
+                }
+            };
+        }
+        let out = input.wrapping_add(self.offset);
+        self.last_out = Some((out, frame.network_time));
+        MediaTime::new(out, frame.time.frequency())
+    }
+}
+
+/// What handling an event asks of the worker.
+#[derive(Default)]
+pub(crate) struct Effects {
+    /// Frames to fan out to viewers of the publisher's stream.
+    pub frames: Vec<Arc<Frame>>,
+    /// Ask the stream's publisher for a keyframe.
+    pub keyframe_requests: Vec<KeyframeOrigin>,
+}
+
+impl Peer {
+    pub fn new_publisher(session: SessionId, hub: Arc<StreamHub>, rtc: Rtc, epoch: u64, now: Instant) -> Peer {
+        Peer {
+            session,
+            hub,
+            rtc,
+            created: now,
+            connected: false,
+            next_timeout: now,
+            kind: PeerKind::Publisher(PublisherState {
+                epoch,
+                video_mid: None,
+                layer: None,
+                last_keyframe_request: None,
+                pending_keyframe_request: false,
+            }),
+        }
+    }
+
+    pub fn new_viewer(session: SessionId, hub: Arc<StreamHub>, rtc: Rtc, now: Instant) -> Peer {
+        Peer {
+            session,
+            hub,
+            rtc,
+            created: now,
+            connected: false,
+            next_timeout: now,
+            kind: PeerKind::Viewer(ViewerState {
+                tracks: Vec::new(),
+                last_keyframe_request: None,
+            }),
+        }
+    }
+
+    pub fn role(&self) -> Role {
+        match self.kind {
+            PeerKind::Publisher(_) => Role::Publisher,
+            PeerKind::Viewer(_) => Role::Viewer,
+        }
+    }
+
+    pub fn handle_event(&mut self, event: Event, now: Instant, fx: &mut Effects) {
+        match event {
+            Event::Connected => {
+                self.connected = true;
+                tracing::debug!(session = %self.session, role = ?self.role(), "connected");
+                if let PeerKind::Viewer(v) = &mut self.kind {
+                    if v.tracks.iter().any(|t| t.kind == MediaKind::Video) {
+                        v.last_keyframe_request = Some(now);
+                        fx.keyframe_requests.push(KeyframeOrigin::ViewerJoin);
+                    }
+                }
+            }
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                tracing::debug!(session = %self.session, "ICE disconnected");
+                self.rtc.disconnect();
+            }
+            Event::MediaAdded(added) => match &mut self.kind {
+                PeerKind::Publisher(p) => {
+                    if added.kind == MediaKind::Video && added.direction.is_receiving() {
+                        p.video_mid.get_or_insert(added.mid);
+                    }
+                }
+                PeerKind::Viewer(v) => {
+                    if added.direction == Direction::SendOnly || added.direction == Direction::SendRecv {
+                        v.tracks.push(OutTrack {
+                            mid: added.mid,
+                            kind: added.kind,
+                            awaiting_keyframe: added.kind == MediaKind::Video,
+                            timeline: Timeline::default(),
+                            pt_cache: None,
+                        });
+                    }
+                }
+            },
+            Event::MediaData(data) => {
+                if let PeerKind::Publisher(p) = &mut self.kind {
+                    if let Some(frame) = p.ingest(&self.hub, data, fx) {
+                        fx.frames.push(Arc::new(frame));
+                    }
+                }
+            }
+            Event::KeyframeRequest(_) => {
+                if let PeerKind::Viewer(v) = &mut self.kind {
+                    if v.throttle_request(now) {
+                        fx.keyframe_requests.push(KeyframeOrigin::ViewerFeedback);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Sends a keyframe request to this publisher, throttled.
+    pub fn request_keyframe(&mut self, now: Instant, metrics: &Metrics) {
+        let PeerKind::Publisher(p) = &mut self.kind else {
+            return;
+        };
+        if p
+            .last_keyframe_request
+            .is_some_and(|t| now.saturating_duration_since(t) < KEYFRAME_REQUEST_INTERVAL)
+        {
+            p.pending_keyframe_request = true;
+            return;
+        }
+        let Some(mid) = p.video_mid else {
+            return;
+        };
+        let rid = p.layer.as_ref().map(|l| l.rid);
+        let Some(mut writer) = self.rtc.writer(mid) else {
+            return;
+        };
+        let kind = if writer.is_request_keyframe_possible(KeyframeRequestKind::Pli) {
+            KeyframeRequestKind::Pli
+        } else {
+            KeyframeRequestKind::Fir
+        };
+        match writer.request_keyframe(rid, kind) {
+            Ok(()) => {
+                metrics.keyframe_requests_sent.inc();
+                p.last_keyframe_request = Some(now);
+                p.pending_keyframe_request = false;
+            }
+            Err(e) => tracing::debug!(session = %self.session, "keyframe request not sent: {e}"),
+        }
+    }
+
+    /// Serves a keyframe request deferred by the throttle, once it may go.
+    pub fn pending_keyframe_due(&self, now: Instant) -> bool {
+        match &self.kind {
+            PeerKind::Publisher(p) => {
+                p.pending_keyframe_request
+                    && p.last_keyframe_request
+                        .is_none_or(|t| now.saturating_duration_since(t) >= KEYFRAME_REQUEST_INTERVAL)
+            }
+            PeerKind::Viewer(_) => false,
+        }
+    }
+
+    /// Writes a frame of the stream this viewer watches.
+    pub fn write_frame(&mut self, frame: &Frame, now: Instant, metrics: &Metrics, fx: &mut Effects) {
+        let PeerKind::Viewer(v) = &mut self.kind else {
+            return;
+        };
+        if !self.connected {
+            return;
+        }
+        let Some(track) = v.tracks.iter_mut().find(|t| t.kind == frame.kind) else {
+            return;
+        };
+        if frame.kind == MediaKind::Video && track.timeline.epoch != Some(frame.epoch) {
+            // A new source or layer: decodable again only from its keyframe.
+            track.awaiting_keyframe = true;
+        }
+        if track.awaiting_keyframe {
+            if !frame.keyframe {
+                metrics.drop(DropReason::AwaitingKeyframe);
+                if v.last_keyframe_request
+                    .is_none_or(|t| now.saturating_duration_since(t) >= KEYFRAME_REQUEST_INTERVAL)
+                {
+                    v.last_keyframe_request = Some(now);
+                    fx.keyframe_requests.push(KeyframeOrigin::ViewerJoin);
+                }
+                return;
+            }
+            track.awaiting_keyframe = false;
+        }
+        let Some(writer) = self.rtc.writer(track.mid) else {
+            return;
+        };
+        let pt = match track.pt_cache {
+            Some((codec, pt)) if codec == frame.codec => pt,
+            _ => {
+                let Some(pt) = writer
+                    .payload_params()
+                    .find(|p| p.spec().codec == frame.codec)
+                    .map(|p| p.pt())
+                else {
+                    // The viewer cannot take this codec.
+                    return;
+                };
+                track.pt_cache = Some((frame.codec, pt));
+                pt
+            }
+        };
+        let time = track.timeline.map(frame);
+        match writer.write(pt, frame.network_time, time, frame.data.clone()) {
+            Ok(()) => metrics.frames_forwarded.inc(),
+            Err(e) => {
+                tracing::warn!(session = %self.session, "write failed, closing viewer: {e}");
+                self.rtc.disconnect();
+            }
+        }
+    }
+}
+
+impl ViewerState {
+    fn throttle_request(&mut self, now: Instant) -> bool {
+        if self
+            .last_keyframe_request
+            .is_some_and(|t| now.saturating_duration_since(t) < KEYFRAME_REQUEST_INTERVAL)
+        {
+            return false;
+        }
+        self.last_keyframe_request = Some(now);
+        true
+    }
+}
+
+impl PublisherState {
+    fn ingest(&mut self, hub: &StreamHub, data: MediaData, fx: &mut Effects) -> Option<Frame> {
+        if !hub.is_active_epoch(self.epoch) {
+            // Replaced by a newer session of the same publisher.
+            return None;
+        }
+        let spec = data.params.spec();
+        let kind = spec.codec.kind();
+        let keyframe = data.is_keyframe();
+        let mut epoch = self.epoch;
+        if kind == MediaKind::Video {
+            if let Some(rid) = data.rid {
+                if !self.select_layer(rid, keyframe, data.data.len()) {
+                    return None;
+                }
+                epoch = self.epoch + self.layer.as_ref().map_or(0, |l| l.switches);
+            }
+            if !data.contiguous {
+                fx.keyframe_requests.push(KeyframeOrigin::PacketLoss);
+            }
+            if keyframe {
+                self.pending_keyframe_request = false;
+                if spec.codec == Codec::H264 {
+                    if let Some(p) = h264::sps_profile(&data.data) {
+                        hub.set_h264_profile(p);
+                    }
+                }
+            }
+        }
+        Some(Frame {
+            kind,
+            codec: spec.codec,
+            time: data.time,
+            network_time: data.network_time,
+            keyframe,
+            data: data.data,
+            epoch,
+        })
+    }
+
+    /// Simulcast: forwards one layer, the one with the largest keyframes seen
+    /// (layer choice per viewer comes with bandwidth estimation). Switches
+    /// only on a keyframe of the new layer.
+    fn select_layer(&mut self, rid: Rid, keyframe: bool, size: usize) -> bool {
+        let layer = self.layer.get_or_insert_with(|| Layer {
+            rid,
+            switches: 0,
+            keyframe_sizes: Vec::new(),
+        });
+        if keyframe {
+            match layer.keyframe_sizes.iter_mut().find(|(r, _)| *r == rid) {
+                Some(entry) => entry.1 = size,
+                None => layer.keyframe_sizes.push((rid, size)),
+            }
+            let current = layer
+                .keyframe_sizes
+                .iter()
+                .find(|(r, _)| *r == layer.rid)
+                .map_or(0, |e| e.1);
+            if rid != layer.rid && size > current.saturating_mul(3) / 2 {
+                layer.rid = rid;
+                layer.switches += 1;
+            }
+        }
+        layer.rid == rid
+    }
+}

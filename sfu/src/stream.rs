@@ -1,0 +1,136 @@
+//! One live stream as the forwarder sees it: who publishes it, on which
+//! workers its viewers sit, and what the bitstream told us about itself.
+//!
+//! The per-packet path only reads atomics here; the mutex guards the
+//! publisher slot, touched on publish/unpublish and on (throttled) keyframe
+//! requests.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::Mutex;
+use str0m::format::Codec;
+use str0m::media::{MediaKind, MediaTime};
+
+use crate::h264::ProfileLevelId;
+use crate::SessionId;
+
+/// A depacketized media frame from a publisher, shared by reference with
+/// every worker that has viewers of the stream.
+#[derive(Debug)]
+pub struct Frame {
+    pub kind: MediaKind,
+    pub codec: Codec,
+    /// Publisher's RTP time (extended), in the codec's clock rate.
+    pub time: MediaTime,
+    /// When the first packet of the frame arrived.
+    pub network_time: Instant,
+    pub keyframe: bool,
+    pub data: Arc<[u8]>,
+    /// Changes whenever timestamps may jump: a new publisher session or a
+    /// switch to another simulcast layer. Viewers rebase their timeline on it.
+    pub epoch: u64,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct PublisherSlot {
+    pub session: SessionId,
+    pub worker: usize,
+    /// Identity of the credential that published (a replacement must match).
+    pub owner: String,
+}
+
+pub(crate) struct StreamHub {
+    pub id: u64,
+    pub name: String,
+    /// Number of viewers of this stream on each worker.
+    viewers_per_worker: Box<[AtomicUsize]>,
+    publisher: Mutex<Option<PublisherSlot>>,
+    /// Epoch base of the current publisher session (0 when none).
+    active_epoch: AtomicU64,
+    /// H.264 profile read from the publisher's SPS (0 when unknown).
+    h264_profile: AtomicU32,
+}
+
+impl StreamHub {
+    pub fn new(id: u64, name: String, workers: usize) -> StreamHub {
+        StreamHub {
+            id,
+            name,
+            viewers_per_worker: (0..workers).map(|_| AtomicUsize::new(0)).collect(),
+            publisher: Mutex::new(None),
+            active_epoch: AtomicU64::new(0),
+            h264_profile: AtomicU32::new(0),
+        }
+    }
+
+    pub fn viewers_on(&self, worker: usize) -> usize {
+        self.viewers_per_worker
+            .get(worker)
+            .map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    pub fn viewer_total(&self) -> usize {
+        self.viewers_per_worker
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    pub fn workers(&self) -> usize {
+        self.viewers_per_worker.len()
+    }
+
+    pub fn add_viewer(&self, worker: usize) {
+        if let Some(c) = self.viewers_per_worker.get(worker) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn remove_viewer(&self, worker: usize) {
+        if let Some(c) = self.viewers_per_worker.get(worker) {
+            // Saturating: a double removal must not wrap the count.
+            let _ = c.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1));
+        }
+    }
+
+    pub fn publisher(&self) -> Option<PublisherSlot> {
+        self.publisher.lock().clone()
+    }
+
+    /// Installs a publisher; returns the one it replaces. The caller has
+    /// checked ownership.
+    pub fn set_publisher(&self, slot: PublisherSlot, epoch: u64) -> Option<PublisherSlot> {
+        let mut guard = self.publisher.lock();
+        self.active_epoch.store(epoch, Ordering::Release);
+        guard.replace(slot)
+    }
+
+    /// Clears the publisher slot if `session` still holds it.
+    pub fn clear_publisher(&self, session: SessionId) -> bool {
+        let mut guard = self.publisher.lock();
+        if guard.as_ref().is_some_and(|p| p.session == session) {
+            *guard = None;
+            self.active_epoch.store(0, Ordering::Release);
+            true
+        } else {
+            false
+        }
+    }
+
+    pub fn is_active_epoch(&self, epoch: u64) -> bool {
+        self.active_epoch.load(Ordering::Acquire) == epoch
+    }
+
+    pub fn h264_profile(&self) -> Option<ProfileLevelId> {
+        match self.h264_profile.load(Ordering::Relaxed) {
+            0 => None,
+            v => Some(ProfileLevelId(v)),
+        }
+    }
+
+    pub fn set_h264_profile(&self, p: ProfileLevelId) {
+        self.h264_profile.store(p.0, Ordering::Relaxed);
+    }
+}

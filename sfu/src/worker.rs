@@ -1,0 +1,383 @@
+//! A media worker: one UDP socket, the sessions assigned to it, and a thin
+//! tokio loop that moves datagrams and time into their `Rtc`s and drains
+//! their output. Frames for viewers on other workers cross once per worker,
+//! by reference.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use str0m::ice::{StunMessage, TransId};
+use str0m::net::{DatagramRecv, Protocol, Receive};
+use str0m::{Candidate, IceCreds, Input, Output};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::metrics::DropReason;
+use crate::peer::{Effects, Peer, PeerKind, Role, CONNECT_DEADLINE};
+use crate::stream::{Frame, StreamHub};
+use crate::{SessionId, Shared};
+
+pub(crate) enum Command {
+    AddPeer(Box<Peer>),
+    Frame { stream: u64, frame: Arc<Frame> },
+    RequestKeyframe { session: SessionId },
+    Close { session: SessionId },
+    AddCandidates { session: SessionId, candidates: Vec<Candidate> },
+    IceRestart { session: SessionId, remote: IceCreds, reply: oneshot::Sender<Option<IceCreds>> },
+    Shutdown,
+}
+
+pub(crate) struct Worker {
+    index: usize,
+    socket: UdpSocket,
+    /// Address put in our ICE candidate; the destination of every datagram
+    /// as the ICE agent must see it.
+    candidate_addr: SocketAddr,
+    rx: mpsc::Receiver<Command>,
+    shared: Arc<Shared>,
+    peers: Vec<Peer>,
+    by_addr: HashMap<SocketAddr, SessionId>,
+    local_frames: Vec<(u64, Arc<Frame>)>,
+}
+
+impl Worker {
+    pub fn new(
+        index: usize,
+        socket: UdpSocket,
+        candidate_addr: SocketAddr,
+        rx: mpsc::Receiver<Command>,
+        shared: Arc<Shared>,
+    ) -> Worker {
+        Worker {
+            index,
+            socket,
+            candidate_addr,
+            rx,
+            shared,
+            peers: Vec::new(),
+            by_addr: HashMap::new(),
+            local_frames: Vec::new(),
+        }
+    }
+
+    pub async fn run(mut self) {
+        let mut buf = vec![0u8; 2048];
+        loop {
+            let now = Instant::now();
+            self.drive_timeouts(now);
+            self.reap(now);
+            let next = self
+                .peers
+                .iter()
+                .map(|p| p.next_timeout)
+                .min()
+                .unwrap_or(now + Duration::from_millis(500))
+                .max(now + Duration::from_micros(200));
+            tokio::select! {
+                cmd = self.rx.recv() => match cmd {
+                    Some(Command::Shutdown) | None => break,
+                    Some(cmd) => self.handle_command(cmd, Instant::now()),
+                },
+                r = self.socket.recv_from(&mut buf) => match r {
+                    Ok((n, source)) => {
+                        let now = Instant::now();
+                        if let Some(data) = buf.get(..n) {
+                            self.handle_datagram(data, source, now);
+                        }
+                    }
+                    Err(e) => {
+                        // ICMP errors surface here on some platforms; they are not fatal.
+                        tracing::debug!(worker = self.index, "recv_from: {e}");
+                    }
+                },
+                _ = tokio::time::sleep_until(next.into()) => {}
+            }
+        }
+        for mut p in std::mem::take(&mut self.peers) {
+            p.rtc.disconnect();
+            self.forget(&p);
+        }
+    }
+
+    fn handle_command(&mut self, cmd: Command, now: Instant) {
+        match cmd {
+            Command::AddPeer(peer) => {
+                let mut peer = *peer;
+                peer.next_timeout = now;
+                self.peers.push(peer);
+                let idx = self.peers.len() - 1;
+                self.poll(idx, now);
+            }
+            Command::Frame { stream, frame } => {
+                self.deliver(stream, &frame, now);
+            }
+            Command::RequestKeyframe { session } => {
+                if let Some(idx) = self.find(session) {
+                    let metrics = self.shared.metrics.clone();
+                    self.peers[idx].request_keyframe(now, &metrics);
+                    self.poll(idx, now);
+                }
+            }
+            Command::Close { session } => {
+                if let Some(idx) = self.find(session) {
+                    self.peers[idx].rtc.disconnect();
+                }
+                self.reap(now);
+            }
+            Command::AddCandidates { session, candidates } => {
+                if let Some(idx) = self.find(session) {
+                    for c in candidates {
+                        self.peers[idx].rtc.add_remote_candidate(c);
+                    }
+                    self.poll(idx, now);
+                }
+            }
+            Command::IceRestart { session, remote, reply } => {
+                let creds = self.find(session).map(|idx| {
+                    let local = IceCreds::new();
+                    let mut api = self.peers[idx].rtc.direct_api();
+                    api.set_remote_ice_credentials(remote);
+                    api.set_local_ice_credentials(local.clone());
+                    local
+                });
+                let _ = reply.send(creds);
+            }
+            Command::Shutdown => {}
+        }
+        self.flush_local(now);
+    }
+
+    fn find(&self, session: SessionId) -> Option<usize> {
+        self.peers.iter().position(|p| p.session == session)
+    }
+
+    fn handle_datagram(&mut self, data: &[u8], source: SocketAddr, now: Instant) {
+        let metrics = &self.shared.metrics;
+        metrics.packets_in.inc();
+        metrics.bytes_in.inc_by(data.len() as u64);
+        let Ok(contents) = DatagramRecv::try_from(data) else {
+            metrics.drop(DropReason::Malformed);
+            return;
+        };
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto: Protocol::Udp,
+                source,
+                destination: self.candidate_addr,
+                contents,
+            },
+        );
+        let idx = match self.by_addr.get(&source).and_then(|s| self.find(*s)) {
+            Some(idx) if self.peers[idx].rtc.accepts(&input) => Some(idx),
+            _ => self.peers.iter().position(|p| p.rtc.accepts(&input)),
+        };
+        let Some(idx) = idx else {
+            if !self.answer_stun_binding(data, source) {
+                self.shared.metrics.drop(DropReason::UnknownPeer);
+            }
+            return;
+        };
+        self.by_addr.insert(source, self.peers[idx].session);
+        if let Err(e) = self.peers[idx].rtc.handle_input(input) {
+            tracing::debug!(session = %self.peers[idx].session, "input rejected, closing: {e}");
+            self.peers[idx].rtc.disconnect();
+        }
+        self.poll(idx, now);
+        self.flush_local(now);
+    }
+
+    /// Plain STUN binding requests (no ICE username) are answered, so the
+    /// media port doubles as the STUN server the WHIP/WHEP Link header names.
+    fn answer_stun_binding(&self, data: &[u8], source: SocketAddr) -> bool {
+        let Ok(msg) = StunMessage::parse(data) else {
+            return false;
+        };
+        if !msg.is_binding_request() || msg.username().is_some() {
+            return false;
+        }
+        let trans_id: TransId = msg.trans_id();
+        let reply = StunMessage::binding_reply(trans_id, source);
+        let mut out = [0u8; 256];
+        let no_integrity = |_: &[u8], _: &[&[u8]]| [0u8; 20];
+        match reply.to_bytes(None, &mut out, no_integrity) {
+            Ok(n) => {
+                if let Some(bytes) = out.get(..n) {
+                    self.send(bytes, source);
+                }
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn send(&self, bytes: &[u8], dest: SocketAddr) {
+        match self.socket.try_send_to(bytes, dest) {
+            Ok(n) => {
+                self.shared.metrics.packets_out.inc();
+                self.shared.metrics.bytes_out.inc_by(n as u64);
+            }
+            Err(e) => {
+                self.shared.metrics.drop(DropReason::SendFailed);
+                tracing::trace!("send_to failed: {e}");
+            }
+        }
+    }
+
+    fn drive_timeouts(&mut self, now: Instant) {
+        for idx in 0..self.peers.len() {
+            if self.peers[idx].next_timeout <= now {
+                if let Err(e) = self.peers[idx].rtc.handle_input(Input::Timeout(now)) {
+                    tracing::debug!(session = %self.peers[idx].session, "timeout handling failed: {e}");
+                    self.peers[idx].rtc.disconnect();
+                }
+                if self.peers[idx].pending_keyframe_due(now) {
+                    let metrics = self.shared.metrics.clone();
+                    self.peers[idx].request_keyframe(now, &metrics);
+                }
+                self.poll(idx, now);
+            }
+        }
+        self.flush_local(now);
+    }
+
+    /// Drains one peer's output until it asks for a timeout, sending what it
+    /// transmits and acting on its events.
+    fn poll(&mut self, idx: usize, now: Instant) {
+        let mut fx = Effects::default();
+        loop {
+            let peer = &mut self.peers[idx];
+            if !peer.rtc.is_alive() {
+                peer.next_timeout = now;
+                break;
+            }
+            match peer.rtc.poll_output() {
+                Ok(Output::Timeout(t)) => {
+                    peer.next_timeout = t;
+                    break;
+                }
+                Ok(Output::Transmit(t)) => {
+                    let dest = t.destination;
+                    self.send(&t.contents, dest);
+                }
+                Ok(Output::Event(e)) => peer.handle_event(e, now, &mut fx),
+                Err(e) => {
+                    tracing::debug!(session = %peer.session, "poll_output failed, closing: {e}");
+                    peer.rtc.disconnect();
+                }
+            }
+        }
+        let hub = self.peers[idx].hub.clone();
+        for origin in fx.keyframe_requests {
+            self.shared.metrics.keyframe_request(origin);
+            self.route_keyframe_request(&hub, now);
+        }
+        for frame in fx.frames {
+            self.fan_out(&hub, frame);
+        }
+    }
+
+    fn route_keyframe_request(&mut self, hub: &StreamHub, now: Instant) {
+        let Some(publisher) = hub.publisher() else {
+            return;
+        };
+        if publisher.worker == self.index {
+            if let Some(idx) = self.find(publisher.session) {
+                let metrics = self.shared.metrics.clone();
+                self.peers[idx].request_keyframe(now, &metrics);
+                // Output is drained by the caller's next poll of that peer.
+                self.peers[idx].next_timeout = now;
+            }
+        } else if let Some(w) = self.shared.workers.get(publisher.worker) {
+            if w.tx
+                .try_send(Command::RequestKeyframe {
+                    session: publisher.session,
+                })
+                .is_err()
+            {
+                self.shared.metrics.drop(DropReason::QueueFull);
+            }
+        }
+    }
+
+    fn fan_out(&mut self, hub: &StreamHub, frame: Arc<Frame>) {
+        for w in 0..hub.workers() {
+            if hub.viewers_on(w) == 0 {
+                continue;
+            }
+            if w == self.index {
+                self.local_frames.push((hub.id, frame.clone()));
+            } else if let Some(link) = self.shared.workers.get(w) {
+                let cmd = Command::Frame {
+                    stream: hub.id,
+                    frame: frame.clone(),
+                };
+                if link.tx.try_send(cmd).is_err() {
+                    self.shared.metrics.drop(DropReason::QueueFull);
+                }
+            }
+        }
+    }
+
+    fn flush_local(&mut self, now: Instant) {
+        while !self.local_frames.is_empty() {
+            let frames = std::mem::take(&mut self.local_frames);
+            for (stream, frame) in frames {
+                self.deliver(stream, &frame, now);
+            }
+        }
+    }
+
+    fn deliver(&mut self, stream: u64, frame: &Frame, now: Instant) {
+        for idx in 0..self.peers.len() {
+            let peer = &mut self.peers[idx];
+            if peer.hub.id != stream || peer.role() != Role::Viewer {
+                continue;
+            }
+            let mut fx = Effects::default();
+            peer.write_frame(frame, now, &self.shared.metrics, &mut fx);
+            let hub = peer.hub.clone();
+            for origin in fx.keyframe_requests {
+                self.shared.metrics.keyframe_request(origin);
+                self.route_keyframe_request(&hub, now);
+            }
+            self.poll(idx, now);
+        }
+    }
+
+    /// Removes sessions that ended or never connected.
+    fn reap(&mut self, now: Instant) {
+        let mut i = 0;
+        while i < self.peers.len() {
+            let p = &mut self.peers[i];
+            if !p.connected && now.saturating_duration_since(p.created) > CONNECT_DEADLINE {
+                tracing::info!(session = %p.session, "session never connected; closing");
+                p.rtc.disconnect();
+            }
+            if p.rtc.is_alive() {
+                i += 1;
+                continue;
+            }
+            let p = self.peers.swap_remove(i);
+            self.by_addr.retain(|_, s| *s != p.session);
+            self.forget(&p);
+        }
+    }
+
+    fn forget(&self, p: &Peer) {
+        tracing::info!(session = %p.session, stream = %p.hub.name, role = ?p.role(), "session ended");
+        match p.kind {
+            PeerKind::Publisher(_) => {
+                p.hub.clear_publisher(p.session);
+                self.shared.metrics.publishers.dec();
+            }
+            PeerKind::Viewer(_) => {
+                p.hub.remove_viewer(self.index);
+                self.shared.metrics.viewers.dec();
+            }
+        }
+        self.shared.sessions.lock().remove(&p.session);
+    }
+}

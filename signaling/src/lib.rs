@@ -1,0 +1,51 @@
+//! # signaling — who may publish and play
+//!
+//! JWT claims and their verification (`jsonwebtoken`, HS256), and stream
+//! keys kept hashed in the embedded SQLite database (`sqlx`). The HTTP edge
+//! asks [`Store::authorize_publish`] / [`Store::authorize_play`] and gets a
+//! typed answer; nothing here touches RTP.
+
+mod store;
+mod token;
+
+pub use store::{valid_stream_name, Store, StoreError, StreamInfo};
+pub use token::{Claims, Role, TokenError, Tokens};
+
+/// Who is allowed in, as decided from the request's bearer credential.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Grant {
+    /// A stream key of the stream; carries the key's hash as owner identity.
+    StreamKey { key_hash: String },
+    /// A JWT whose claims allow the action.
+    Token { subject: String },
+}
+
+impl Grant {
+    /// Identity used to decide whether a second publisher replaces the first
+    /// (same credential) or is refused.
+    pub fn owner(&self) -> String {
+        match self {
+            Grant::StreamKey { key_hash } => format!("key:{key_hash}"),
+            Grant::Token { subject } => format!("jwt:{subject}"),
+        }
+    }
+}
+
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// No bearer credential where one is required.
+    #[error("missing bearer token")]
+    Missing,
+    /// The credential is not a key of this stream nor a valid token for it.
+    #[error("invalid credential")]
+    Invalid,
+    /// A valid token that does not allow this action on this stream.
+    #[error("token does not allow {action} on this stream")]
+    Forbidden { action: &'static str },
+    /// The token has expired.
+    #[error("token expired")]
+    Expired,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}

@@ -1,0 +1,114 @@
+//! The HTTP edge's one error type: status code plus `{"error": …}`.
+
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use sfu::SfuError;
+use signaling::AuthError;
+
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("missing bearer token")]
+    Unauthorized,
+    #[error("invalid credential")]
+    InvalidCredential,
+    #[error("token expired")]
+    Expired,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("unknown {0}")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Conflict(String),
+    /// 409 with `Retry-After`: may work later (a viewer before its codecs are forwardable).
+    #[error("{0}")]
+    RetryLater(String),
+    #[error("If-Match does not match the session's ETag")]
+    PreconditionFailed,
+    #[error("ICE restart requires If-Match: *")]
+    PreconditionRequired,
+    #[error("body larger than {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("Content-Type must be {expected}")]
+    UnsupportedMediaType { expected: String },
+    #[error("{0}")]
+    Unprocessable(String),
+    #[error("service unavailable")]
+    Unavailable,
+    /// Logged with its cause; the client sees a generic message.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl From<SfuError> for ApiError {
+    fn from(e: SfuError) -> ApiError {
+        match e {
+            SfuError::BadOffer { .. } | SfuError::NoMedia { .. } | SfuError::BadFragment { .. } => {
+                ApiError::BadRequest(e.to_string())
+            }
+            SfuError::NoCommonCodec => ApiError::Unprocessable(e.to_string()),
+            SfuError::StreamBusy => ApiError::Conflict(e.to_string()),
+            SfuError::UnknownSession => ApiError::NotFound("session"),
+            SfuError::WorkerGone => ApiError::Unavailable,
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> ApiError {
+        match e {
+            AuthError::Missing => ApiError::Unauthorized,
+            AuthError::Invalid => ApiError::InvalidCredential,
+            AuthError::Expired => ApiError::Expired,
+            AuthError::Forbidden { .. } => ApiError::Forbidden(e.to_string()),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized | ApiError::InvalidCredential | ApiError::Expired => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) | ApiError::RetryLater(_) => StatusCode::CONFLICT,
+            ApiError::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
+            ApiError::PreconditionRequired => StatusCode::PRECONDITION_REQUIRED,
+            ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if let ApiError::Internal(cause) = &self {
+            tracing::error!("internal error: {cause}");
+        } else {
+            tracing::debug!(status = status.as_u16(), "request refused: {self}");
+        }
+        let mut resp = (status, Json(serde_json::json!({ "error": self.to_string() }))).into_response();
+        match self {
+            ApiError::Unauthorized | ApiError::InvalidCredential | ApiError::Expired => {
+                resp.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+            }
+            ApiError::RetryLater(_) => {
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+            }
+            _ => {}
+        }
+        resp
+    }
+}

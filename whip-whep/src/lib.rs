@@ -1,0 +1,352 @@
+//! # whip-whep — the WHIP (RFC 9725) and WHEP HTTP resources
+//!
+//! `POST /whip/{stream}` and `POST /whep/{stream}` take an SDP offer and
+//! answer `201 Created` with the SDP answer, a `Location` for the session
+//! resource, an `ETag`, and `Link: <stun:…>; rel="ice-server"` headers.
+//! `PATCH` on the resource takes `application/trickle-ice-sdpfrag`
+//! (trickled candidates → `204`, new ICE credentials → ICE restart → `200`
+//! with our new credentials), `DELETE` ends the session (`200`). CORS lets a
+//! page on another origin publish or play.
+//!
+//! Media state lives in `sfu`; this crate keeps only what the HTTP resource
+//! needs (its ETag and the remote ICE username, to tell trickle from restart).
+
+mod error;
+mod sdpfrag;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::{to_bytes, Body};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use parking_lot::Mutex;
+use sfu::{Role, SessionId, Sfu, SfuError};
+use signaling::{Store, Tokens};
+use tower_http::cors::{Any, CorsLayer};
+
+pub use crate::error::ApiError;
+
+/// SDP offers larger than this are refused (413). Real offers with
+/// simulcast and many codecs are under 16 KiB.
+pub const MAX_SDP_BYTES: usize = 64 * 1024;
+
+#[derive(Clone)]
+pub struct WhipWhepState {
+    pub sfu: Sfu,
+    pub store: Store,
+    pub tokens: Tokens,
+    /// ICE server URLs (`stun:` / `turn:`) sent as `Link` headers.
+    pub ice_servers: Arc<Vec<String>>,
+    resources: Arc<Mutex<HashMap<SessionId, Resource>>>,
+}
+
+struct Resource {
+    etag: String,
+    remote_ufrag: Option<String>,
+}
+
+impl WhipWhepState {
+    pub fn new(sfu: Sfu, store: Store, tokens: Tokens, ice_servers: Vec<String>) -> WhipWhepState {
+        WhipWhepState {
+            sfu,
+            store,
+            tokens,
+            ice_servers: Arc::new(ice_servers),
+            resources: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// Drops resource records of sessions the SFU has ended on its own
+    /// (ICE timeout, replaced publisher).
+    fn prune(&self) {
+        let sfu = &self.sfu;
+        self.resources.lock().retain(|id, _| sfu.session(*id).is_some());
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Whip,
+    Whep,
+}
+
+impl Kind {
+    fn path(self) -> &'static str {
+        match self {
+            Kind::Whip => "whip",
+            Kind::Whep => "whep",
+        }
+    }
+    fn role(self) -> Role {
+        match self {
+            Kind::Whip => Role::Publisher,
+            Kind::Whep => Role::Viewer,
+        }
+    }
+}
+
+pub fn router(state: WhipWhepState) -> Router {
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::POST, Method::PATCH, Method::DELETE, Method::OPTIONS])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::IF_MATCH])
+        .expose_headers([
+            header::LOCATION,
+            header::ETAG,
+            header::LINK,
+            HeaderName::from_static("accept-patch"),
+            header::RETRY_AFTER,
+        ]);
+    Router::new()
+        .route(
+            "/whip/{stream}",
+            post(|s, p, q, h, b| create(Kind::Whip, s, p, q, h, b)).options(options_endpoint),
+        )
+        .route(
+            "/whep/{stream}",
+            post(|s, p, q, h, b| create(Kind::Whep, s, p, q, h, b)).options(options_endpoint),
+        )
+        .route(
+            "/whip/{stream}/{session}",
+            axum::routing::patch(|s, p, h, b| patch(Kind::Whip, s, p, h, b))
+                .delete(|s, p| delete(Kind::Whip, s, p))
+                .options(options_resource),
+        )
+        .route(
+            "/whep/{stream}/{session}",
+            axum::routing::patch(|s, p, h, b| patch(Kind::Whep, s, p, h, b))
+                .delete(|s, p| delete(Kind::Whep, s, p))
+                .options(options_resource),
+        )
+        .layer(cors)
+        .with_state(state)
+}
+
+async fn options_endpoint() -> Response {
+    (
+        StatusCode::NO_CONTENT,
+        [(HeaderName::from_static("accept-post"), "application/sdp")],
+    )
+        .into_response()
+}
+
+async fn options_resource() -> Response {
+    (
+        StatusCode::NO_CONTENT,
+        [(
+            HeaderName::from_static("accept-patch"),
+            "application/trickle-ice-sdpfrag",
+        )],
+    )
+        .into_response()
+}
+
+fn content_type_is(headers: &HeaderMap, want: &str) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case(want))
+}
+
+/// The bearer credential: `Authorization: Bearer …`, or (OBS users do this)
+/// a `key`, `token` or `access_token` query parameter on the WHIP URL.
+fn bearer(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
+    if let Some(v) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        let v = v.trim();
+        if v.len() > 7 && v[..7].eq_ignore_ascii_case("bearer ") {
+            let t = v[7..].trim();
+            if !t.is_empty() {
+                return Some(t.to_string());
+            }
+        }
+    }
+    query?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        matches!(k, "key" | "token" | "access_token")
+            .then(|| v.to_string())
+            .filter(|v| !v.is_empty())
+    })
+}
+
+async fn read_body(body: Body, content_type: &str, headers: &HeaderMap) -> Result<String, ApiError> {
+    if !content_type_is(headers, content_type) {
+        return Err(ApiError::UnsupportedMediaType {
+            expected: content_type.to_string(),
+        });
+    }
+    let bytes = to_bytes(body, MAX_SDP_BYTES)
+        .await
+        .map_err(|_| ApiError::TooLarge { limit: MAX_SDP_BYTES })?;
+    String::from_utf8(bytes.to_vec()).map_err(|_| ApiError::BadRequest("body is not UTF-8".into()))
+}
+
+async fn create(
+    kind: Kind,
+    State(state): State<WhipWhepState>,
+    Path(stream): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    if !signaling::valid_stream_name(&stream) {
+        return Err(ApiError::NotFound("stream"));
+    }
+    let offer = read_body(body, "application/sdp", &headers).await?;
+    if !offer.trim_start().starts_with("v=0") {
+        return Err(ApiError::BadRequest("malformed SDP offer: it must start with v=0".into()));
+    }
+    let bearer = bearer(&headers, query.as_deref());
+    state.prune();
+    let answer = match kind {
+        Kind::Whip => {
+            let grant = state
+                .store
+                .authorize_publish(&state.tokens, &stream, bearer.as_deref())
+                .await?;
+            state.sfu.publish(&stream, &offer, &grant.owner()).await
+        }
+        Kind::Whep => {
+            let info = state.store.stream(&stream).await.map_err(signaling::AuthError::from)?;
+            let info = match info {
+                Some(info) => info,
+                // Published with a token but never registered: public.
+                None if state.sfu.is_live(&stream) => signaling::StreamInfo {
+                    name: stream.clone(),
+                    private: false,
+                },
+                None => return Err(ApiError::NotFound("stream")),
+            };
+            state
+                .store
+                .authorize_play(&state.tokens, &info, bearer.as_deref())
+                .await?;
+            state.sfu.subscribe(&stream, &offer).await
+        }
+    }
+    .map_err(|e| match (kind, e) {
+        (Kind::Whep, SfuError::NoCommonCodec) => ApiError::RetryLater(
+            "the offer has no codec relaycast can forward for this stream".into(),
+        ),
+        (_, e) => ApiError::from(e),
+    })?;
+
+    let etag = format!("\"{}\"", answer.ice_ufrag);
+    state.resources.lock().insert(
+        answer.session,
+        Resource {
+            etag: etag.clone(),
+            remote_ufrag: sdpfrag::ice_ufrag(&offer),
+        },
+    );
+    let location = format!("/{}/{}/{}", kind.path(), stream, answer.session);
+    let mut resp = (StatusCode::CREATED, answer.sdp).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/sdp"));
+    insert(h, header::LOCATION, &location);
+    insert(h, header::ETAG, &etag);
+    h.insert(
+        HeaderName::from_static("accept-patch"),
+        HeaderValue::from_static("application/trickle-ice-sdpfrag"),
+    );
+    // One ICE server per Link header line (OBS parses them that way).
+    for url in state.ice_servers.iter() {
+        if let Ok(v) = HeaderValue::from_str(&format!("<{url}>; rel=\"ice-server\"")) {
+            h.append(header::LINK, v);
+        }
+    }
+    Ok(resp)
+}
+
+fn insert(h: &mut HeaderMap, name: HeaderName, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        h.insert(name, v);
+    }
+}
+
+fn session_of(kind: Kind, state: &WhipWhepState, stream: &str, session: &str) -> Result<SessionId, ApiError> {
+    let id = SessionId::parse(session).ok_or(ApiError::NotFound("session"))?;
+    match state.sfu.session(id) {
+        Some((s, role)) if s == stream && role == kind.role() => Ok(id),
+        _ => Err(ApiError::NotFound("session")),
+    }
+}
+
+async fn delete(
+    kind: Kind,
+    State(state): State<WhipWhepState>,
+    Path((stream, session)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let id = session_of(kind, &state, &stream, &session)?;
+    state.resources.lock().remove(&id);
+    state.sfu.close(id).await?;
+    Ok(StatusCode::OK.into_response())
+}
+
+async fn patch(
+    kind: Kind,
+    State(state): State<WhipWhepState>,
+    Path((stream, session)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let id = session_of(kind, &state, &stream, &session)?;
+    let frag = read_body(body, "application/trickle-ice-sdpfrag", &headers).await?;
+    let (etag, remote_ufrag) = {
+        let res = state.resources.lock();
+        let r = res.get(&id).ok_or(ApiError::NotFound("session"))?;
+        (r.etag.clone(), r.remote_ufrag.clone())
+    };
+    let if_match = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok());
+    if let Some(m) = if_match {
+        if m.trim() != "*" && m.trim() != etag {
+            return Err(ApiError::PreconditionFailed);
+        }
+    }
+    let parsed = sdpfrag::parse(&frag).map_err(|reason| ApiError::from(SfuError::BadFragment { reason }))?;
+    let restart = matches!((&parsed.ufrag, &remote_ufrag), (Some(new), Some(old)) if new != old)
+        || (parsed.ufrag.is_some() && remote_ufrag.is_none());
+    if restart {
+        // RFC 9725 §4.3.2: an ICE restart needs If-Match "*".
+        if if_match.map(str::trim) != Some("*") {
+            return Err(ApiError::PreconditionRequired);
+        }
+        let (Some(ufrag), Some(pwd)) = (parsed.ufrag.clone(), parsed.pwd.clone()) else {
+            return Err(ApiError::BadRequest("ICE restart needs a=ice-ufrag and a=ice-pwd".into()));
+        };
+        let ours = state
+            .sfu
+            .ice_restart(id, str0m::IceCreds { ufrag: ufrag.clone(), pass: pwd })
+            .await?;
+        if !parsed.candidates.is_empty() {
+            state.sfu.add_candidates(id, parsed.candidates).await?;
+        }
+        let new_etag = format!("\"{}\"", ours.ufrag);
+        if let Some(r) = state.resources.lock().get_mut(&id) {
+            r.etag = new_etag.clone();
+            r.remote_ufrag = Some(ufrag);
+        }
+        let mut body = format!("a=ice-lite\r\na=ice-ufrag:{}\r\na=ice-pwd:{}\r\n", ours.ufrag, ours.pass);
+        for c in state.sfu.local_candidate_lines(id)? {
+            body.push_str(&format!("a={c}\r\n"));
+        }
+        body.push_str("a=end-of-candidates\r\n");
+        let mut resp = (StatusCode::OK, body).into_response();
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/trickle-ice-sdpfrag"),
+        );
+        insert(h, header::ETAG, &new_etag);
+        return Ok(resp);
+    }
+    if !parsed.candidates.is_empty() {
+        state.sfu.add_candidates(id, parsed.candidates).await?;
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

@@ -1,0 +1,58 @@
+//! `application/trickle-ice-sdpfrag` (RFC 8840) bodies of WHIP/WHEP PATCH.
+
+use str0m::Candidate;
+
+#[derive(Debug, Default)]
+pub(crate) struct Fragment {
+    pub ufrag: Option<String>,
+    pub pwd: Option<String>,
+    pub candidates: Vec<Candidate>,
+}
+
+/// Parses the lines we act on; other attributes (`a=mid`, `m=` lines,
+/// `a=end-of-candidates`) are allowed and ignored.
+pub(crate) fn parse(body: &str) -> Result<Fragment, String> {
+    let mut f = Fragment::default();
+    for line in body.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if let Some(v) = line.strip_prefix("a=ice-ufrag:") {
+            f.ufrag = Some(v.trim().to_string());
+        } else if let Some(v) = line.strip_prefix("a=ice-pwd:") {
+            f.pwd = Some(v.trim().to_string());
+        } else if let Some(c) = line.strip_prefix("a=") {
+            if c.starts_with("candidate:") {
+                let cand = Candidate::from_sdp_string(c).map_err(|e| format!("bad candidate line: {e}"))?;
+                f.candidates.push(cand);
+            }
+        } else if !(line.starts_with("m=") || line.starts_with("c=") || line.starts_with("v=")) {
+            return Err(format!("unexpected line in fragment: {}", line.chars().take(40).collect::<String>()));
+        }
+    }
+    Ok(f)
+}
+
+/// The session-level (or first) `a=ice-ufrag` of an SDP.
+pub(crate) fn ice_ufrag(sdp: &str) -> Option<String> {
+    sdp.lines()
+        .find_map(|l| l.trim().strip_prefix("a=ice-ufrag:"))
+        .map(|v| v.trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trickle_fragment_yields_candidates() {
+        let f = parse("a=ice-ufrag:abcd\r\na=ice-pwd:0123456789012345678901\r\nm=audio 9 RTP/AVP 0\r\na=mid:0\r\na=candidate:1 1 udp 2113929471 127.0.0.1 5000 typ host\r\na=end-of-candidates\r\n")
+            .expect("parses");
+        assert_eq!(f.ufrag.as_deref(), Some("abcd"));
+        assert_eq!(f.candidates.len(), 1);
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        assert!(parse("a=candidate:garbage").is_err());
+        assert!(parse("hello world").is_err());
+        assert!(parse("").expect("empty is fine").candidates.is_empty());
+    }
+}
