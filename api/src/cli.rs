@@ -7,7 +7,11 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "relaycast", version, about = "Ultra-low-latency live streaming: WHIP in, WebRTC (WHEP) out")]
+#[command(
+    name = "relaycast",
+    version,
+    about = "Ultra-low-latency live streaming: WHIP in, WebRTC (WHEP) out"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -81,8 +81,12 @@ pub fn load_or_create_secret(data_dir: &Path) -> anyhow::Result<String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     }
-    std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
-    let secret: String = rand::random::<[u8; 32]>().iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let secret: String = rand::random::<[u8; 32]>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     let tmp = data_dir.join("jwt-secret.tmp");
     {
         use std::io::Write;
@@ -93,7 +97,9 @@ pub fn load_or_create_secret(data_dir: &Path) -> anyhow::Result<String> {
             use std::os::unix::fs::OpenOptionsExt;
             opts.mode(0o600);
         }
-        let mut f = opts.open(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+        let mut f = opts
+            .open(&tmp)
+            .with_context(|| format!("writing {}", tmp.display()))?;
         f.write_all(secret.as_bytes())?;
         f.sync_all()?;
     }
@@ -107,9 +113,15 @@ pub fn load_or_create_secret(data_dir: &Path) -> anyhow::Result<String> {
 }
 
 /// Opens the data directory: database and signing keys.
-pub async fn open_data(data_dir: &Path, jwt_secret: Option<&str>) -> anyhow::Result<(Store, Tokens)> {
-    std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
-    let store = Store::open(data_dir).await.context("opening the database")?;
+pub async fn open_data(
+    data_dir: &Path,
+    jwt_secret: Option<&str>,
+) -> anyhow::Result<(Store, Tokens)> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let store = Store::open(data_dir)
+        .await
+        .context("opening the database")?;
     let secret = match jwt_secret {
         Some(s) => s.to_string(),
         None => load_or_create_secret(data_dir)?,
@@ -177,15 +189,16 @@ impl Server {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]
         {
-            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!("no SIGTERM handler: {e}");
-                    let _ = ctrl_c.await;
-                    self.shutdown().await;
-                    return;
-                }
-            };
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!("no SIGTERM handler: {e}");
+                        let _ = ctrl_c.await;
+                        self.shutdown().await;
+                        return;
+                    }
+                };
             tokio::select! {
                 _ = ctrl_c => {}
                 _ = term.recv() => {}
@@ -220,7 +233,8 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
         .first()
         .map(|a| vec![format!("stun:{a}")])
         .unwrap_or_default();
-    let whip = whip_whep::WhipWhepState::new(sfu.clone(), store.clone(), tokens.clone(), ice_servers);
+    let whip =
+        whip_whep::WhipWhepState::new(sfu.clone(), store.clone(), tokens.clone(), ice_servers);
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ready" }))
@@ -262,11 +276,7 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
 fn render_metrics(registry: &Registry) -> axum::response::Response {
     let mut buf = Vec::new();
     match TextEncoder::new().encode(&registry.gather(), &mut buf) {
-        Ok(()) => (
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-            buf,
-        )
-            .into_response(),
+        Ok(()) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], buf).into_response(),
         Err(e) => {
             tracing::error!("encoding metrics: {e}");
             StatusCode::INTERNAL_SERVER_ERROR.into_response()

@@ -9,12 +9,15 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,str0m=warn,is=warn,dimpl=warn")),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("info,str0m=warn,is=warn,dimpl=warn")
+            }),
         )
         .with_writer(std::io::stderr)
         .init();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(run(cli))
 }
 
@@ -44,13 +47,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 addr.ip()
             };
             eprintln!("relaycast listening on http://{addr}");
-            eprintln!("  publish: relaycast keys create NAME, then WHIP to http://{host}:{}/whip/NAME", addr.port());
+            eprintln!(
+                "  publish: relaycast keys create NAME, then WHIP to http://{host}:{}/whip/NAME",
+                addr.port()
+            );
             eprintln!("  play:    WHEP http://{host}:{}/whep/NAME", addr.port());
             server.run_until_signal().await;
             Ok(())
         }
         Command::Keys {
-            command: KeysCommand::Create { name, private, data },
+            command:
+                KeysCommand::Create {
+                    name,
+                    private,
+                    data,
+                },
         } => {
             let (store, _) = api::open_data(&data.data_dir, Some("unused")).await?;
             let key = store.create_key(&name, private.then_some(true)).await?;
@@ -68,7 +79,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 None => api::load_or_create_secret(&t.data.data_dir)?,
             };
             let tokens = signaling::Tokens::new(secret.as_bytes());
-            let jwt = tokens.issue(&t.subject, t.stream.as_deref(), role, api::unix_now(), t.ttl.as_secs())?;
+            let jwt = tokens.issue(
+                &t.subject,
+                t.stream.as_deref(),
+                role,
+                api::unix_now(),
+                t.ttl.as_secs(),
+            )?;
             println!("{jwt}");
             Ok(())
         }

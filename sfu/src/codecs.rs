@@ -40,7 +40,11 @@ pub fn publisher_config(base: RtcConfig) -> RtcConfig {
 
 /// Configuration for a viewer's session, from its offer and what is known of
 /// the stream.
-pub fn viewer_config(base: RtcConfig, offer_sdp: &str, real_h264: Option<ProfileLevelId>) -> RtcConfig {
+pub fn viewer_config(
+    base: RtcConfig,
+    offer_sdp: &str,
+    real_h264: Option<ProfileLevelId>,
+) -> RtcConfig {
     let mut cfg = base
         .clear_codecs()
         .enable_vp8(true)

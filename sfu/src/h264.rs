@@ -132,10 +132,7 @@ pub fn offered_profiles(sdp: &str) -> Vec<ProfileLevelId> {
         })
         .collect();
     let mut out = Vec::new();
-    for rest in sdp
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("a=fmtp:"))
-    {
+    for rest in sdp.lines().filter_map(|l| l.trim().strip_prefix("a=fmtp:")) {
         let Some((pt, params)) = rest.split_once(' ') else {
             continue;
         };
@@ -171,7 +168,9 @@ mod tests {
 
     #[test]
     fn sps_profile_is_read_from_the_bitstream() {
-        let au = [0, 0, 0, 1, 0x67, 0x64, 0x00, 0x28, 0xac, 0, 0, 1, 0x68, 0xee, 0, 0, 1, 0x65, 0x88];
+        let au = [
+            0, 0, 0, 1, 0x67, 0x64, 0x00, 0x28, 0xac, 0, 0, 1, 0x68, 0xee, 0, 0, 1, 0x65, 0x88,
+        ];
         assert_eq!(sps_profile(&au), Some(ProfileLevelId(0x640028)));
         assert_eq!(sps_profile(&[0, 0, 1, 0x41, 0x9a]), None);
         assert_eq!(sps_profile(&[0, 0, 1, 0x67]), None, "truncated SPS");

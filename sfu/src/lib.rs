@@ -28,6 +28,7 @@ pub mod h264;
 pub mod metrics;
 mod peer;
 mod stream;
+mod stun_binding;
 mod worker;
 
 use std::collections::HashMap;
@@ -43,8 +44,8 @@ use str0m::{Candidate, IceCreds, RtcConfig};
 use tokio::sync::{mpsc, oneshot};
 
 pub use crate::metrics::Metrics;
-pub use crate::peer::Role;
 use crate::peer::Peer;
+pub use crate::peer::Role;
 use crate::stream::{PublisherSlot, StreamHub};
 use crate::worker::{Command, Worker};
 
@@ -188,7 +189,9 @@ impl Sfu {
                     rt.block_on(async move {
                         match tokio::net::UdpSocket::from_std(socket) {
                             Ok(socket) => {
-                                Worker::new(i, socket, candidate_addr, rx, shared).run().await
+                                Worker::new(i, socket, candidate_addr, rx, shared)
+                                    .run()
+                                    .await
                             }
                             Err(e) => tracing::error!("media worker {i} could not start: {e}"),
                         }
@@ -213,7 +216,11 @@ impl Sfu {
 
     /// Addresses advertised in ICE candidates, one per worker.
     pub fn media_addrs(&self) -> Vec<SocketAddr> {
-        self.shared.workers.iter().map(|w| w.candidate_addr).collect()
+        self.shared
+            .workers
+            .iter()
+            .map(|w| w.candidate_addr)
+            .collect()
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -341,7 +348,14 @@ impl Sfu {
         self.send(worker, Command::AddPeer(Box::new(peer))).await?;
         if let Some(old) = replaced {
             tracing::info!(stream, old = %old.session, new = %answer.session, "publisher replaced by the same credential");
-            let _ = self.send(old.worker, Command::Close { session: old.session }).await;
+            let _ = self
+                .send(
+                    old.worker,
+                    Command::Close {
+                        session: old.session,
+                    },
+                )
+                .await;
         }
         tracing::info!(stream, session = %answer.session, worker, "publisher session created");
         Ok(answer)
@@ -349,7 +363,11 @@ impl Sfu {
 
     /// Accepts a viewer's offer for `stream`; the viewer starts receiving
     /// when (or as soon as) the stream has a publisher.
-    pub async fn subscribe(&self, stream: &str, offer_sdp: &str) -> Result<SessionAnswer, SfuError> {
+    pub async fn subscribe(
+        &self,
+        stream: &str,
+        offer_sdp: &str,
+    ) -> Result<SessionAnswer, SfuError> {
         if !offer_has_media(offer_sdp, false) {
             return Err(SfuError::NoMedia { action: "receive" });
         }
@@ -358,7 +376,9 @@ impl Sfu {
         let worker = self.least_loaded_worker(&hub);
         let cfg = codecs::viewer_config(Self::base_config(), offer_sdp, hub.h264_profile());
         let (rtc, answer) = self.build_session(cfg, worker, offer_sdp, now)?;
-        if answer_rejects_everything(&answer.sdp) || !answer_has_forwardable_video_or_audio(&answer.sdp) {
+        if answer_rejects_everything(&answer.sdp)
+            || !answer_has_forwardable_video_or_audio(&answer.sdp)
+        {
             return Err(SfuError::NoCommonCodec);
         }
         let peer = Peer::new_viewer(answer.session, hub.clone(), rtc, now);
@@ -393,7 +413,11 @@ impl Sfu {
     }
 
     async fn send(&self, worker: usize, cmd: Command) -> Result<(), SfuError> {
-        let link = self.shared.workers.get(worker).ok_or(SfuError::WorkerGone)?;
+        let link = self
+            .shared
+            .workers
+            .get(worker)
+            .ok_or(SfuError::WorkerGone)?;
         link.tx.send(cmd).await.map_err(|_| SfuError::WorkerGone)
     }
 
@@ -431,18 +455,39 @@ impl Sfu {
     }
 
     /// Adds trickled remote candidates (WHIP/WHEP PATCH).
-    pub async fn add_candidates(&self, session: SessionId, candidates: Vec<Candidate>) -> Result<(), SfuError> {
+    pub async fn add_candidates(
+        &self,
+        session: SessionId,
+        candidates: Vec<Candidate>,
+    ) -> Result<(), SfuError> {
         let worker = self.session_worker(session)?;
-        self.send(worker, Command::AddCandidates { session, candidates })
-            .await
+        self.send(
+            worker,
+            Command::AddCandidates {
+                session,
+                candidates,
+            },
+        )
+        .await
     }
 
     /// ICE restart: installs the remote's new credentials and returns ours.
-    pub async fn ice_restart(&self, session: SessionId, remote: IceCreds) -> Result<IceCreds, SfuError> {
+    pub async fn ice_restart(
+        &self,
+        session: SessionId,
+        remote: IceCreds,
+    ) -> Result<IceCreds, SfuError> {
         let worker = self.session_worker(session)?;
         let (reply, rx) = oneshot::channel();
-        self.send(worker, Command::IceRestart { session, remote, reply })
-            .await?;
+        self.send(
+            worker,
+            Command::IceRestart {
+                session,
+                remote,
+                reply,
+            },
+        )
+        .await?;
         rx.await
             .map_err(|_| SfuError::WorkerGone)?
             .ok_or(SfuError::UnknownSession)
@@ -531,7 +576,10 @@ mod tests {
         let recv = send.replace("sendonly", "recvonly");
         assert!(offer_has_media(&recv, false));
         assert!(!offer_has_media(&recv, true));
-        assert!(!offer_has_media("v=0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n", true));
+        assert!(!offer_has_media(
+            "v=0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n",
+            true
+        ));
     }
 
     #[test]

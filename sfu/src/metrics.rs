@@ -77,7 +77,10 @@ impl Metrics {
                 "Media frames written to viewers",
             )?,
             drops: IntCounterVec::new(
-                Opts::new("relaycast_drops_total", "Datagrams or frames dropped, by reason"),
+                Opts::new(
+                    "relaycast_drops_total",
+                    "Datagrams or frames dropped, by reason",
+                ),
                 &["reason"],
             )?,
             keyframe_requests: IntCounterVec::new(

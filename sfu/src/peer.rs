@@ -114,7 +114,13 @@ pub(crate) struct Effects {
 }
 
 impl Peer {
-    pub fn new_publisher(session: SessionId, hub: Arc<StreamHub>, rtc: Rtc, epoch: u64, now: Instant) -> Peer {
+    pub fn new_publisher(
+        session: SessionId,
+        hub: Arc<StreamHub>,
+        rtc: Rtc,
+        epoch: u64,
+        now: Instant,
+    ) -> Peer {
         Peer {
             session,
             hub,
@@ -177,7 +183,9 @@ impl Peer {
                     }
                 }
                 PeerKind::Viewer(v) => {
-                    if added.direction == Direction::SendOnly || added.direction == Direction::SendRecv {
+                    if added.direction == Direction::SendOnly
+                        || added.direction == Direction::SendRecv
+                    {
                         v.tracks.push(OutTrack {
                             mid: added.mid,
                             kind: added.kind,
@@ -211,8 +219,7 @@ impl Peer {
         let PeerKind::Publisher(p) = &mut self.kind else {
             return;
         };
-        if p
-            .last_keyframe_request
+        if p.last_keyframe_request
             .is_some_and(|t| now.saturating_duration_since(t) < KEYFRAME_REQUEST_INTERVAL)
         {
             p.pending_keyframe_request = true;
@@ -245,15 +252,22 @@ impl Peer {
         match &self.kind {
             PeerKind::Publisher(p) => {
                 p.pending_keyframe_request
-                    && p.last_keyframe_request
-                        .is_none_or(|t| now.saturating_duration_since(t) >= KEYFRAME_REQUEST_INTERVAL)
+                    && p.last_keyframe_request.is_none_or(|t| {
+                        now.saturating_duration_since(t) >= KEYFRAME_REQUEST_INTERVAL
+                    })
             }
             PeerKind::Viewer(_) => false,
         }
     }
 
     /// Writes a frame of the stream this viewer watches.
-    pub fn write_frame(&mut self, frame: &Frame, now: Instant, metrics: &Metrics, fx: &mut Effects) {
+    pub fn write_frame(
+        &mut self,
+        frame: &Frame,
+        now: Instant,
+        metrics: &Metrics,
+        fx: &mut Effects,
+    ) {
         let PeerKind::Viewer(v) = &mut self.kind else {
             return;
         };

@@ -8,7 +8,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use str0m::ice::{StunMessage, TransId};
 use str0m::net::{DatagramRecv, Protocol, Receive};
 use str0m::{Candidate, IceCreds, Input, Output};
 use tokio::net::UdpSocket;
@@ -21,11 +20,25 @@ use crate::{SessionId, Shared};
 
 pub(crate) enum Command {
     AddPeer(Box<Peer>),
-    Frame { stream: u64, frame: Arc<Frame> },
-    RequestKeyframe { session: SessionId },
-    Close { session: SessionId },
-    AddCandidates { session: SessionId, candidates: Vec<Candidate> },
-    IceRestart { session: SessionId, remote: IceCreds, reply: oneshot::Sender<Option<IceCreds>> },
+    Frame {
+        stream: u64,
+        frame: Arc<Frame>,
+    },
+    RequestKeyframe {
+        session: SessionId,
+    },
+    Close {
+        session: SessionId,
+    },
+    AddCandidates {
+        session: SessionId,
+        candidates: Vec<Candidate>,
+    },
+    IceRestart {
+        session: SessionId,
+        remote: IceCreds,
+        reply: oneshot::Sender<Option<IceCreds>>,
+    },
     Shutdown,
 }
 
@@ -126,7 +139,10 @@ impl Worker {
                 }
                 self.reap(now);
             }
-            Command::AddCandidates { session, candidates } => {
+            Command::AddCandidates {
+                session,
+                candidates,
+            } => {
                 if let Some(idx) = self.find(session) {
                     for c in candidates {
                         self.peers[idx].rtc.add_remote_candidate(c);
@@ -134,7 +150,11 @@ impl Worker {
                     self.poll(idx, now);
                 }
             }
-            Command::IceRestart { session, remote, reply } => {
+            Command::IceRestart {
+                session,
+                remote,
+                reply,
+            } => {
                 let creds = self.find(session).map(|idx| {
                     let local = IceCreds::new();
                     let mut api = self.peers[idx].rtc.direct_api();
@@ -158,7 +178,9 @@ impl Worker {
         metrics.packets_in.inc();
         metrics.bytes_in.inc_by(data.len() as u64);
         let Ok(contents) = DatagramRecv::try_from(data) else {
-            metrics.drop(DropReason::Malformed);
+            if !self.answer_stun_binding(data, source) {
+                metrics.drop(DropReason::Malformed);
+            }
             return;
         };
         let input = Input::Receive(
@@ -192,24 +214,13 @@ impl Worker {
     /// Plain STUN binding requests (no ICE username) are answered, so the
     /// media port doubles as the STUN server the WHIP/WHEP Link header names.
     fn answer_stun_binding(&self, data: &[u8], source: SocketAddr) -> bool {
-        let Ok(msg) = StunMessage::parse(data) else {
-            return false;
-        };
-        if !msg.is_binding_request() || msg.username().is_some() {
-            return false;
-        }
-        let trans_id: TransId = msg.trans_id();
-        let reply = StunMessage::binding_reply(trans_id, source);
-        let mut out = [0u8; 256];
-        let no_integrity = |_: &[u8], _: &[&[u8]]| [0u8; 20];
-        match reply.to_bytes(None, &mut out, no_integrity) {
-            Ok(n) => {
-                if let Some(bytes) = out.get(..n) {
-                    self.send(bytes, source);
-                }
+        let mut out = [0u8; 64];
+        match crate::stun_binding::respond(data, source, &mut out) {
+            Some(n) => {
+                self.send(&out[..n], source);
                 true
             }
-            Err(_) => false,
+            None => false,
         }
     }
 

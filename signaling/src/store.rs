@@ -73,7 +73,11 @@ impl Store {
     }
 
     /// Creates the stream if it does not exist and returns a new key for it.
-    pub async fn create_key(&self, stream: &str, private: Option<bool>) -> Result<String, StoreError> {
+    pub async fn create_key(
+        &self,
+        stream: &str,
+        private: Option<bool>,
+    ) -> Result<String, StoreError> {
         if !valid_stream_name(stream) {
             return Err(StoreError::BadName);
         }
@@ -119,17 +123,24 @@ impl Store {
 
     async fn key_matches(&self, stream: &str, key: &str) -> Result<Option<String>, StoreError> {
         let h = hash_key(key);
-        let row = sqlx::query("SELECT 1 FROM stream_keys WHERE key_hash = ? AND stream = ? AND revoked_at IS NULL")
-            .bind(&h)
-            .bind(stream)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            "SELECT 1 FROM stream_keys WHERE key_hash = ? AND stream = ? AND revoked_at IS NULL",
+        )
+        .bind(&h)
+        .bind(stream)
+        .fetch_optional(&self.pool)
+        .await?;
         Ok(row.map(|_| h))
     }
 
     /// Decides whether `bearer` may publish `stream`: a live key of the
     /// stream, or a JWT allowing it.
-    pub async fn authorize_publish(&self, tokens: &Tokens, stream: &str, bearer: Option<&str>) -> Result<Grant, AuthError> {
+    pub async fn authorize_publish(
+        &self,
+        tokens: &Tokens,
+        stream: &str,
+        bearer: Option<&str>,
+    ) -> Result<Grant, AuthError> {
         let bearer = bearer.ok_or(AuthError::Missing)?;
         if looks_like_jwt(bearer) {
             return verify_token(tokens, bearer, stream, Role::Publish, "publish");
@@ -143,7 +154,12 @@ impl Store {
     /// Decides whether a viewer may play `stream` (which exists and is
     /// described by `info`): public streams need nothing; private ones a
     /// play JWT (or the stream's key, for the broadcaster's own preview).
-    pub async fn authorize_play(&self, tokens: &Tokens, info: &StreamInfo, bearer: Option<&str>) -> Result<Option<Grant>, AuthError> {
+    pub async fn authorize_play(
+        &self,
+        tokens: &Tokens,
+        info: &StreamInfo,
+        bearer: Option<&str>,
+    ) -> Result<Option<Grant>, AuthError> {
         if !info.private {
             return Ok(None);
         }
@@ -162,13 +178,21 @@ impl Store {
     }
 }
 
-fn verify_token(tokens: &Tokens, bearer: &str, stream: &str, role: Role, action: &'static str) -> Result<Grant, AuthError> {
+fn verify_token(
+    tokens: &Tokens,
+    bearer: &str,
+    stream: &str,
+    role: Role,
+    action: &'static str,
+) -> Result<Grant, AuthError> {
     let claims = tokens.verify(bearer).map_err(|e| match e {
         TokenError::Expired => AuthError::Expired,
         _ => AuthError::Invalid,
     })?;
     if claims.allows(stream, role) {
-        Ok(Grant::Token { subject: claims.sub })
+        Ok(Grant::Token {
+            subject: claims.sub,
+        })
     } else {
         Err(AuthError::Forbidden { action })
     }
@@ -185,17 +209,34 @@ mod tests {
         let store = Store::open(&dir).await.expect("open");
         let tokens = Tokens::new(b"s");
         let key = store.create_key("show", None).await.expect("key");
-        let grant = store.authorize_publish(&tokens, "show", Some(&key)).await.expect("allowed");
+        let grant = store
+            .authorize_publish(&tokens, "show", Some(&key))
+            .await
+            .expect("allowed");
         assert!(matches!(grant, Grant::StreamKey { .. }));
-        assert!(matches!(store.authorize_publish(&tokens, "other", Some(&key)).await, Err(AuthError::Invalid)));
-        assert!(matches!(store.authorize_publish(&tokens, "show", Some("rk_wrong")).await, Err(AuthError::Invalid)));
-        assert!(matches!(store.authorize_publish(&tokens, "show", None).await, Err(AuthError::Missing)));
+        assert!(matches!(
+            store.authorize_publish(&tokens, "other", Some(&key)).await,
+            Err(AuthError::Invalid)
+        ));
+        assert!(matches!(
+            store
+                .authorize_publish(&tokens, "show", Some("rk_wrong"))
+                .await,
+            Err(AuthError::Invalid)
+        ));
+        assert!(matches!(
+            store.authorize_publish(&tokens, "show", None).await,
+            Err(AuthError::Missing)
+        ));
         let raw: Vec<String> = sqlx::query_scalar("SELECT key_hash FROM stream_keys")
             .fetch_all(&store.pool)
             .await
             .expect("query");
         assert!(raw.iter().all(|h| h != &key));
-        assert!(matches!(store.create_key("bad/name", None).await, Err(StoreError::BadName)));
+        assert!(matches!(
+            store.create_key("bad/name", None).await,
+            Err(StoreError::BadName)
+        ));
         store.close().await;
         let _ = std::fs::remove_dir_all(&dir);
     }

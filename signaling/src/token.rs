@@ -1,6 +1,8 @@
 //! JWTs minted by `relaycast token` and the API, verified on WHIP/WHEP.
 
-use jsonwebtoken::{decode, encode, errors::ErrorKind, Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{
+    decode, encode, errors::ErrorKind, Algorithm, DecodingKey, EncodingKey, Header, Validation,
+};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,7 +94,8 @@ impl Tokens {
             exp: now_unix.saturating_add(ttl_secs),
             jti: format!("{:032x}", rand::random::<u128>()),
         };
-        encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).map_err(|_| TokenError::Signing)
+        encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(|_| TokenError::Signing)
     }
 
     /// Verifies signature and expiry (no leeway: media sessions are short
@@ -129,22 +132,34 @@ mod tests {
     #[test]
     fn a_token_allows_only_its_stream_and_role() {
         let t = Tokens::new(b"secret");
-        let jwt = t.issue("alice", Some("show"), Role::Publish, now(), 60).expect("sign");
+        let jwt = t
+            .issue("alice", Some("show"), Role::Publish, now(), 60)
+            .expect("sign");
         let c = t.verify(&jwt).expect("valid");
         assert!(c.allows("show", Role::Publish));
         assert!(!c.allows("show", Role::Play));
         assert!(!c.allows("other", Role::Publish));
         let admin = t.issue("ops", None, Role::Admin, now(), 60).expect("sign");
-        assert!(t.verify(&admin).expect("valid").allows("anything", Role::Play));
+        assert!(t
+            .verify(&admin)
+            .expect("valid")
+            .allows("anything", Role::Play));
     }
 
     #[test]
     fn expired_and_foreign_tokens_are_rejected() {
         let t = Tokens::new(b"secret");
-        let old = t.issue("a", Some("s"), Role::Play, now() - 120, 60).expect("sign");
+        let old = t
+            .issue("a", Some("s"), Role::Play, now() - 120, 60)
+            .expect("sign");
         assert!(matches!(t.verify(&old), Err(TokenError::Expired)));
-        let other = Tokens::new(b"other").issue("a", Some("s"), Role::Play, now(), 60).expect("sign");
+        let other = Tokens::new(b"other")
+            .issue("a", Some("s"), Role::Play, now(), 60)
+            .expect("sign");
         assert!(matches!(t.verify(&other), Err(TokenError::Invalid)));
-        assert!(matches!(t.verify("eyJ.garbage.here"), Err(TokenError::Invalid)));
+        assert!(matches!(
+            t.verify("eyJ.garbage.here"),
+            Err(TokenError::Invalid)
+        ));
     }
 }

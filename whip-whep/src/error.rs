@@ -74,7 +74,9 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::Unauthorized | ApiError::InvalidCredential | ApiError::Expired => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized | ApiError::InvalidCredential | ApiError::Expired => {
+                StatusCode::UNAUTHORIZED
+            }
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) | ApiError::RetryLater(_) => StatusCode::CONFLICT,
@@ -97,11 +99,17 @@ impl IntoResponse for ApiError {
         } else {
             tracing::debug!(status = status.as_u16(), "request refused: {self}");
         }
-        let mut resp = (status, Json(serde_json::json!({ "error": self.to_string() }))).into_response();
+        let mut resp = (
+            status,
+            Json(serde_json::json!({ "error": self.to_string() })),
+        )
+            .into_response();
         match self {
             ApiError::Unauthorized | ApiError::InvalidCredential | ApiError::Expired => {
-                resp.headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+                resp.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    header::HeaderValue::from_static("Bearer"),
+                );
             }
             ApiError::RetryLater(_) => {
                 resp.headers_mut()

@@ -65,7 +65,9 @@ impl WhipWhepState {
     /// (ICE timeout, replaced publisher).
     fn prune(&self) {
         let sfu = &self.sfu;
-        self.resources.lock().retain(|id, _| sfu.session(*id).is_some());
+        self.resources
+            .lock()
+            .retain(|id, _| sfu.session(*id).is_some());
     }
 }
 
@@ -94,7 +96,11 @@ pub fn router(state: WhipWhepState) -> Router {
     let cors = CorsLayer::new()
         .allow_origin(Any)
         .allow_methods([Method::POST, Method::PATCH, Method::DELETE, Method::OPTIONS])
-        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::IF_MATCH])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::IF_MATCH,
+        ])
         .expose_headers([
             header::LOCATION,
             header::ETAG,
@@ -105,45 +111,46 @@ pub fn router(state: WhipWhepState) -> Router {
     Router::new()
         .route(
             "/whip/{stream}",
-            post(|s, p, q, h, b| create(Kind::Whip, s, p, q, h, b)).options(options_endpoint),
+            post(|s, p, q, h, b| create(Kind::Whip, s, p, q, h, b)),
         )
         .route(
             "/whep/{stream}",
-            post(|s, p, q, h, b| create(Kind::Whep, s, p, q, h, b)).options(options_endpoint),
+            post(|s, p, q, h, b| create(Kind::Whep, s, p, q, h, b)),
         )
         .route(
             "/whip/{stream}/{session}",
             axum::routing::patch(|s, p, h, b| patch(Kind::Whip, s, p, h, b))
-                .delete(|s, p| delete(Kind::Whip, s, p))
-                .options(options_resource),
+                .delete(|s, p| delete(Kind::Whip, s, p)),
         )
         .route(
             "/whep/{stream}/{session}",
             axum::routing::patch(|s, p, h, b| patch(Kind::Whep, s, p, h, b))
-                .delete(|s, p| delete(Kind::Whep, s, p))
-                .options(options_resource),
+                .delete(|s, p| delete(Kind::Whep, s, p)),
         )
         .layer(cors)
+        .layer(axum::middleware::from_fn(accept_headers))
         .with_state(state)
 }
 
-async fn options_endpoint() -> Response {
-    (
-        StatusCode::NO_CONTENT,
-        [(HeaderName::from_static("accept-post"), "application/sdp")],
-    )
-        .into_response()
-}
-
-async fn options_resource() -> Response {
-    (
-        StatusCode::NO_CONTENT,
-        [(
-            HeaderName::from_static("accept-patch"),
-            "application/trickle-ice-sdpfrag",
-        )],
-    )
-        .into_response()
+/// OPTIONS (preflight or not) is answered by the CORS layer; this adds
+/// what WHIP clients look for: `Accept-Post` on the endpoint, `Accept-Patch`
+/// on a session resource.
+async fn accept_headers(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let options = req.method() == Method::OPTIONS;
+    let depth = req.uri().path().trim_matches('/').split('/').count();
+    let mut resp = next.run(req).await;
+    if options {
+        let (name, value) = if depth == 2 {
+            ("accept-post", "application/sdp")
+        } else {
+            ("accept-patch", "application/trickle-ice-sdpfrag")
+        };
+        resp.headers_mut().insert(
+            HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        );
+    }
+    resp
 }
 
 fn content_type_is(headers: &HeaderMap, want: &str) -> bool {
@@ -157,7 +164,10 @@ fn content_type_is(headers: &HeaderMap, want: &str) -> bool {
 /// The bearer credential: `Authorization: Bearer …`, or (OBS users do this)
 /// a `key`, `token` or `access_token` query parameter on the WHIP URL.
 fn bearer(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
-    if let Some(v) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+    if let Some(v) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
         let v = v.trim();
         if v.len() > 7 && v[..7].eq_ignore_ascii_case("bearer ") {
             let t = v[7..].trim();
@@ -174,7 +184,11 @@ fn bearer(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
     })
 }
 
-async fn read_body(body: Body, content_type: &str, headers: &HeaderMap) -> Result<String, ApiError> {
+async fn read_body(
+    body: Body,
+    content_type: &str,
+    headers: &HeaderMap,
+) -> Result<String, ApiError> {
     if !content_type_is(headers, content_type) {
         return Err(ApiError::UnsupportedMediaType {
             expected: content_type.to_string(),
@@ -182,7 +196,9 @@ async fn read_body(body: Body, content_type: &str, headers: &HeaderMap) -> Resul
     }
     let bytes = to_bytes(body, MAX_SDP_BYTES)
         .await
-        .map_err(|_| ApiError::TooLarge { limit: MAX_SDP_BYTES })?;
+        .map_err(|_| ApiError::TooLarge {
+            limit: MAX_SDP_BYTES,
+        })?;
     String::from_utf8(bytes.to_vec()).map_err(|_| ApiError::BadRequest("body is not UTF-8".into()))
 }
 
@@ -198,9 +214,6 @@ async fn create(
         return Err(ApiError::NotFound("stream"));
     }
     let offer = read_body(body, "application/sdp", &headers).await?;
-    if !offer.trim_start().starts_with("v=0") {
-        return Err(ApiError::BadRequest("malformed SDP offer: it must start with v=0".into()));
-    }
     let bearer = bearer(&headers, query.as_deref());
     state.prune();
     let answer = match kind {
@@ -209,10 +222,15 @@ async fn create(
                 .store
                 .authorize_publish(&state.tokens, &stream, bearer.as_deref())
                 .await?;
+            check_sdp(&offer)?;
             state.sfu.publish(&stream, &offer, &grant.owner()).await
         }
         Kind::Whep => {
-            let info = state.store.stream(&stream).await.map_err(signaling::AuthError::from)?;
+            let info = state
+                .store
+                .stream(&stream)
+                .await
+                .map_err(signaling::AuthError::from)?;
             let info = match info {
                 Some(info) => info,
                 // Published with a token but never registered: public.
@@ -226,6 +244,7 @@ async fn create(
                 .store
                 .authorize_play(&state.tokens, &info, bearer.as_deref())
                 .await?;
+            check_sdp(&offer)?;
             state.sfu.subscribe(&stream, &offer).await
         }
     }
@@ -247,7 +266,10 @@ async fn create(
     let location = format!("/{}/{}/{}", kind.path(), stream, answer.session);
     let mut resp = (StatusCode::CREATED, answer.sdp).into_response();
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/sdp"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/sdp"),
+    );
     insert(h, header::LOCATION, &location);
     insert(h, header::ETAG, &etag);
     h.insert(
@@ -263,13 +285,28 @@ async fn create(
     Ok(resp)
 }
 
+fn check_sdp(offer: &str) -> Result<(), ApiError> {
+    if offer.trim_start().starts_with("v=0") {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(
+            "malformed SDP offer: it must start with v=0".into(),
+        ))
+    }
+}
+
 fn insert(h: &mut HeaderMap, name: HeaderName, value: &str) {
     if let Ok(v) = HeaderValue::from_str(value) {
         h.insert(name, v);
     }
 }
 
-fn session_of(kind: Kind, state: &WhipWhepState, stream: &str, session: &str) -> Result<SessionId, ApiError> {
+fn session_of(
+    kind: Kind,
+    state: &WhipWhepState,
+    stream: &str,
+    session: &str,
+) -> Result<SessionId, ApiError> {
     let id = SessionId::parse(session).ok_or(ApiError::NotFound("session"))?;
     match state.sfu.session(id) {
         Some((s, role)) if s == stream && role == kind.role() => Ok(id),
@@ -308,7 +345,8 @@ async fn patch(
             return Err(ApiError::PreconditionFailed);
         }
     }
-    let parsed = sdpfrag::parse(&frag).map_err(|reason| ApiError::from(SfuError::BadFragment { reason }))?;
+    let parsed =
+        sdpfrag::parse(&frag).map_err(|reason| ApiError::from(SfuError::BadFragment { reason }))?;
     let restart = matches!((&parsed.ufrag, &remote_ufrag), (Some(new), Some(old)) if new != old)
         || (parsed.ufrag.is_some() && remote_ufrag.is_none());
     if restart {
@@ -317,11 +355,19 @@ async fn patch(
             return Err(ApiError::PreconditionRequired);
         }
         let (Some(ufrag), Some(pwd)) = (parsed.ufrag.clone(), parsed.pwd.clone()) else {
-            return Err(ApiError::BadRequest("ICE restart needs a=ice-ufrag and a=ice-pwd".into()));
+            return Err(ApiError::BadRequest(
+                "ICE restart needs a=ice-ufrag and a=ice-pwd".into(),
+            ));
         };
         let ours = state
             .sfu
-            .ice_restart(id, str0m::IceCreds { ufrag: ufrag.clone(), pass: pwd })
+            .ice_restart(
+                id,
+                str0m::IceCreds {
+                    ufrag: ufrag.clone(),
+                    pass: pwd,
+                },
+            )
             .await?;
         if !parsed.candidates.is_empty() {
             state.sfu.add_candidates(id, parsed.candidates).await?;
@@ -331,7 +377,10 @@ async fn patch(
             r.etag = new_etag.clone();
             r.remote_ufrag = Some(ufrag);
         }
-        let mut body = format!("a=ice-lite\r\na=ice-ufrag:{}\r\na=ice-pwd:{}\r\n", ours.ufrag, ours.pass);
+        let mut body = format!(
+            "a=ice-lite\r\na=ice-ufrag:{}\r\na=ice-pwd:{}\r\n",
+            ours.ufrag, ours.pass
+        );
         for c in state.sfu.local_candidate_lines(id)? {
             body.push_str(&format!("a={c}\r\n"));
         }

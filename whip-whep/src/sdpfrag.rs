@@ -20,11 +20,15 @@ pub(crate) fn parse(body: &str) -> Result<Fragment, String> {
             f.pwd = Some(v.trim().to_string());
         } else if let Some(c) = line.strip_prefix("a=") {
             if c.starts_with("candidate:") {
-                let cand = Candidate::from_sdp_string(c).map_err(|e| format!("bad candidate line: {e}"))?;
+                let cand = Candidate::from_sdp_string(c)
+                    .map_err(|e| format!("bad candidate line: {e}"))?;
                 f.candidates.push(cand);
             }
         } else if !(line.starts_with("m=") || line.starts_with("c=") || line.starts_with("v=")) {
-            return Err(format!("unexpected line in fragment: {}", line.chars().take(40).collect::<String>()));
+            return Err(format!(
+                "unexpected line in fragment: {}",
+                line.chars().take(40).collect::<String>()
+            ));
         }
     }
     Ok(f)
