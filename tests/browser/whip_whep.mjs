@@ -14,9 +14,19 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import process from 'node:process';
-import { chromium } from 'playwright-core';
+import {
+  CHROMIUM,
+  chromiumExists,
+  closeBrowser as closeBrowserSafely,
+  deleteResource,
+  launchBrowser,
+  openPage as openPageOn,
+  parseBaseUrl,
+  pcDiagnostics,
+  publish,
+  waitConnected,
+} from './lib.mjs';
 
-const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 const HARD_TIMEOUT_MS = 45_000;
 const PLAY_DEADLINE_MS = 20_000; // from viewer POST to "video + audio flowing"
 const FRAME_WINDOW_MS = 2_000;
@@ -24,22 +34,6 @@ const MIN_NEW_FRAMES = 15;
 const ICE_GATHER_MAX_MS = 2_000;
 const PUBLISHER_CONNECT_MS = 10_000;
 const WHEP_RETRY_MS = 5_000;
-
-const CHROMIUM_ARGS = [
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--no-first-run',
-  '--allow-loopback-in-peer-connection',
-  '--use-fake-device-for-media-stream',
-  '--use-fake-ui-for-media-stream',
-  // Never hide host candidates behind mDNS names (the viewer page has no
-  // getUserMedia stream of its own); the server could not resolve them.
-  '--disable-features=WebRtcHideLocalIpsWithMdns',
-];
 
 const log = (...a) => console.error('[whip_whep]', ...a);
 
@@ -51,13 +45,9 @@ function usage(msg) {
 
 const [baseArg, stream, streamKey, outDir] = process.argv.slice(2);
 if (!baseArg || !stream || streamKey === undefined || !outDir) usage('missing arguments');
-const baseUrl = baseArg.replace(/\/+$/, '');
-try {
-  new URL(baseUrl);
-} catch {
-  usage(`bad base_url: ${baseArg}`);
-}
-if (!fs.existsSync(CHROMIUM)) {
+const baseUrl = parseBaseUrl(baseArg);
+if (baseUrl === null) usage(`bad base_url: ${baseArg}`);
+if (!chromiumExists()) {
   console.error(`whip_whep: FAIL: ${CHROMIUM} not found (apt-get install chromium)`);
   process.exit(2);
 }
@@ -74,12 +64,7 @@ let finished = false;
 async function closeBrowser() {
   const b = browser;
   browser = null;
-  if (!b) return;
-  try {
-    await Promise.race([b.close(), new Promise((r) => setTimeout(r, 5_000))]);
-  } catch (e) {
-    log('browser.close failed:', e?.message ?? e);
-  }
+  await closeBrowserSafely(b, log);
 }
 
 async function screenshots() {
@@ -107,44 +92,7 @@ async function diagnostics() {
   ]) {
     if (!page || page.isClosed()) continue;
     try {
-      out[name] = await page.evaluate(async () => {
-        const pc = window.__pc;
-        if (!pc) return { pc: null, log: window.__log ?? [] };
-        const stats = [];
-        try {
-          (await pc.getStats()).forEach((s) => {
-            if (['inbound-rtp', 'outbound-rtp', 'candidate-pair', 'transport'].includes(s.type)) {
-              const keep = {};
-              for (const k of [
-                'type', 'kind', 'state', 'nominated', 'packetsReceived', 'packetsSent', 'bytesReceived',
-                'bytesSent', 'framesDecoded', 'framesEncoded', 'framesReceived', 'keyFramesDecoded',
-                'pliCount', 'nackCount', 'firCount', 'frameWidth', 'frameHeight', 'codecId',
-                'dtlsState', 'iceState', 'selectedCandidatePairId', 'packetsLost',
-              ]) if (s[k] !== undefined) keep[k] = s[k];
-              stats.push(keep);
-            }
-          });
-        } catch (e) {
-          stats.push({ error: String(e) });
-        }
-        const v = document.querySelector('video');
-        return {
-          connectionState: pc.connectionState,
-          iceConnectionState: pc.iceConnectionState,
-          iceGatheringState: pc.iceGatheringState,
-          signalingState: pc.signalingState,
-          video: v && {
-            videoWidth: v.videoWidth,
-            videoHeight: v.videoHeight,
-            readyState: v.readyState,
-            paused: v.paused,
-            totalVideoFrames: v.getVideoPlaybackQuality?.().totalVideoFrames,
-            rvfcFrames: window.__rvfcFrames,
-          },
-          stats,
-          log: window.__log ?? [],
-        };
-      });
+      out[name] = await page.evaluate(pcDiagnostics);
     } catch (e) {
       out[name] = { error: e?.message ?? String(e) };
     }
@@ -191,89 +139,8 @@ for (const sig of ['SIGINT', 'SIGTERM']) {
 }
 
 // ---------------------------------------------------------------------------
-// In-page helpers (serialized into the pages by page.evaluate).
-
-// Installed in both pages: a tiny log buffer and the ICE-gathering waiter.
-function pageInit() {
-  window.__log = [];
-  window.__note = (m) => window.__log.push(`${Math.round(performance.now())}ms ${m}`);
-  window.__waitGathering = (pc, maxMs) =>
-    new Promise((resolve) => {
-      if (pc.iceGatheringState === 'complete') return resolve(true);
-      const t = setTimeout(() => resolve(false), maxMs);
-      pc.addEventListener('icegatheringstatechange', () => {
-        if (pc.iceGatheringState === 'complete') {
-          clearTimeout(t);
-          resolve(true);
-        }
-      });
-    });
-  window.__watch = (pc) => {
-    pc.addEventListener('connectionstatechange', () => window.__note(`connectionState=${pc.connectionState}`));
-    pc.addEventListener('iceconnectionstatechange', () => window.__note(`iceConnectionState=${pc.iceConnectionState}`));
-  };
-  document.title = 'relaycast';
-  document.body.innerHTML = '';
-  document.body.style.margin = '0';
-  document.body.style.background = '#222';
-  document.body.style.color = '#eee';
-  document.body.style.font = '14px sans-serif';
-}
-
-async function publish({ whipUrl, streamKey, gatherMs }) {
-  const note = window.__note;
-  const media = await navigator.mediaDevices.getUserMedia({
-    video: { width: 640, height: 480 },
-    audio: true,
-  });
-  note(`getUserMedia: ${media.getTracks().map((t) => `${t.kind}:${t.label}`).join(', ')}`);
-
-  const label = document.createElement('div');
-  label.textContent = `publisher -> ${whipUrl}`;
-  const video = document.createElement('video');
-  video.muted = true;
-  video.autoplay = true;
-  video.playsInline = true;
-  video.width = 640;
-  video.height = 480;
-  video.srcObject = media;
-  document.body.append(label, video);
-  video.play().catch(() => {});
-
-  const pc = new RTCPeerConnection({ iceServers: [] });
-  window.__pc = pc;
-  window.__watch(pc);
-  for (const track of media.getTracks()) {
-    pc.addTransceiver(track, { direction: 'sendonly', streams: [media] });
-  }
-  await pc.setLocalDescription(await pc.createOffer());
-  const gathered = await window.__waitGathering(pc, gatherMs);
-  note(`ICE gathering ${gathered ? 'complete' : 'timed out'}`);
-
-  const res = await fetch(whipUrl, {
-    method: 'POST',
-    headers: { 'Content-Type': 'application/sdp', Authorization: `Bearer ${streamKey}` },
-    body: pc.localDescription.sdp,
-  });
-  const body = await res.text();
-  if (res.status !== 201) {
-    return { ok: false, status: res.status, body: body.slice(0, 500) };
-  }
-  window.__resource = res.headers.get('Location');
-  await pc.setRemoteDescription({ type: 'answer', sdp: body });
-  return { ok: true, status: res.status, location: window.__resource, gathered };
-}
-
-async function waitConnected(maxMs) {
-  const pc = window.__pc;
-  const t0 = performance.now();
-  while (performance.now() - t0 < maxMs) {
-    if (pc.connectionState === 'connected') return { state: 'connected', ms: Math.round(performance.now() - t0) };
-    if (pc.connectionState === 'failed' || pc.connectionState === 'closed') break;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return { state: pc.connectionState, ice: pc.iceConnectionState, ms: Math.round(performance.now() - t0) };
-}
+// In-page helpers (serialized into the pages by page.evaluate); pageInit,
+// publish, waitConnected and deleteResource live in lib.mjs.
 
 async function view({ whepUrl, gatherMs }) {
   const note = window.__note;
@@ -366,51 +233,15 @@ async function sample() {
   };
 }
 
-async function deleteResource(base) {
-  if (!window.__resource) return null;
-  try {
-    const url = new URL(window.__resource, base).toString();
-    const ctl = new AbortController();
-    const t = setTimeout(() => ctl.abort(), 2_000);
-    const res = await fetch(url, { method: 'DELETE', signal: ctl.signal });
-    clearTimeout(t);
-    return res.status;
-  } catch (e) {
-    return String(e);
-  }
-}
-
 // ---------------------------------------------------------------------------
 
-async function openPage(name) {
-  // Each page gets its own context, like two separate browsers.
-  const context = await browser.newContext({
-    permissions: ['camera', 'microphone'],
-    viewport: { width: 680, height: 540 },
-  });
-  await context.grantPermissions(['camera', 'microphone'], { origin: new URL(baseUrl).origin });
-  const page = await context.newPage();
-  page.on('console', (m) => {
-    if (m.type() !== 'error' && m.type() !== 'warning') return;
-    if (/\/favicon\.ico$/.test(m.location()?.url ?? '')) return;
-    log(`${name} console.${m.type()}: ${m.text()}`);
-  });
-  page.on('pageerror', (e) => log(`${name} page error: ${e?.message ?? e}`));
-  const res = await page.goto(`${baseUrl}/healthz`, { waitUntil: 'load', timeout: 10_000 });
-  if (!res) throw new Error(`${name}: no response for ${baseUrl}/healthz`);
-  if (!res.ok()) log(`${name}: warning: GET /healthz returned ${res.status()}`);
-  await page.evaluate(pageInit);
-  return page;
+function openPage(name) {
+  return openPageOn(browser, baseUrl, name, log);
 }
 
 async function main() {
   const t0 = Date.now();
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: CHROMIUM_ARGS,
-    timeout: 20_000,
-  });
+  browser = await launchBrowser();
   log(`launched ${CHROMIUM} ${browser.version()}`);
 
   publisher = await openPage('publisher');
