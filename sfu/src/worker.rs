@@ -51,9 +51,17 @@ pub(crate) struct Worker {
     rx: mpsc::Receiver<Command>,
     shared: Arc<Shared>,
     peers: Vec<Peer>,
+    /// Position of each session in `peers`.
+    positions: HashMap<SessionId, usize>,
     by_addr: HashMap<SocketAddr, SessionId>,
     local_frames: Vec<(u64, Arc<Frame>)>,
+    /// No session needs a timeout before this; lets the loop skip scanning
+    /// every session on every datagram. May be early, never late.
+    earliest: Instant,
 }
+
+/// Longest the loop sleeps without looking at its sessions (reaping, deadlines).
+const IDLE_TICK: Duration = Duration::from_millis(500);
 
 impl Worker {
     pub fn new(
@@ -70,8 +78,10 @@ impl Worker {
             rx,
             shared,
             peers: Vec::new(),
+            positions: HashMap::new(),
             by_addr: HashMap::new(),
             local_frames: Vec::new(),
+            earliest: Instant::now(),
         }
     }
 
@@ -79,15 +89,16 @@ impl Worker {
         let mut buf = vec![0u8; 2048];
         loop {
             let now = Instant::now();
-            self.drive_timeouts(now);
-            self.reap(now);
-            let next = self
-                .peers
-                .iter()
-                .map(|p| p.next_timeout)
-                .min()
-                .unwrap_or(now + Duration::from_millis(500))
-                .max(now + Duration::from_micros(200));
+            if now >= self.earliest {
+                self.drive_timeouts(now);
+                self.reap(now);
+                self.earliest = self
+                    .peers
+                    .iter()
+                    .map(|p| p.next_timeout)
+                    .fold(now + IDLE_TICK, Instant::min);
+            }
+            let next = self.earliest.max(now + Duration::from_micros(200));
             tokio::select! {
                 cmd = self.rx.recv() => match cmd {
                     Some(Command::Shutdown) | None => break,
@@ -108,6 +119,7 @@ impl Worker {
                 _ = tokio::time::sleep_until(next.into()) => {}
             }
         }
+        self.positions.clear();
         for mut p in std::mem::take(&mut self.peers) {
             p.rtc.disconnect();
             self.forget(&p);
@@ -119,6 +131,7 @@ impl Worker {
             Command::AddPeer(peer) => {
                 let mut peer = *peer;
                 peer.next_timeout = now;
+                self.positions.insert(peer.session, self.peers.len());
                 self.peers.push(peer);
                 let idx = self.peers.len() - 1;
                 self.poll(idx, now);
@@ -137,7 +150,7 @@ impl Worker {
                 if let Some(idx) = self.find(session) {
                     self.peers[idx].rtc.disconnect();
                 }
-                self.reap(now);
+                self.earliest = now;
             }
             Command::AddCandidates {
                 session,
@@ -170,7 +183,7 @@ impl Worker {
     }
 
     fn find(&self, session: SessionId) -> Option<usize> {
-        self.peers.iter().position(|p| p.session == session)
+        self.positions.get(&session).copied()
     }
 
     fn handle_datagram(&mut self, data: &[u8], source: SocketAddr, now: Instant) {
@@ -262,11 +275,13 @@ impl Worker {
             let peer = &mut self.peers[idx];
             if !peer.rtc.is_alive() {
                 peer.next_timeout = now;
+                self.earliest = now;
                 break;
             }
             match peer.rtc.poll_output() {
                 Ok(Output::Timeout(t)) => {
                     peer.next_timeout = t;
+                    self.earliest = self.earliest.min(t);
                     break;
                 }
                 Ok(Output::Transmit(t)) => {
@@ -298,8 +313,9 @@ impl Worker {
             if let Some(idx) = self.find(publisher.session) {
                 let metrics = self.shared.metrics.clone();
                 self.peers[idx].request_keyframe(now, &metrics);
-                // Output is drained by the caller's next poll of that peer.
+                // Output is drained by the loop's next timeout pass.
                 self.peers[idx].next_timeout = now;
+                self.earliest = now;
             }
         } else if let Some(w) = self.shared.workers.get(publisher.worker) {
             if w.tx
@@ -372,6 +388,10 @@ impl Worker {
                 continue;
             }
             let p = self.peers.swap_remove(i);
+            self.positions.remove(&p.session);
+            if let Some(moved) = self.peers.get(i) {
+                self.positions.insert(moved.session, i);
+            }
             self.by_addr.retain(|_, s| *s != p.session);
             self.forget(&p);
         }
