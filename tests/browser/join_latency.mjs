@@ -350,7 +350,7 @@ function report({ timedOut = false, error = null } = {}) {
       lines.push(`${name.padEnd(28)}${String(s.n).padStart(8)}${[s.min, s.median, s.p90, s.max].map((x) => f(x).padStart(9)).join('')}`);
     }
   }
-  lines.push(`failures: ${failures}/${JOINS}${results.length < JOINS ? ` (only ${results.length} joins completed)` : ''}`);
+  lines.push(`failures: ${failures}/${JOINS}${results.length < JOINS ? ` (${results.length} of ${JOINS} joins done)` : ''}`);
   if (timedOut) lines.push(`hard timeout after ${HARD_TIMEOUT_MS / 1000} s`);
   if (error) lines.push(`error: ${error}`);
   process.stdout.write(`${lines.join('\n')}\n`);

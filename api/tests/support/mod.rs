@@ -44,6 +44,8 @@ use webrtc::peer_connection::configuration::RTCConfiguration;
 use webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState;
 use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
 use webrtc::peer_connection::RTCPeerConnection;
+use webrtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use webrtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use webrtc::rtp::codecs::h264::H264Packet;
 use webrtc::rtp::packetizer::Depacketizer;
 use webrtc::rtp_transceiver::rtp_codec::{
@@ -591,6 +593,8 @@ pub struct PublisherPeer {
     pub peer: Peer,
     pub video: Option<Arc<TrackLocalStaticSample>>,
     pub audio: Option<Arc<TrackLocalStaticSample>>,
+    /// When each PLI/FIR from the server arrived on the video sender.
+    pub keyframe_requests: Arc<Mutex<Vec<Instant>>>,
 }
 
 impl PublisherPeer {
@@ -598,15 +602,23 @@ impl PublisherPeer {
         let video_codecs: Vec<_> = options.video.iter().cloned().collect();
         let audio_codecs: Vec<_> = options.audio.iter().cloned().collect();
         let peer = Peer::new(&video_codecs, &audio_codecs).await?;
+        let keyframe_requests = Arc::new(Mutex::new(Vec::new()));
         let video = match &options.video {
-            Some(codec) => Some(add_send_track(&peer, codec, "video").await?),
+            Some(codec) => Some(
+                add_send_track(&peer, codec, "video", Some(Arc::clone(&keyframe_requests))).await?,
+            ),
             None => None,
         };
         let audio = match &options.audio {
-            Some(codec) => Some(add_send_track(&peer, codec, "audio").await?),
+            Some(codec) => Some(add_send_track(&peer, codec, "audio", None).await?),
             None => None,
         };
-        Ok(Self { peer, video, audio })
+        Ok(Self {
+            peer,
+            video,
+            audio,
+            keyframe_requests,
+        })
     }
 
     pub fn video_track(&self) -> Result<Arc<TrackLocalStaticSample>> {
@@ -622,6 +634,7 @@ async fn add_send_track(
     peer: &Peer,
     codec: &RTCRtpCodecParameters,
     id: &str,
+    keyframe_requests: Option<Arc<Mutex<Vec<Instant>>>>,
 ) -> Result<Arc<TrackLocalStaticSample>> {
     let track = Arc::new(TrackLocalStaticSample::new(
         codec.capability.clone(),
@@ -639,9 +652,22 @@ async fn add_send_track(
         )
         .await
         .with_context(|| format!("adding {id} transceiver"))?;
-    // Drain RTCP (receiver reports, NACK, PLI) so the interceptors keep working.
+    // Drain RTCP (receiver reports, NACK, PLI) so the interceptors keep working,
+    // noting keyframe requests.
     let sender = transceiver.sender().await;
-    tokio::spawn(async move { while sender.read_rtcp().await.is_ok() {} });
+    tokio::spawn(async move {
+        while let Ok((packets, _)) = sender.read_rtcp().await {
+            let Some(log) = &keyframe_requests else {
+                continue;
+            };
+            for p in packets {
+                let any = p.as_any();
+                if any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>() {
+                    lock(log).push(Instant::now());
+                }
+            }
+        }
+    });
     Ok(track)
 }
 
