@@ -403,3 +403,89 @@ impl PublisherState {
         layer.rid == rid
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use str0m::media::Frequency;
+
+    fn frame(epoch: u64, ts: u64, at: Instant) -> Frame {
+        Frame {
+            kind: MediaKind::Video,
+            codec: Codec::H264,
+            time: MediaTime::new(ts, Frequency::NINETY_KHZ),
+            network_time: at,
+            keyframe: false,
+            data: Arc::from(&[][..]),
+            epoch,
+        }
+    }
+
+    #[test]
+    fn timeline_is_continuous_across_publisher_sessions() {
+        let t0 = Instant::now();
+        let mut tl = Timeline::default();
+        // First session: timestamps pass through unchanged.
+        let a = tl.map(&frame(1, 1_000_000, t0));
+        let b = tl.map(&frame(1, 1_003_000, t0 + Duration::from_millis(33)));
+        assert_eq!(a.numer(), 1_000_000);
+        assert_eq!(b.numer(), 1_003_000);
+        // A new session 2 s later starts at an unrelated (smaller) timestamp:
+        // the output continues from the last one plus the wall-clock gap.
+        let c = tl.map(&frame(2, 5, t0 + Duration::from_millis(2033)));
+        assert_eq!(c.numer(), 1_003_000 + 180_000);
+        let d = tl.map(&frame(2, 3005, t0 + Duration::from_millis(2066)));
+        assert_eq!(
+            d.numer() - c.numer(),
+            3000,
+            "spacing within a session is kept"
+        );
+    }
+
+    #[test]
+    fn timeline_moves_forward_even_without_a_wall_clock_gap() {
+        let t0 = Instant::now();
+        let mut tl = Timeline::default();
+        let a = tl.map(&frame(1, 90_000, t0));
+        let b = tl.map(&frame(2, 0, t0));
+        assert!(b.numer() > a.numer());
+    }
+
+    #[test]
+    fn timeline_survives_rtp_wrap_around() {
+        let t0 = Instant::now();
+        let mut tl = Timeline::default();
+        tl.map(&frame(1, u64::from(u32::MAX) - 10, t0));
+        let out = tl.map(&frame(2, 7, t0 + Duration::from_millis(10)));
+        // Only the low 32 bits go on the wire; they advanced by 900 ticks.
+        let wire = out.numer() as u32;
+        assert_eq!(wire, (u32::MAX - 10).wrapping_add(900));
+    }
+
+    #[test]
+    fn simulcast_forwards_the_largest_layer_and_switches_only_on_its_keyframe() {
+        let mut p = PublisherState {
+            epoch: 1 << 20,
+            video_mid: None,
+            layer: None,
+            last_keyframe_request: None,
+            pending_keyframe_request: false,
+        };
+        let (q, h) = (Rid::from("q"), Rid::from("h"));
+        assert!(
+            p.select_layer(q, true, 1_000),
+            "first layer seen is forwarded"
+        );
+        assert!(
+            !p.select_layer(h, false, 5_000),
+            "no switch on a delta frame"
+        );
+        assert!(p.select_layer(q, false, 300));
+        assert!(
+            p.select_layer(h, true, 9_000),
+            "switch on the bigger layer's keyframe"
+        );
+        assert!(!p.select_layer(q, true, 1_000));
+        assert_eq!(p.layer.as_ref().map(|l| l.switches), Some(1));
+    }
+}

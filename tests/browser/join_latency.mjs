@@ -18,9 +18,13 @@
 //   frame    first video frame presented (requestVideoFrameCallback)
 //
 // all reported in ms since t0. Then the session is DELETEd (its Location),
-// the PeerConnection closed, and after ~300 ms (--gap-ms) the next join starts. A join
-// without a presented frame within 10 s of t0 (or with a non-201 answer)
-// counts as a failure; it is reported, not fatal.
+// the PeerConnection closed, and after 300 ms (--gap-ms) the next join
+// starts. A join without a presented frame within 10 s of t0 (or with a
+// non-201 answer) counts as a failure; it is reported, not fatal.
+//
+// The gap matters: the server throttles keyframe requests to a publisher
+// (sfu KEYFRAME_REQUEST_INTERVAL, 1 s), so with joins less than ~1 s apart
+// a viewer's request is deferred and its first frame comes later.
 //
 // Summary: min / median / p90 / max of frame and answer over the joins that
 // have the value (median: mean of the two middle values for even n; p90:
@@ -32,7 +36,7 @@
 // progress and diagnostics on stderr. Exit 0 = at most half the joins failed,
 // 1 = more than half failed (or the publisher could not publish),
 // 2 = usage / environment error, 3 = hard timeout (180 s; the joins done so
-// far are still reported).
+// far are still reported), 130 / 143 = SIGINT / SIGTERM (also reported).
 
 import process from 'node:process';
 import {
@@ -374,8 +378,8 @@ const hardTimer = setTimeout(() => {
   finish(3, { timedOut: true });
 }, HARD_TIMEOUT_MS);
 
-for (const sig of ['SIGINT', 'SIGTERM']) {
-  process.on(sig, () => finish(1, { error: `got ${sig}` }));
+for (const [sig, code] of [['SIGINT', 130], ['SIGTERM', 143]]) {
+  process.on(sig, () => finish(code, { error: `got ${sig}` }));
 }
 
 // ---------------------------------------------------------------------------
