@@ -139,7 +139,7 @@ async function publisherStats() {
 }
 
 // Viewer page: one timed WHEP join. Leaves the PC in window.__pc and the
-// session URL in window.__resource for leave().
+// session URL in window.__resource for deleteResource / closeViewer.
 async function joinOnce({ whepUrl, gatherMs, postTimeoutMs, frameDeadlineMs }) {
   const note = window.__note;
   if (window.__pc) window.__pc.close();
@@ -257,21 +257,8 @@ async function joinOnce({ whepUrl, gatherMs, postTimeoutMs, frameDeadlineMs }) {
   return { ...out, ok: true };
 }
 
-// Viewer page: DELETE the session, close the PC, drop the <video>.
-async function leave(base) {
-  let status = null;
-  if (window.__resource) {
-    try {
-      const url = new URL(window.__resource, base).toString();
-      const ctl = new AbortController();
-      const t = setTimeout(() => ctl.abort(), 2_000);
-      const res = await fetch(url, { method: 'DELETE', signal: ctl.signal });
-      clearTimeout(t);
-      status = res.status;
-    } catch (e) {
-      status = String(e);
-    }
-  }
+// Viewer page: close the PC and drop the <video> (after deleteResource).
+function closeViewer() {
   if (window.__pc) window.__pc.close();
   window.__pc = null;
   window.__resource = null;
@@ -281,7 +268,6 @@ async function leave(base) {
     v.srcObject = null;
     v.remove();
   }
-  return status;
 }
 
 // ---------------------------------------------------------------------------
@@ -448,7 +434,8 @@ async function main() {
     r.pub_fir = (after.video?.firCount ?? 0) - (before.video?.firCount ?? 0);
     r.pub_kf = (after.video?.keyFramesEncoded ?? 0) - (before.video?.keyFramesEncoded ?? 0);
     if (after.connectionState !== 'connected') r.publisher_state = after.connectionState;
-    r.delete_status = await viewer.evaluate(leave, baseUrl).catch((e) => `leave failed: ${e?.message ?? e}`);
+    r.delete_status = await viewer.evaluate(deleteResource, baseUrl).catch((e) => `DELETE failed: ${e?.message ?? e}`);
+    await viewer.evaluate(closeViewer).catch(() => {});
     if (finished) return;
     run.results.push(r);
     log(
