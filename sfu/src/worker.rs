@@ -141,8 +141,7 @@ impl Worker {
             }
             Command::RequestKeyframe { session } => {
                 if let Some(idx) = self.find(session) {
-                    let metrics = self.shared.metrics.clone();
-                    self.peers[idx].request_keyframe(now, &metrics);
+                    self.peers[idx].request_keyframe(now, &self.shared.metrics);
                     self.poll(idx, now);
                 }
             }
@@ -258,8 +257,7 @@ impl Worker {
                     self.peers[idx].rtc.disconnect();
                 }
                 if self.peers[idx].pending_keyframe_due(now) {
-                    let metrics = self.shared.metrics.clone();
-                    self.peers[idx].request_keyframe(now, &metrics);
+                    self.peers[idx].request_keyframe(now, &self.shared.metrics);
                 }
                 self.poll(idx, now);
             }
@@ -311,8 +309,7 @@ impl Worker {
         };
         if publisher.worker == self.index {
             if let Some(idx) = self.find(publisher.session) {
-                let metrics = self.shared.metrics.clone();
-                self.peers[idx].request_keyframe(now, &metrics);
+                self.peers[idx].request_keyframe(now, &self.shared.metrics);
                 // Output is drained by the loop's next timeout pass.
                 self.peers[idx].next_timeout = now;
                 self.earliest = now;
