@@ -141,7 +141,7 @@ async fn vp8_reaches_a_whep_viewer() -> Result<()> {
         let base = server.base_url().to_owned();
         let source = server.scratch_path("source.ivf");
         let received = server.scratch_path("received.ivf");
-        generate_vp8_ivf(&source).await?;
+        generate_ivf(IvfCodec::Vp8, &source).await?;
         let (_, frames) = read_ivf_frames(&source)?;
         ensure!(
             frames.len() >= 80,
@@ -150,14 +150,20 @@ async fn vp8_reaches_a_whep_viewer() -> Result<()> {
         );
 
         let key = server.create_stream("vp8", false).await?;
-        let publisher = whip_publish(&base, "vp8", &key, &PublishOptions::vp8_only()).await?;
+        let publisher = whip_publish(
+            &base,
+            "vp8",
+            &key,
+            &PublishOptions::video_only(IvfCodec::Vp8),
+        )
+        .await?;
         publisher.peer().wait_connected(CONNECT_TIMEOUT).await?;
 
         let viewer = whep_view(
             &base,
             "vp8",
             None,
-            &ViewOptions::browser_like(VideoSink::Ivf(received.clone())),
+            &ViewOptions::browser_like(VideoSink::Ivf(received.clone(), IvfCodec::Vp8)),
         )
         .await?;
         viewer.peer.wait_connected(CONNECT_TIMEOUT).await?;
