@@ -25,34 +25,11 @@ const MEDIA_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Encodes `seconds` of the test pattern off the async runtime.
 async fn encode_pattern(pattern: TestPattern, seconds: usize) -> Result<Arc<Vec<bytes::Bytes>>> {
-    let frames = seconds * FPS as usize;
-    let encoded = tokio::task::spawn_blocking(move || {
-        encode_h264_test_pattern(pattern, WIDTH, HEIGHT, frames, FPS)
-    })
-    .await
-    .context("encoder task panicked")??;
-    Ok(Arc::new(encoded))
+    encode_h264_pattern(pattern, WIDTH, HEIGHT, seconds, FPS).await
 }
 
 fn assert_frames_show(frames: &[DecodedFrame], pattern: TestPattern, label: &str) -> Result<()> {
-    for (index, frame) in frames.iter().enumerate() {
-        ensure!(
-            frame.width == WIDTH && frame.height == HEIGHT,
-            "{label}: decoded frame {index} is {}x{}, expected {WIDTH}x{HEIGHT}",
-            frame.width,
-            frame.height
-        );
-        ensure!(
-            pattern.matches(frame),
-            "{label}: decoded frame {index} has top luma {:.1} / bottom luma {:.1}, \
-             expected ~{} / ~{}",
-            frame.top_luma,
-            frame.bottom_luma,
-            pattern.top_luma,
-            pattern.bottom_luma
-        );
-    }
-    Ok(())
+    support::assert_frames_show(frames, pattern, WIDTH, HEIGHT, label)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -23,7 +23,7 @@ use openh264::encoder::{
 };
 use openh264::formats::{YUVBuffer, YUVSource};
 use openh264::{OpenH264API, Timestamp};
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, LOCATION};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, ETAG, IF_MATCH, LOCATION};
 use reqwest::StatusCode;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -43,6 +43,7 @@ use webrtc::media::io::ivf_writer::IVFWriter;
 use webrtc::media::io::Writer;
 use webrtc::media::Sample;
 use webrtc::peer_connection::configuration::RTCConfiguration;
+use webrtc::peer_connection::offer_answer_options::RTCOfferOptions;
 use webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState;
 use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
 use webrtc::peer_connection::RTCPeerConnection;
@@ -238,6 +239,8 @@ pub struct SdpExchange {
     pub answer_sdp: String,
     /// Absolute session URL (the resolved `Location` header).
     pub session_url: String,
+    /// The `ETag` of the session resource, if the server sent one.
+    pub etag: Option<String>,
 }
 
 /// POSTs an SDP offer; requires `201 Created`, an `application/sdp` answer and a `Location`.
@@ -270,6 +273,11 @@ pub async fn post_offer(
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    let etag = response
+        .headers()
+        .get(ETAG)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let body = response
         .text()
         .await
@@ -292,6 +300,56 @@ pub async fn post_offer(
     Ok(SdpExchange {
         answer_sdp: body,
         session_url: resolve_location(base_url, &location),
+        etag,
+    })
+}
+
+/// What a PATCH of a session resource returned.
+#[derive(Clone, Debug)]
+pub struct PatchResponse {
+    pub status: StatusCode,
+    pub etag: Option<String>,
+    pub content_type: Option<String>,
+    pub body: String,
+}
+
+/// PATCHes a WHIP/WHEP session with an `application/trickle-ice-sdpfrag` body (RFC 8840,
+/// RFC 9725 §4.3), with `If-Match: {if_match}` when given. Any status is returned.
+pub async fn patch_sdpfrag(
+    session_url: &str,
+    if_match: Option<&str>,
+    fragment: &str,
+) -> Result<PatchResponse> {
+    let mut request = http_client()?
+        .patch(session_url)
+        .header(CONTENT_TYPE, "application/trickle-ice-sdpfrag")
+        .body(fragment.to_owned());
+    if let Some(if_match) = if_match {
+        request = request.header(IF_MATCH, if_match);
+    }
+    let response = request
+        .send()
+        .await
+        .with_context(|| format!("PATCH {session_url}"))?;
+    let header = |name| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v: &reqwest::header::HeaderValue| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let status = response.status();
+    let etag = header(ETAG);
+    let content_type = header(CONTENT_TYPE);
+    let body = response
+        .text()
+        .await
+        .with_context(|| format!("reading body of PATCH {session_url}"))?;
+    Ok(PatchResponse {
+        status,
+        etag,
+        content_type,
+        body,
     })
 }
 
@@ -569,6 +627,33 @@ impl Peer {
         Ok(sdp)
     }
 
+    /// Creates an ICE restart offer (new local ufrag/pwd), waits for ICE gathering to complete
+    /// and returns the new local description.
+    pub async fn create_ice_restart_offer(&self) -> Result<String> {
+        let offer = self
+            .pc
+            .create_offer(Some(RTCOfferOptions {
+                ice_restart: true,
+                ..Default::default()
+            }))
+            .await
+            .context("create_offer with ice_restart")?;
+        let mut gathering_complete = self.pc.gathering_complete_promise().await;
+        self.pc
+            .set_local_description(offer)
+            .await
+            .context("set_local_description of the ICE restart offer")?;
+        tokio::time::timeout(Duration::from_secs(10), gathering_complete.recv())
+            .await
+            .context("ICE gathering after the restart did not complete within 10 s")?;
+        Ok(self
+            .pc
+            .local_description()
+            .await
+            .context("no local description after the restart")?
+            .sdp)
+    }
+
     pub async fn apply_answer(&self, answer_sdp: &str) -> Result<()> {
         let answer =
             RTCSessionDescription::answer(answer_sdp.to_owned()).context("parsing SDP answer")?;
@@ -736,6 +821,8 @@ pub struct Publisher {
     pub offer_sdp: String,
     pub answer_sdp: String,
     pub session_url: String,
+    /// `ETag` of the session resource from the POST answer.
+    pub etag: Option<String>,
 }
 
 impl Publisher {
@@ -773,6 +860,7 @@ pub async fn whip_publish(
         offer_sdp,
         answer_sdp: exchange.answer_sdp,
         session_url: exchange.session_url,
+        etag: exchange.etag,
     })
 }
 
@@ -947,6 +1035,51 @@ pub fn encode_h264_test_pattern(
         "first encoded frame is not an IDR"
     );
     Ok(out)
+}
+
+/// [`encode_h264_test_pattern`] of `seconds` at `fps`, run off the async runtime.
+pub async fn encode_h264_pattern(
+    pattern: TestPattern,
+    width: usize,
+    height: usize,
+    seconds: usize,
+    fps: u32,
+) -> Result<Arc<Vec<Bytes>>> {
+    let frames = seconds * fps as usize;
+    let encoded = tokio::task::spawn_blocking(move || {
+        encode_h264_test_pattern(pattern, width, height, frames, fps)
+    })
+    .await
+    .context("encoder task panicked")??;
+    Ok(Arc::new(encoded))
+}
+
+/// Checks that every decoded frame is `width`x`height` and shows `pattern`.
+pub fn assert_frames_show(
+    frames: &[DecodedFrame],
+    pattern: TestPattern,
+    width: usize,
+    height: usize,
+    label: &str,
+) -> Result<()> {
+    for (index, frame) in frames.iter().enumerate() {
+        ensure!(
+            frame.width == width && frame.height == height,
+            "{label}: decoded frame {index} is {}x{}, expected {width}x{height}",
+            frame.width,
+            frame.height
+        );
+        ensure!(
+            pattern.matches(frame),
+            "{label}: decoded frame {index} has top luma {:.1} / bottom luma {:.1}, \
+             expected ~{} / ~{}",
+            frame.top_luma,
+            frame.bottom_luma,
+            pattern.top_luma,
+            pattern.bottom_luma
+        );
+    }
+    Ok(())
 }
 
 /// Types of the NAL units in an Annex-B buffer.
@@ -1629,6 +1762,8 @@ pub struct Viewer {
     pub offer_sdp: String,
     pub answer_sdp: String,
     pub session_url: String,
+    /// `ETag` of the session resource from the POST answer.
+    pub etag: Option<String>,
 }
 
 impl Viewer {
@@ -1659,6 +1794,7 @@ pub async fn whep_view(
         offer_sdp,
         answer_sdp: exchange.answer_sdp,
         session_url: exchange.session_url,
+        etag: exchange.etag,
     })
 }
 
@@ -1776,6 +1912,76 @@ pub fn sdp_codecs(sdp: &str, kind: &str) -> Vec<SdpCodec> {
             })
         })
         .collect()
+}
+
+/// ICE credentials of an SDP (or SDP fragment): the first `a=ice-ufrag` / `a=ice-pwd` values.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IceCredentials {
+    pub ufrag: String,
+    pub pwd: String,
+}
+
+/// The value of the first `a={name}:` line of an SDP (or SDP fragment).
+pub fn sdp_attribute<'a>(sdp: &'a str, name: &str) -> Option<&'a str> {
+    let prefix = format!("a={name}:");
+    sdp.lines()
+        .find_map(|line| line.trim_end().strip_prefix(prefix.as_str()))
+        .map(str::trim)
+}
+
+pub fn ice_credentials(sdp: &str) -> Option<IceCredentials> {
+    Some(IceCredentials {
+        ufrag: sdp_attribute(sdp, "ice-ufrag")?.to_owned(),
+        pwd: sdp_attribute(sdp, "ice-pwd")?.to_owned(),
+    })
+}
+
+/// The `a=candidate:` lines of an SDP, without line endings.
+pub fn candidate_lines(sdp: &str) -> Vec<String> {
+    sdp.lines()
+        .map(str::trim_end)
+        .filter(|line| line.starts_with("a=candidate:"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `sdp` with every `a=ice-ufrag` / `a=ice-pwd` value replaced by `credentials`.
+pub fn replace_ice_credentials(sdp: &str, credentials: &IceCredentials) -> String {
+    let mut out = String::with_capacity(sdp.len());
+    for line in sdp.lines().map(str::trim_end) {
+        if line.starts_with("a=ice-ufrag:") {
+            out.push_str(&format!("a=ice-ufrag:{}", credentials.ufrag));
+        } else if line.starts_with("a=ice-pwd:") {
+            out.push_str(&format!("a=ice-pwd:{}", credentials.pwd));
+        } else {
+            out.push_str(line);
+        }
+        out.push_str("\r\n");
+    }
+    out
+}
+
+/// An `application/trickle-ice-sdpfrag` body (RFC 8840 §9, as in RFC 9725 §4.3.2): the
+/// credentials, the first media section's `m=` and `a=mid` lines of `sdp`, `candidates` and
+/// `a=end-of-candidates`.
+pub fn ice_sdpfrag(sdp: &str, credentials: &IceCredentials, candidates: &[String]) -> String {
+    let mut frag = format!(
+        "a=ice-ufrag:{}\r\na=ice-pwd:{}\r\n",
+        credentials.ufrag, credentials.pwd
+    );
+    if let Some(m_line) = sdp.lines().map(str::trim_end).find(|l| l.starts_with("m=")) {
+        frag.push_str(m_line);
+        frag.push_str("\r\n");
+    }
+    if let Some(mid) = sdp_attribute(sdp, "mid") {
+        frag.push_str(&format!("a=mid:{mid}\r\n"));
+    }
+    for candidate in candidates {
+        frag.push_str(candidate);
+        frag.push_str("\r\n");
+    }
+    frag.push_str("a=end-of-candidates\r\n");
+    frag
 }
 
 /// The first codec named `name` (case-insensitive) in the first `kind` section.
