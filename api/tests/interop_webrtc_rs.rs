@@ -25,34 +25,11 @@ const MEDIA_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Encodes `seconds` of the test pattern off the async runtime.
 async fn encode_pattern(pattern: TestPattern, seconds: usize) -> Result<Arc<Vec<bytes::Bytes>>> {
-    let frames = seconds * FPS as usize;
-    let encoded = tokio::task::spawn_blocking(move || {
-        encode_h264_test_pattern(pattern, WIDTH, HEIGHT, frames, FPS)
-    })
-    .await
-    .context("encoder task panicked")??;
-    Ok(Arc::new(encoded))
+    encode_h264_pattern(pattern, WIDTH, HEIGHT, seconds, FPS).await
 }
 
 fn assert_frames_show(frames: &[DecodedFrame], pattern: TestPattern, label: &str) -> Result<()> {
-    for (index, frame) in frames.iter().enumerate() {
-        ensure!(
-            frame.width == WIDTH && frame.height == HEIGHT,
-            "{label}: decoded frame {index} is {}x{}, expected {WIDTH}x{HEIGHT}",
-            frame.width,
-            frame.height
-        );
-        ensure!(
-            pattern.matches(frame),
-            "{label}: decoded frame {index} has top luma {:.1} / bottom luma {:.1}, \
-             expected ~{} / ~{}",
-            frame.top_luma,
-            frame.bottom_luma,
-            pattern.top_luma,
-            pattern.bottom_luma
-        );
-    }
-    Ok(())
+    support::assert_frames_show(frames, pattern, WIDTH, HEIGHT, label)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -141,7 +118,7 @@ async fn vp8_reaches_a_whep_viewer() -> Result<()> {
         let base = server.base_url().to_owned();
         let source = server.scratch_path("source.ivf");
         let received = server.scratch_path("received.ivf");
-        generate_vp8_ivf(&source).await?;
+        generate_ivf(IvfCodec::Vp8, &source).await?;
         let (_, frames) = read_ivf_frames(&source)?;
         ensure!(
             frames.len() >= 80,
@@ -150,14 +127,20 @@ async fn vp8_reaches_a_whep_viewer() -> Result<()> {
         );
 
         let key = server.create_stream("vp8", false).await?;
-        let publisher = whip_publish(&base, "vp8", &key, &PublishOptions::vp8_only()).await?;
+        let publisher = whip_publish(
+            &base,
+            "vp8",
+            &key,
+            &PublishOptions::video_only(IvfCodec::Vp8),
+        )
+        .await?;
         publisher.peer().wait_connected(CONNECT_TIMEOUT).await?;
 
         let viewer = whep_view(
             &base,
             "vp8",
             None,
-            &ViewOptions::browser_like(VideoSink::Ivf(received.clone())),
+            &ViewOptions::browser_like(VideoSink::Ivf(received.clone(), IvfCodec::Vp8)),
         )
         .await?;
         viewer.peer.wait_connected(CONNECT_TIMEOUT).await?;

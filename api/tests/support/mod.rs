@@ -23,12 +23,14 @@ use openh264::encoder::{
 };
 use openh264::formats::{YUVBuffer, YUVSource};
 use openh264::{OpenH264API, Timestamp};
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, LOCATION};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, ETAG, IF_MATCH, LOCATION};
 use reqwest::StatusCode;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use webrtc::api::interceptor_registry::register_default_interceptors;
-use webrtc::api::media_engine::{MediaEngine, MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8};
+use webrtc::api::media_engine::{
+    MediaEngine, MIME_TYPE_AV1, MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8, MIME_TYPE_VP9,
+};
 use webrtc::api::setting_engine::SettingEngine;
 use webrtc::api::APIBuilder;
 use webrtc::ice::mdns::MulticastDnsMode;
@@ -41,6 +43,7 @@ use webrtc::media::io::ivf_writer::IVFWriter;
 use webrtc::media::io::Writer;
 use webrtc::media::Sample;
 use webrtc::peer_connection::configuration::RTCConfiguration;
+use webrtc::peer_connection::offer_answer_options::RTCOfferOptions;
 use webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState;
 use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
 use webrtc::peer_connection::RTCPeerConnection;
@@ -238,6 +241,8 @@ pub struct SdpExchange {
     pub answer_sdp: String,
     /// Absolute session URL (the resolved `Location` header).
     pub session_url: String,
+    /// The `ETag` of the session resource, if the server sent one.
+    pub etag: Option<String>,
 }
 
 /// POSTs an SDP offer; requires `201 Created`, an `application/sdp` answer and a `Location`.
@@ -270,6 +275,11 @@ pub async fn post_offer(
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    let etag = response
+        .headers()
+        .get(ETAG)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let body = response
         .text()
         .await
@@ -292,6 +302,56 @@ pub async fn post_offer(
     Ok(SdpExchange {
         answer_sdp: body,
         session_url: resolve_location(base_url, &location),
+        etag,
+    })
+}
+
+/// What a PATCH of a session resource returned.
+#[derive(Clone, Debug)]
+pub struct PatchResponse {
+    pub status: StatusCode,
+    pub etag: Option<String>,
+    pub content_type: Option<String>,
+    pub body: String,
+}
+
+/// PATCHes a WHIP/WHEP session with an `application/trickle-ice-sdpfrag` body (RFC 8840,
+/// RFC 9725 §4.3), with `If-Match: {if_match}` when given. Any status is returned.
+pub async fn patch_sdpfrag(
+    session_url: &str,
+    if_match: Option<&str>,
+    fragment: &str,
+) -> Result<PatchResponse> {
+    let mut request = http_client()?
+        .patch(session_url)
+        .header(CONTENT_TYPE, "application/trickle-ice-sdpfrag")
+        .body(fragment.to_owned());
+    if let Some(if_match) = if_match {
+        request = request.header(IF_MATCH, if_match);
+    }
+    let response = request
+        .send()
+        .await
+        .with_context(|| format!("PATCH {session_url}"))?;
+    let header = |name| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v: &reqwest::header::HeaderValue| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let status = response.status();
+    let etag = header(ETAG);
+    let content_type = header(CONTENT_TYPE);
+    let body = response
+        .text()
+        .await
+        .with_context(|| format!("reading body of PATCH {session_url}"))?;
+    Ok(PatchResponse {
+        status,
+        etag,
+        content_type,
+        body,
     })
 }
 
@@ -331,13 +391,88 @@ pub fn h264_codec(payload_type: u8, fmtp: &str) -> RTCRtpCodecParameters {
     }
 }
 
-pub fn vp8_codec(payload_type: u8) -> RTCRtpCodecParameters {
+/// Video codecs the tests carry in IVF files made by ffmpeg (and receive into IVF files).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IvfCodec {
+    Vp8,
+    Vp9,
+    Av1,
+}
+
+impl IvfCodec {
+    pub fn mime_type(self) -> &'static str {
+        match self {
+            Self::Vp8 => MIME_TYPE_VP8,
+            Self::Vp9 => MIME_TYPE_VP9,
+            Self::Av1 => MIME_TYPE_AV1,
+        }
+    }
+
+    /// The fmtp a browser offers for this codec (VP9 profile 0, AV1 main profile).
+    pub fn browser_fmtp(self) -> &'static str {
+        match self {
+            Self::Vp8 => "",
+            Self::Vp9 => "profile-id=0",
+            Self::Av1 => "level-idx=5;profile=0;tier=0",
+        }
+    }
+
+    /// FourCC of the IVF container.
+    pub fn four_cc(self) -> [u8; 4] {
+        match self {
+            Self::Vp8 => *b"VP80",
+            Self::Vp9 => *b"VP90",
+            Self::Av1 => *b"AV01",
+        }
+    }
+
+    /// `codec_name` as reported by ffprobe.
+    pub fn ffprobe_name(self) -> &'static str {
+        match self {
+            Self::Vp8 => "vp8",
+            Self::Vp9 => "vp9",
+            Self::Av1 => "av1",
+        }
+    }
+
+    /// ffmpeg encoder arguments (real-time settings, keyframe every 30 frames).
+    fn ffmpeg_encoder_args(self) -> &'static [&'static str] {
+        match self {
+            Self::Vp8 => &["-c:v", "libvpx", "-g", "30"],
+            Self::Vp9 => &[
+                "-c:v",
+                "libvpx-vp9",
+                "-g",
+                "30",
+                "-deadline",
+                "realtime",
+                "-cpu-used",
+                "8",
+            ],
+            Self::Av1 => &[
+                "-c:v",
+                "libaom-av1",
+                "-g",
+                "30",
+                "-usage",
+                "realtime",
+                "-cpu-used",
+                "8",
+                "-lag-in-frames",
+                "0",
+            ],
+        }
+    }
+}
+
+/// `codec` with the fmtp a browser offers for it.
+pub fn ivf_codec(codec: IvfCodec, payload_type: u8) -> RTCRtpCodecParameters {
     RTCRtpCodecParameters {
         capability: RTCRtpCodecCapability {
-            mime_type: MIME_TYPE_VP8.to_owned(),
+            mime_type: codec.mime_type().to_owned(),
             clock_rate: 90_000,
             channels: 0,
-            sdp_fmtp_line: String::new(),
+            sdp_fmtp_line: codec.browser_fmtp().to_owned(),
             rtcp_feedback: video_feedback(),
         },
         payload_type,
@@ -359,10 +494,13 @@ pub fn opus_codec(payload_type: u8, fmtp: &str) -> RTCRtpCodecParameters {
     }
 }
 
-/// Video codecs a browser-like WHEP viewer offers (subset of Chrome's list).
+/// Video codecs a browser-like WHEP viewer offers (subset of Chrome's list, in its order and
+/// with its payload types).
 pub fn browser_video_codecs() -> Vec<RTCRtpCodecParameters> {
     vec![
-        vp8_codec(96),
+        ivf_codec(IvfCodec::Vp8, 96),
+        ivf_codec(IvfCodec::Vp9, 98),
+        ivf_codec(IvfCodec::Av1, 45),
         h264_codec(102, H264_CONSTRAINED_BASELINE_FMTP),
         h264_codec(
             104,
@@ -491,6 +629,33 @@ impl Peer {
         Ok(sdp)
     }
 
+    /// Creates an ICE restart offer (new local ufrag/pwd), waits for ICE gathering to complete
+    /// and returns the new local description.
+    pub async fn create_ice_restart_offer(&self) -> Result<String> {
+        let offer = self
+            .pc
+            .create_offer(Some(RTCOfferOptions {
+                ice_restart: true,
+                ..Default::default()
+            }))
+            .await
+            .context("create_offer with ice_restart")?;
+        let mut gathering_complete = self.pc.gathering_complete_promise().await;
+        self.pc
+            .set_local_description(offer)
+            .await
+            .context("set_local_description of the ICE restart offer")?;
+        tokio::time::timeout(Duration::from_secs(10), gathering_complete.recv())
+            .await
+            .context("ICE gathering after the restart did not complete within 10 s")?;
+        Ok(self
+            .pc
+            .local_description()
+            .await
+            .context("no local description after the restart")?
+            .sdp)
+    }
+
     pub async fn apply_answer(&self, answer_sdp: &str) -> Result<()> {
         let answer =
             RTCSessionDescription::answer(answer_sdp.to_owned()).context("parsing SDP answer")?;
@@ -578,10 +743,15 @@ impl PublishOptions {
         }
     }
 
-    /// VP8 video only.
-    pub fn vp8_only() -> Self {
+    /// `codec` video only (the browser fmtp and payload type of [`browser_video_codecs`]).
+    pub fn video_only(codec: IvfCodec) -> Self {
+        let payload_type = match codec {
+            IvfCodec::Vp8 => 96,
+            IvfCodec::Vp9 => 98,
+            IvfCodec::Av1 => 45,
+        };
         Self {
-            video: Some(vp8_codec(96)),
+            video: Some(ivf_codec(codec, payload_type)),
             audio: None,
             strip_candidates: false,
         }
@@ -677,6 +847,8 @@ pub struct Publisher {
     pub offer_sdp: String,
     pub answer_sdp: String,
     pub session_url: String,
+    /// `ETag` of the session resource from the POST answer.
+    pub etag: Option<String>,
 }
 
 impl Publisher {
@@ -714,6 +886,7 @@ pub async fn whip_publish(
         offer_sdp,
         answer_sdp: exchange.answer_sdp,
         session_url: exchange.session_url,
+        etag: exchange.etag,
     })
 }
 
@@ -890,6 +1063,51 @@ pub fn encode_h264_test_pattern(
     Ok(out)
 }
 
+/// [`encode_h264_test_pattern`] of `seconds` at `fps`, run off the async runtime.
+pub async fn encode_h264_pattern(
+    pattern: TestPattern,
+    width: usize,
+    height: usize,
+    seconds: usize,
+    fps: u32,
+) -> Result<Arc<Vec<Bytes>>> {
+    let frames = seconds * fps as usize;
+    let encoded = tokio::task::spawn_blocking(move || {
+        encode_h264_test_pattern(pattern, width, height, frames, fps)
+    })
+    .await
+    .context("encoder task panicked")??;
+    Ok(Arc::new(encoded))
+}
+
+/// Checks that every decoded frame is `width`x`height` and shows `pattern`.
+pub fn assert_frames_show(
+    frames: &[DecodedFrame],
+    pattern: TestPattern,
+    width: usize,
+    height: usize,
+    label: &str,
+) -> Result<()> {
+    for (index, frame) in frames.iter().enumerate() {
+        ensure!(
+            frame.width == width && frame.height == height,
+            "{label}: decoded frame {index} is {}x{}, expected {width}x{height}",
+            frame.width,
+            frame.height
+        );
+        ensure!(
+            pattern.matches(frame),
+            "{label}: decoded frame {index} has top luma {:.1} / bottom luma {:.1}, \
+             expected ~{} / ~{}",
+            frame.top_luma,
+            frame.bottom_luma,
+            pattern.top_luma,
+            pattern.bottom_luma
+        );
+    }
+    Ok(())
+}
+
 /// Types of the NAL units in an Annex-B buffer.
 pub fn annexb_nal_types(data: &[u8]) -> Vec<u8> {
     let mut types = Vec::new();
@@ -965,6 +1183,196 @@ pub fn read_ivf_frames(path: &Path) -> Result<(IVFFileHeader, Vec<Bytes>)> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// AV1 over RTP -> IVF (webrtc-rs 0.14 has an AV1 payloader but no depacketizer)
+// ---------------------------------------------------------------------------------------------
+
+const AV1_OBU_HAS_SIZE_FIELD: u8 = 0x02;
+const AV1_OBU_HAS_EXTENSION: u8 = 0x04;
+const AV1_OBU_TYPE_SEQUENCE_HEADER: u8 = 1;
+/// A temporal delimiter OBU with its (zero) size field; starts every IVF frame.
+const AV1_TEMPORAL_DELIMITER: [u8; 2] = [0x12, 0x00];
+
+fn read_leb128(data: &[u8]) -> Option<(usize, usize)> {
+    let mut value = 0usize;
+    for (index, byte) in data.iter().take(8).enumerate() {
+        value |= usize::from(byte & 0x7f) << (7 * index);
+        if byte & 0x80 == 0 {
+            return Some((value, index + 1));
+        }
+    }
+    None
+}
+
+fn write_leb128(out: &mut Vec<u8>, mut value: usize) {
+    loop {
+        let byte = (value & 0x7f) as u8;
+        value >>= 7;
+        if value == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+/// Writes received AV1 RTP (AV1 RTP payload format, §4) as an IVF file of temporal units in
+/// the low-overhead bitstream format: OBU elements are reassembled across packets, given back
+/// their size fields, and each temporal unit (ended by the marker bit) starts with a temporal
+/// delimiter. Frames before the first sequence header are dropped.
+pub struct Av1IvfWriter<W: std::io::Write + std::io::Seek> {
+    writer: W,
+    frames: u32,
+    /// OBUs (with size fields) of the temporal unit being received.
+    temporal_unit: Vec<u8>,
+    /// An OBU element continued in the next packet (Y bit).
+    fragment: Option<Vec<u8>>,
+    /// The current temporal unit lost a packet; drop it.
+    broken: bool,
+    last_sequence_number: Option<u16>,
+    seen_sequence_header: bool,
+}
+
+impl<W: std::io::Write + std::io::Seek> Av1IvfWriter<W> {
+    pub fn new(mut writer: W) -> std::io::Result<Self> {
+        let mut header = Vec::with_capacity(32);
+        header.extend_from_slice(b"DKIF");
+        header.extend_from_slice(&0u16.to_le_bytes()); // version
+        header.extend_from_slice(&32u16.to_le_bytes()); // header size
+        header.extend_from_slice(b"AV01");
+        header.extend_from_slice(&0u16.to_le_bytes()); // width: from the sequence header
+        header.extend_from_slice(&0u16.to_le_bytes()); // height
+        header.extend_from_slice(&30u32.to_le_bytes()); // timebase denominator
+        header.extend_from_slice(&1u32.to_le_bytes()); // timebase numerator
+        header.extend_from_slice(&0u32.to_le_bytes()); // frame count, set by close()
+        header.extend_from_slice(&0u32.to_le_bytes()); // unused
+        writer.write_all(&header)?;
+        Ok(Self {
+            writer,
+            frames: 0,
+            temporal_unit: Vec::new(),
+            fragment: None,
+            broken: false,
+            last_sequence_number: None,
+            seen_sequence_header: false,
+        })
+    }
+
+    /// Appends a complete OBU element (header without size field + payload) with a size field.
+    fn push_obu(&mut self, element: &[u8]) {
+        let Some(&header) = element.first() else {
+            return;
+        };
+        let header_len = if header & AV1_OBU_HAS_EXTENSION != 0 {
+            2
+        } else {
+            1
+        };
+        let Some(payload) = element.get(header_len..) else {
+            self.broken = true;
+            return;
+        };
+        if (header >> 3) & 0x0f == AV1_OBU_TYPE_SEQUENCE_HEADER {
+            self.seen_sequence_header = true;
+        }
+        self.temporal_unit.push(header | AV1_OBU_HAS_SIZE_FIELD);
+        self.temporal_unit
+            .extend_from_slice(&element[1..header_len]);
+        write_leb128(&mut self.temporal_unit, payload.len());
+        self.temporal_unit.extend_from_slice(payload);
+    }
+
+    fn finish_temporal_unit(&mut self) -> std::io::Result<()> {
+        let obus = std::mem::take(&mut self.temporal_unit);
+        let broken = std::mem::replace(&mut self.broken, false);
+        self.fragment = None;
+        if obus.is_empty() || broken || !self.seen_sequence_header {
+            return Ok(());
+        }
+        let size = (AV1_TEMPORAL_DELIMITER.len() + obus.len()) as u32;
+        self.writer.write_all(&size.to_le_bytes())?;
+        self.writer
+            .write_all(&u64::from(self.frames).to_le_bytes())?; // pts
+        self.writer.write_all(&AV1_TEMPORAL_DELIMITER)?;
+        self.writer.write_all(&obus)?;
+        self.frames += 1;
+        Ok(())
+    }
+}
+
+impl<W: std::io::Write + std::io::Seek> Writer for Av1IvfWriter<W> {
+    fn write_rtp(
+        &mut self,
+        packet: &webrtc::rtp::packet::Packet,
+    ) -> std::result::Result<(), webrtc::media::Error> {
+        let bad = |what: &str| webrtc::media::Error::Other(format!("AV1 RTP: {what}"));
+        let sequence_number = packet.header.sequence_number;
+        if self
+            .last_sequence_number
+            .is_some_and(|last| sequence_number != last.wrapping_add(1))
+        {
+            // A packet went missing: its OBU fragments cannot be put back together.
+            self.broken = true;
+            self.fragment = None;
+        }
+        self.last_sequence_number = Some(sequence_number);
+        let payload = &packet.payload[..];
+        let Some((&aggregation, mut rest)) = payload.split_first() else {
+            return Ok(()); // padding
+        };
+        let continues_previous = aggregation & 0x80 != 0; // Z
+        let continued_in_next = aggregation & 0x40 != 0; // Y
+        let element_count = usize::from((aggregation >> 4) & 0x03); // W, 0 = all sized
+        let mut index = 0;
+        while !rest.is_empty() {
+            index += 1;
+            let element = if element_count != 0 && index == element_count {
+                std::mem::take(&mut rest)
+            } else {
+                let (len, len_size) = read_leb128(rest).ok_or_else(|| bad("bad leb128"))?;
+                let element = rest
+                    .get(len_size..len_size + len)
+                    .ok_or_else(|| bad("OBU element longer than the packet"))?;
+                rest = &rest[len_size + len..];
+                element
+            };
+            let first = index == 1;
+            let last = rest.is_empty();
+            let mut obu = if first && continues_previous {
+                match self.fragment.take() {
+                    Some(mut fragment) => {
+                        fragment.extend_from_slice(element);
+                        fragment
+                    }
+                    None => {
+                        // Lost the start of this OBU.
+                        self.broken = true;
+                        continue;
+                    }
+                }
+            } else {
+                element.to_vec()
+            };
+            if last && continued_in_next {
+                self.fragment = Some(std::mem::take(&mut obu));
+            } else {
+                self.push_obu(&obu);
+            }
+        }
+        if packet.header.marker {
+            self.finish_temporal_unit()?;
+        }
+        Ok(())
+    }
+
+    fn close(&mut self) -> std::result::Result<(), webrtc::media::Error> {
+        self.writer.seek(std::io::SeekFrom::Start(24))?;
+        self.writer.write_all(&self.frames.to_le_bytes())?;
+        self.writer.flush()?;
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Viewer (WHEP)
 // ---------------------------------------------------------------------------------------------
 
@@ -973,8 +1381,8 @@ pub fn read_ivf_frames(path: &Path) -> Result<(IVFFileHeader, Vec<Bytes>)> {
 pub enum VideoSink {
     /// Depacketize H.264 and decode it with openh264 into [`ViewerStats::decoded`].
     DecodeH264,
-    /// Write VP8 to an IVF file with webrtc-rs' `IVFWriter`.
-    Ivf(PathBuf),
+    /// Write VP8 or VP9 to an IVF file with webrtc-rs' `IVFWriter`, AV1 with [`Av1IvfWriter`].
+    Ivf(PathBuf, IvfCodec),
     /// Write H.264 to an Annex-B file with webrtc-rs' `H264Writer`.
     AnnexB(PathBuf),
     /// Only record RTP metadata.
@@ -1156,15 +1564,22 @@ impl ViewerPeer {
         }
 
         let writer: Option<Box<dyn Writer + Send>> = match &options.sink {
-            VideoSink::Ivf(path) => {
+            VideoSink::Ivf(path, IvfCodec::Av1) => {
+                let file = std::fs::File::create(path)
+                    .with_context(|| format!("creating {}", path.display()))?;
+                Some(Box::new(
+                    Av1IvfWriter::new(file).context("creating AV1 IVF writer")?,
+                ))
+            }
+            VideoSink::Ivf(path, codec) => {
                 let file = std::fs::File::create(path)
                     .with_context(|| format!("creating {}", path.display()))?;
                 let header = IVFFileHeader {
                     signature: *b"DKIF",
                     version: 0,
                     header_size: 32,
-                    four_cc: *b"VP80",
-                    // Left 0 on purpose: dimensions must come from the VP8 bitstream.
+                    four_cc: codec.four_cc(),
+                    // Left 0 on purpose: dimensions must come from the bitstream.
                     width: 0,
                     height: 0,
                     timebase_denominator: 30,
@@ -1373,6 +1788,8 @@ pub struct Viewer {
     pub offer_sdp: String,
     pub answer_sdp: String,
     pub session_url: String,
+    /// `ETag` of the session resource from the POST answer.
+    pub etag: Option<String>,
 }
 
 impl Viewer {
@@ -1403,6 +1820,7 @@ pub async fn whep_view(
         offer_sdp,
         answer_sdp: exchange.answer_sdp,
         session_url: exchange.session_url,
+        etag: exchange.etag,
     })
 }
 
@@ -1522,6 +1940,76 @@ pub fn sdp_codecs(sdp: &str, kind: &str) -> Vec<SdpCodec> {
         .collect()
 }
 
+/// ICE credentials of an SDP (or SDP fragment): the first `a=ice-ufrag` / `a=ice-pwd` values.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IceCredentials {
+    pub ufrag: String,
+    pub pwd: String,
+}
+
+/// The value of the first `a={name}:` line of an SDP (or SDP fragment).
+pub fn sdp_attribute<'a>(sdp: &'a str, name: &str) -> Option<&'a str> {
+    let prefix = format!("a={name}:");
+    sdp.lines()
+        .find_map(|line| line.trim_end().strip_prefix(prefix.as_str()))
+        .map(str::trim)
+}
+
+pub fn ice_credentials(sdp: &str) -> Option<IceCredentials> {
+    Some(IceCredentials {
+        ufrag: sdp_attribute(sdp, "ice-ufrag")?.to_owned(),
+        pwd: sdp_attribute(sdp, "ice-pwd")?.to_owned(),
+    })
+}
+
+/// The `a=candidate:` lines of an SDP, without line endings.
+pub fn candidate_lines(sdp: &str) -> Vec<String> {
+    sdp.lines()
+        .map(str::trim_end)
+        .filter(|line| line.starts_with("a=candidate:"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `sdp` with every `a=ice-ufrag` / `a=ice-pwd` value replaced by `credentials`.
+pub fn replace_ice_credentials(sdp: &str, credentials: &IceCredentials) -> String {
+    let mut out = String::with_capacity(sdp.len());
+    for line in sdp.lines().map(str::trim_end) {
+        if line.starts_with("a=ice-ufrag:") {
+            out.push_str(&format!("a=ice-ufrag:{}", credentials.ufrag));
+        } else if line.starts_with("a=ice-pwd:") {
+            out.push_str(&format!("a=ice-pwd:{}", credentials.pwd));
+        } else {
+            out.push_str(line);
+        }
+        out.push_str("\r\n");
+    }
+    out
+}
+
+/// An `application/trickle-ice-sdpfrag` body (RFC 8840 §9, as in RFC 9725 §4.3.2): the
+/// credentials, the first media section's `m=` and `a=mid` lines of `sdp`, `candidates` and
+/// `a=end-of-candidates`.
+pub fn ice_sdpfrag(sdp: &str, credentials: &IceCredentials, candidates: &[String]) -> String {
+    let mut frag = format!(
+        "a=ice-ufrag:{}\r\na=ice-pwd:{}\r\n",
+        credentials.ufrag, credentials.pwd
+    );
+    if let Some(m_line) = sdp.lines().map(str::trim_end).find(|l| l.starts_with("m=")) {
+        frag.push_str(m_line);
+        frag.push_str("\r\n");
+    }
+    if let Some(mid) = sdp_attribute(sdp, "mid") {
+        frag.push_str(&format!("a=mid:{mid}\r\n"));
+    }
+    for candidate in candidates {
+        frag.push_str(candidate);
+        frag.push_str("\r\n");
+    }
+    frag.push_str("a=end-of-candidates\r\n");
+    frag
+}
+
 /// The first codec named `name` (case-insensitive) in the first `kind` section.
 pub fn first_sdp_codec(sdp: &str, kind: &str, name: &str) -> Option<SdpCodec> {
     sdp_codecs(sdp, kind)
@@ -1565,23 +2053,20 @@ pub async fn ffmpeg(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// Generates 3 s of 320x240@30 VP8 (`testsrc`, keyframe every 30 frames) as IVF.
-pub async fn generate_vp8_ivf(path: &Path) -> Result<()> {
+/// Generates 3 s of 320x240@30 `codec` (`testsrc`, keyframe every 30 frames) as IVF.
+pub async fn generate_ivf(codec: IvfCodec, path: &Path) -> Result<()> {
     let out = path.to_str().context("non-UTF-8 path")?;
-    ffmpeg(&[
+    let mut args = vec![
         "-f",
         "lavfi",
         "-i",
         "testsrc=size=320x240:rate=30",
         "-t",
         "3",
-        "-c:v",
-        "libvpx",
-        "-g",
-        "30",
-        out,
-    ])
-    .await
+    ];
+    args.extend_from_slice(codec.ffmpeg_encoder_args());
+    args.extend_from_slice(&["-f", "ivf", out]);
+    ffmpeg(&args).await
 }
 
 /// Generates 3 s of 320x240@30 H.264 **High** profile (libx264, keyframe every 30 frames,
