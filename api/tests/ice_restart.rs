@@ -5,10 +5,10 @@
 //! `application/trickle-ice-sdpfrag` with `If-Match: *`, and applies the server's new
 //! credentials from the `200` body to its previous answer.
 //!
-//! `viewer_keeps_playing_across_an_ice_restart` is ignored until the SFU really restarts ICE:
-//! today it only swaps credentials in str0m, the old candidate pair stays nominated (the new
-//! one has the same priority), and media keeps going to the viewer's old port until that pair
-//! times out after 15 s. Run it with `cargo test -p api --test ice_restart -- --ignored`.
+//! `viewer_keeps_playing_across_an_ice_restart` guards against a restart that only swaps
+//! credentials: the old candidate pair would stay nominated (the new one has the same
+//! priority) and media would keep going to the viewer's old port until that pair times out,
+//! 15 s later.
 //!
 //! Debugging: `RUST_LOG=debug` shows server and webrtc-rs logs (str0m logs its nominated pair
 //! as "ICE nominated send from ... to ...").
@@ -289,8 +289,6 @@ async fn ice_restart_over_patch_follows_rfc_9725() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "relaycast bug: after a PATCH ICE restart the SFU keeps sending to the viewer's \
-            old address until the old candidate pair times out (15 s); see the module docs"]
 async fn viewer_keeps_playing_across_an_ice_restart() -> Result<()> {
     init_logging();
     let _serial = serial().await;

@@ -327,7 +327,14 @@ impl Sfu {
             return Err(SfuError::NoCommonCodec);
         }
         let epoch = self.next_epoch.fetch_add(1 << 20, Ordering::Relaxed);
-        let peer = Peer::new_publisher(answer.session, hub.clone(), rtc, epoch, now);
+        let peer = Peer::new_publisher(
+            answer.session,
+            hub.clone(),
+            rtc,
+            offer_sdp.to_string(),
+            epoch,
+            now,
+        );
         self.shared.sessions.lock().insert(
             answer.session,
             SessionInfo {
@@ -381,7 +388,7 @@ impl Sfu {
         {
             return Err(SfuError::NoCommonCodec);
         }
-        let peer = Peer::new_viewer(answer.session, hub.clone(), rtc, now);
+        let peer = Peer::new_viewer(answer.session, hub.clone(), rtc, offer_sdp.to_string(), now);
         self.shared.sessions.lock().insert(
             answer.session,
             SessionInfo {

@@ -4,9 +4,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use str0m::change::SdpOffer;
 use str0m::format::Codec;
 use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, MediaTime, Mid, Rid};
-use str0m::{Event, IceConnectionState, Rtc};
+use str0m::{Event, IceConnectionState, IceCreds, Rtc};
 
 use crate::h264;
 use crate::metrics::{DropReason, KeyframeOrigin, Metrics};
@@ -28,6 +29,9 @@ pub(crate) struct Peer {
     pub session: SessionId,
     pub hub: Arc<StreamHub>,
     pub rtc: Rtc,
+    /// The remote offer the session was (last) negotiated with; an ICE
+    /// restart re-applies it with the remote's new credentials.
+    pub offer_sdp: String,
     pub created: Instant,
     pub connected: bool,
     pub next_timeout: Instant,
@@ -118,6 +122,7 @@ impl Peer {
         session: SessionId,
         hub: Arc<StreamHub>,
         rtc: Rtc,
+        offer_sdp: String,
         epoch: u64,
         now: Instant,
     ) -> Peer {
@@ -125,6 +130,7 @@ impl Peer {
             session,
             hub,
             rtc,
+            offer_sdp,
             created: now,
             connected: false,
             next_timeout: now,
@@ -138,11 +144,18 @@ impl Peer {
         }
     }
 
-    pub fn new_viewer(session: SessionId, hub: Arc<StreamHub>, rtc: Rtc, now: Instant) -> Peer {
+    pub fn new_viewer(
+        session: SessionId,
+        hub: Arc<StreamHub>,
+        rtc: Rtc,
+        offer_sdp: String,
+        now: Instant,
+    ) -> Peer {
         Peer {
             session,
             hub,
             rtc,
+            offer_sdp,
             created: now,
             connected: false,
             next_timeout: now,
@@ -151,6 +164,44 @@ impl Peer {
                 last_keyframe_request: None,
             }),
         }
+    }
+
+    /// ICE restart (WHIP/WHEP PATCH with new credentials): re-applies the
+    /// session's offer with the remote's new ufrag/pwd and without its old
+    /// candidates, so str0m restarts its agent as for an SDP re-offer — new
+    /// local credentials, old remote candidates and pairs dropped — and then
+    /// nominates whatever pair the remote checks with the new credentials.
+    /// (Only swapping the credentials keeps the old pair nominated: a new pair
+    /// of equal priority never replaces it, so media keeps going to the old
+    /// address until that pair times out, 15 s later.) Returns our new
+    /// credentials.
+    pub fn ice_restart(&mut self, remote: &IceCreds) -> Option<IceCreds> {
+        let mut reoffer = String::with_capacity(self.offer_sdp.len());
+        for line in self.offer_sdp.lines().map(str::trim_end) {
+            if line.starts_with("a=ice-ufrag:") {
+                reoffer.push_str(&format!("a=ice-ufrag:{}", remote.ufrag));
+            } else if line.starts_with("a=ice-pwd:") {
+                reoffer.push_str(&format!("a=ice-pwd:{}", remote.pass));
+            } else if line.starts_with("a=candidate:") || line.starts_with("a=end-of-candidates") {
+                continue;
+            } else {
+                reoffer.push_str(line);
+            }
+            reoffer.push_str("\r\n");
+        }
+        let offer = match SdpOffer::from_sdp_string(&reoffer) {
+            Ok(offer) => offer,
+            Err(e) => {
+                tracing::debug!(session = %self.session, "ICE restart: re-offer does not parse: {e}");
+                return None;
+            }
+        };
+        if let Err(e) = self.rtc.sdp_api().accept_offer(offer) {
+            tracing::debug!(session = %self.session, "ICE restart: re-offer refused: {e}");
+            return None;
+        }
+        self.offer_sdp = reoffer;
+        Some(self.rtc.direct_api().local_ice_credentials())
     }
 
     pub fn role(&self) -> Role {

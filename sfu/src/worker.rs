@@ -167,12 +167,10 @@ impl Worker {
                 remote,
                 reply,
             } => {
-                let creds = self.find(session).map(|idx| {
-                    let local = IceCreds::new();
-                    let mut api = self.peers[idx].rtc.direct_api();
-                    api.set_remote_ice_credentials(remote);
-                    api.set_local_ice_credentials(local.clone());
-                    local
+                let creds = self.find(session).and_then(|idx| {
+                    let creds = self.peers[idx].ice_restart(&remote);
+                    self.poll(idx, now);
+                    creds
                 });
                 let _ = reply.send(creds);
             }
