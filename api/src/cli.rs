@@ -54,6 +54,9 @@ pub struct ServeArgs {
     /// Media worker threads (default: number of cores).
     #[arg(long, env = "RELAYCAST_WORKERS")]
     pub workers: Option<usize>,
+    /// Publisher and viewer sessions accepted at once; more get 503.
+    #[arg(long, env = "RELAYCAST_MAX_SESSIONS", default_value_t = 10_000)]
+    pub max_sessions: usize,
     /// JWT signing secret (default: generated once and kept in the data directory).
     #[arg(long, env = "RELAYCAST_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,

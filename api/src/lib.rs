@@ -42,6 +42,8 @@ pub struct Config {
     pub jwt_secret: Option<String>,
     /// Media workers (one UDP socket and thread each); defaults to the cores.
     pub workers: usize,
+    /// Publisher and viewer sessions the server accepts at once.
+    pub max_sessions: usize,
 }
 
 impl Config {
@@ -55,6 +57,7 @@ impl Config {
             data_dir,
             jwt_secret: None,
             workers: 2,
+            max_sessions: 1000,
         }
     }
 }
@@ -223,6 +226,7 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
             public_ip,
             first_port: config.media_port,
             workers: config.workers.max(1),
+            max_sessions: config.max_sessions,
         },
         metrics,
     )

@@ -35,6 +35,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 data_dir: a.data.data_dir,
                 jwt_secret: a.jwt_secret,
                 workers,
+                max_sessions: a.max_sessions,
             };
             let listener = tokio::net::TcpListener::bind(config.http_addr)
                 .await

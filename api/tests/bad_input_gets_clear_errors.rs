@@ -238,6 +238,23 @@ async fn whip_rejects_bad_requests_with_status_and_json() {
         .expect("Location");
     assert_ne!(location, location2);
 
+    // Two tokens for the same subject are two publishers; one token
+    // reconnecting is the same one.
+    let t1 = h
+        .server
+        .token("tok", "publish", Duration::from_secs(60))
+        .expect("jwt");
+    let t2 = h
+        .server
+        .token("tok", "publish", Duration::from_secs(60))
+        .expect("jwt");
+    let (s, _, _) = post(&h, "/whip/tok", "application/sdp", Some(&t1), sdp.clone()).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, _, b) = post(&h, "/whip/tok", "application/sdp", Some(&t2), sdp.clone()).await;
+    assert_json_error(s, &b, StatusCode::CONFLICT, "already has a publisher");
+    let (s, _, _) = post(&h, "/whip/tok", "application/sdp", Some(&t1), sdp.clone()).await;
+    assert_eq!(s, StatusCode::CREATED);
+
     // Key in the query string (some OBS setups) works too.
     let (s, _, _) = post(
         &h,
@@ -288,6 +305,49 @@ async fn whip_rejects_bad_requests_with_status_and_json() {
         .await
         .expect("patch");
     assert_eq!(r.status(), StatusCode::NO_CONTENT, "trickle accepted");
+
+    // Trickle is capped per fragment and per session.
+    let many = "a=candidate:1 1 udp 2113929471 127.0.0.1 5000 typ host\r\n".repeat(21);
+    let r = h
+        .client
+        .patch(&url)
+        .header(CONTENT_TYPE, "application/trickle-ice-sdpfrag")
+        .body(many)
+        .send()
+        .await
+        .expect("patch");
+    assert_json_error(
+        r.status(),
+        &r.text().await.expect("body"),
+        StatusCode::BAD_REQUEST,
+        "candidates",
+    );
+    let mut last = StatusCode::NO_CONTENT;
+    for i in 0..5 {
+        let frag: String = (0..20)
+            .map(|j| {
+                format!(
+                    "a=candidate:{i}{j} 1 udp 2113929471 127.0.0.{} {} typ host\r\n",
+                    j + 1,
+                    6000 + i * 100 + j
+                )
+            })
+            .collect();
+        last = h
+            .client
+            .patch(&url)
+            .header(CONTENT_TYPE, "application/trickle-ice-sdpfrag")
+            .body(frag)
+            .send()
+            .await
+            .expect("patch")
+            .status();
+    }
+    assert_eq!(
+        last,
+        StatusCode::BAD_REQUEST,
+        "more than 64 candidates for one session"
+    );
 
     let r = h.client.delete(&url).send().await.expect("delete");
     assert_eq!(
@@ -400,6 +460,35 @@ async fn whep_access_rules() {
         Some(&b"application/sdp"[..])
     );
 
+    h.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_beyond_the_limit_get_503() {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("limit-{:x}", rand_u64()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let mut config = api::Config::for_test(dir.clone());
+    config.max_sessions = 2;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let server = api::start(config, listener).await.expect("start");
+    server.create_stream("full", false).await.expect("key");
+    let h = Harness {
+        base: format!("http://{}", server.http_addr()),
+        server,
+        client: Client::new(),
+        dir,
+    };
+    let sdp = offer(Direction::RecvOnly);
+    for _ in 0..2 {
+        let (s, _, b) = post(&h, "/whep/full", "application/sdp", None, sdp.clone()).await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+    }
+    let (s, hd, b) = post(&h, "/whep/full", "application/sdp", None, sdp.clone()).await;
+    assert_json_error(s, &b, StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+    assert!(hd.get("retry-after").is_some());
     h.server.shutdown().await;
 }
 

@@ -139,3 +139,51 @@ async fn viewers_get_a_keyframe_request_on_join_and_their_plis_are_throttled() -
 }
 
 const MEDIA_TIMEOUT_SECS: Duration = Duration::from_secs(15);
+
+/// A viewer that cannot decode the stream's codec (VP8-only offer, H.264
+/// stream) must not keep asking the publisher for keyframes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_viewer_without_the_streams_codec_does_not_keep_requesting_keyframes() -> Result<()> {
+    init_logging();
+    let _serial = serial().await;
+    with_timeout(TEST_TIMEOUT, async {
+        let frames = tokio::task::spawn_blocking(|| {
+            encode_h264_test_pattern(TestPattern::BRIGHT_TOP, 320, 240, 90, 30)
+        })
+        .await
+        .context("encoder task")??;
+        let server = TestServer::start().await?;
+        let base = server.base_url().to_owned();
+        let key = server.create_stream("mismatch", false).await?;
+        let publisher =
+            whip_publish(&base, "mismatch", &key, &PublishOptions::h264_and_opus()).await?;
+        publisher.peer().wait_connected(CONNECT_TIMEOUT).await?;
+        let video = spawn_sample_sender(
+            publisher.media.video_track()?,
+            Arc::new(frames),
+            FRAME_DURATION_30FPS,
+            true,
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let log = Arc::clone(&publisher.media.keyframe_requests);
+
+        let mut options = ViewOptions::browser_like(VideoSink::DecodeH264);
+        options.video_codecs = vec![ivf_codec(IvfCodec::Vp8, 96)];
+        let joined = Instant::now();
+        let viewer = whep_view(&base, "mismatch", None, &options).await?;
+        viewer.peer.wait_connected(CONNECT_TIMEOUT).await?;
+        tokio::time::sleep(Duration::from_millis(3500)).await;
+        let requests = requests_since(&log, joined);
+        ensure!(
+            requests <= 1,
+            "{requests} keyframe requests caused by a viewer that cannot decode the stream"
+        );
+
+        video.stop().await?;
+        viewer.close().await?;
+        publisher.close().await?;
+        server.shutdown().await;
+        Ok(())
+    })
+    .await
+}

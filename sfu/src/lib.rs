@@ -40,6 +40,7 @@ use std::time::Instant;
 
 use parking_lot::Mutex;
 use str0m::change::SdpOffer;
+use str0m::config::DtlsCert;
 use str0m::{Candidate, IceCreds, RtcConfig};
 use tokio::sync::{mpsc, oneshot};
 
@@ -85,6 +86,8 @@ pub struct SfuConfig {
     /// First UDP port; worker `i` uses `first_port + i`. 0 lets the OS choose.
     pub first_port: u16,
     pub workers: usize,
+    /// Publishers and viewers together; more get [`SfuError::Full`].
+    pub max_sessions: usize,
 }
 
 #[non_exhaustive]
@@ -110,6 +113,9 @@ pub enum SfuError {
     /// A media worker stopped (shutdown in progress).
     #[error("media worker unavailable")]
     WorkerGone,
+    /// The server holds as many sessions as it is configured for.
+    #[error("server is at its session limit")]
+    Full,
     #[error("binding media port: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -150,6 +156,10 @@ pub struct Sfu {
     next_epoch: Arc<AtomicU64>,
     next_worker: Arc<AtomicUsize>,
     threads: Arc<Mutex<Vec<std::thread::JoinHandle<()>>>>,
+    max_sessions: usize,
+    /// One DTLS certificate for every session: generating one per session
+    /// would cost a key generation on every POST.
+    dtls_cert: Option<DtlsCert>,
 }
 
 impl Sfu {
@@ -211,6 +221,10 @@ impl Sfu {
             next_epoch: Arc::new(AtomicU64::new(1)),
             next_worker: Arc::new(AtomicUsize::new(0)),
             threads: Arc::new(Mutex::new(threads)),
+            max_sessions: cfg.max_sessions.max(1),
+            dtls_cert: str0m::crypto::from_feature_flags()
+                .dtls_provider
+                .generate_certificate(),
         })
     }
 
@@ -261,8 +275,12 @@ impl Sfu {
         self.next_worker.fetch_add(1, Ordering::Relaxed) % self.shared.workers.len()
     }
 
-    fn base_config() -> RtcConfig {
-        RtcConfig::new().set_ice_lite(true)
+    fn base_config(&self) -> RtcConfig {
+        let cfg = RtcConfig::new().set_ice_lite(true);
+        match &self.dtls_cert {
+            Some(cert) => cfg.set_dtls_cert(cert.clone()),
+            None => cfg,
+        }
     }
 
     fn build_session(
@@ -312,16 +330,15 @@ impl Sfu {
         if !offer_has_media(offer_sdp, true) {
             return Err(SfuError::NoMedia { action: "publish" });
         }
+        self.check_capacity()?;
         let hub = self.hub(stream);
-        let previous = hub.publisher();
-        if let Some(prev) = &previous {
-            if prev.owner != owner {
-                return Err(SfuError::StreamBusy);
-            }
+        // Cheap early refusal; the binding check is `claim` below.
+        if hub.held_by_other(owner) {
+            return Err(SfuError::StreamBusy);
         }
         let now = Instant::now();
         let worker = self.pick_worker();
-        let cfg = codecs::publisher_config(Self::base_config());
+        let cfg = codecs::publisher_config(self.base_config());
         let (rtc, answer) = self.build_session(cfg, worker, offer_sdp, now)?;
         if answer_rejects_everything(&answer.sdp) {
             return Err(SfuError::NoCommonCodec);
@@ -335,6 +352,19 @@ impl Sfu {
             epoch,
             now,
         );
+        // Queue space first: from here to the send nothing awaits, so a
+        // client hanging up cannot leave bookkeeping without a session.
+        let permit = self.reserve(worker).await?;
+        let replaced = hub
+            .claim(
+                PublisherSlot {
+                    session: answer.session,
+                    worker,
+                    owner: owner.to_string(),
+                },
+                epoch,
+            )
+            .map_err(|_| SfuError::StreamBusy)?;
         self.shared.sessions.lock().insert(
             answer.session,
             SessionInfo {
@@ -343,26 +373,21 @@ impl Sfu {
                 role: Role::Publisher,
             },
         );
-        let replaced = hub.set_publisher(
-            PublisherSlot {
-                session: answer.session,
-                worker,
-                owner: owner.to_string(),
-            },
-            epoch,
-        );
         self.shared.metrics.publishers.inc();
-        self.send(worker, Command::AddPeer(Box::new(peer))).await?;
+        permit.send(Command::AddPeer(Box::new(peer)));
         if let Some(old) = replaced {
             tracing::info!(stream, old = %old.session, new = %answer.session, "publisher replaced by the same credential");
-            let _ = self
-                .send(
-                    old.worker,
-                    Command::Close {
-                        session: old.session,
-                    },
-                )
-                .await;
+            let sfu = self.clone();
+            tokio::spawn(async move {
+                let _ = sfu
+                    .send(
+                        old.worker,
+                        Command::Close {
+                            session: old.session,
+                        },
+                    )
+                    .await;
+            });
         }
         tracing::info!(stream, session = %answer.session, worker, "publisher session created");
         Ok(answer)
@@ -378,10 +403,11 @@ impl Sfu {
         if !offer_has_media(offer_sdp, false) {
             return Err(SfuError::NoMedia { action: "receive" });
         }
+        self.check_capacity()?;
         let hub = self.hub(stream);
         let now = Instant::now();
         let worker = self.least_loaded_worker(&hub);
-        let cfg = codecs::viewer_config(Self::base_config(), offer_sdp, hub.h264_profile());
+        let cfg = codecs::viewer_config(self.base_config(), offer_sdp, hub.h264_profile());
         let (rtc, answer) = self.build_session(cfg, worker, offer_sdp, now)?;
         if answer_rejects_everything(&answer.sdp)
             || !answer_has_forwardable_video_or_audio(&answer.sdp)
@@ -389,6 +415,7 @@ impl Sfu {
             return Err(SfuError::NoCommonCodec);
         }
         let peer = Peer::new_viewer(answer.session, hub.clone(), rtc, offer_sdp.to_string(), now);
+        let permit = self.reserve(worker).await?;
         self.shared.sessions.lock().insert(
             answer.session,
             SessionInfo {
@@ -399,14 +426,25 @@ impl Sfu {
         );
         hub.add_viewer(worker);
         self.shared.metrics.viewers.inc();
-        if let Err(e) = self.send(worker, Command::AddPeer(Box::new(peer))).await {
-            hub.remove_viewer(worker);
-            self.shared.metrics.viewers.dec();
-            self.shared.sessions.lock().remove(&answer.session);
-            return Err(e);
-        }
+        permit.send(Command::AddPeer(Box::new(peer)));
         tracing::info!(stream, session = %answer.session, worker, "viewer session created");
         Ok(answer)
+    }
+
+    fn check_capacity(&self) -> Result<(), SfuError> {
+        if self.shared.sessions.lock().len() >= self.max_sessions {
+            return Err(SfuError::Full);
+        }
+        Ok(())
+    }
+
+    async fn reserve(&self, worker: usize) -> Result<mpsc::Permit<'_, Command>, SfuError> {
+        let link = self
+            .shared
+            .workers
+            .get(worker)
+            .ok_or(SfuError::WorkerGone)?;
+        link.tx.reserve().await.map_err(|_| SfuError::WorkerGone)
     }
 
     fn least_loaded_worker(&self, hub: &StreamHub) -> usize {

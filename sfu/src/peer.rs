@@ -52,13 +52,40 @@ pub(crate) struct PublisherState {
     /// A request that arrived inside the throttle window, served when it ends
     /// unless a keyframe arrives first.
     pending_keyframe_request: bool,
+    /// Frames forwarded so far: audio, video.
+    forwarded: [u64; 2],
 }
 
-/// The simulcast layer being forwarded and the keyframe sizes seen per rid.
+/// The simulcast layer being forwarded, and what was seen of each rid.
 struct Layer {
     rid: Rid,
     switches: u64,
-    keyframe_sizes: Vec<(Rid, usize)>,
+    seen: Vec<RidSeen>,
+}
+
+struct RidSeen {
+    rid: Rid,
+    last_frame: Instant,
+    keyframe_size: usize,
+}
+
+/// A forwarded layer silent this long is abandoned for one still sending
+/// (a browser drops its top layer under congestion).
+const LAYER_SILENCE: Duration = Duration::from_secs(1);
+
+impl Layer {
+    /// The rid keyframe requests should name: the forwarded one, or while it
+    /// is silent the most recently active one.
+    fn request_rid(&self, now: Instant) -> Rid {
+        let current = self.seen.iter().find(|s| s.rid == self.rid);
+        if current.is_some_and(|c| now.saturating_duration_since(c.last_frame) < LAYER_SILENCE) {
+            return self.rid;
+        }
+        self.seen
+            .iter()
+            .max_by_key(|s| s.last_frame)
+            .map_or(self.rid, |s| s.rid)
+    }
 }
 
 pub(crate) struct ViewerState {
@@ -72,6 +99,8 @@ struct OutTrack {
     awaiting_keyframe: bool,
     timeline: Timeline,
     pt_cache: Option<(Codec, str0m::media::Pt)>,
+    /// `Frame::index` of the last frame seen for this track.
+    last_index: Option<u64>,
 }
 
 /// Rebases publisher timestamps onto one continuous outgoing timeline, so a
@@ -140,6 +169,7 @@ impl Peer {
                 layer: None,
                 last_keyframe_request: None,
                 pending_keyframe_request: false,
+                forwarded: [0; 2],
             }),
         }
     }
@@ -243,6 +273,7 @@ impl Peer {
                             awaiting_keyframe: added.kind == MediaKind::Video,
                             timeline: Timeline::default(),
                             pt_cache: None,
+                            last_index: None,
                         });
                     }
                 }
@@ -279,7 +310,7 @@ impl Peer {
         let Some(mid) = p.video_mid else {
             return;
         };
-        let rid = p.layer.as_ref().map(|l| l.rid);
+        let rid = p.layer.as_ref().map(|l| l.request_rid(now));
         let Some(mut writer) = self.rtc.writer(mid) else {
             return;
         };
@@ -328,10 +359,36 @@ impl Peer {
         let Some(track) = v.tracks.iter_mut().find(|t| t.kind == frame.kind) else {
             return;
         };
-        if frame.kind == MediaKind::Video && track.timeline.epoch != Some(frame.epoch) {
-            // A new source or layer: decodable again only from its keyframe.
-            track.awaiting_keyframe = true;
+        let Some(writer) = self.rtc.writer(track.mid) else {
+            return;
+        };
+        // Payload type first: a codec this viewer cannot take is skipped
+        // without touching its keyframe state (nor asking for keyframes).
+        let pt = match track.pt_cache {
+            Some((codec, pt)) if codec == frame.codec => pt,
+            _ => {
+                let Some(pt) = writer
+                    .payload_params()
+                    .find(|p| p.spec().codec == frame.codec)
+                    .map(|p| p.pt())
+                else {
+                    return;
+                };
+                track.pt_cache = Some((frame.codec, pt));
+                pt
+            }
+        };
+        if frame.kind == MediaKind::Video {
+            let new_source = track.timeline.epoch != Some(frame.epoch);
+            // A frame lost on the way here (queue full) or at ingest: the
+            // viewer's packetizer numbers packets contiguously, so its decoder
+            // could not notice; wait for a keyframe instead of showing garbage.
+            let gap = !new_source && track.last_index.is_some_and(|i| frame.index != i + 1);
+            if new_source || gap || !frame.contiguous {
+                track.awaiting_keyframe = true;
+            }
         }
+        track.last_index = Some(frame.index);
         if track.awaiting_keyframe {
             if !frame.keyframe {
                 metrics.drop(DropReason::AwaitingKeyframe);
@@ -345,24 +402,6 @@ impl Peer {
             }
             track.awaiting_keyframe = false;
         }
-        let Some(writer) = self.rtc.writer(track.mid) else {
-            return;
-        };
-        let pt = match track.pt_cache {
-            Some((codec, pt)) if codec == frame.codec => pt,
-            _ => {
-                let Some(pt) = writer
-                    .payload_params()
-                    .find(|p| p.spec().codec == frame.codec)
-                    .map(|p| p.pt())
-                else {
-                    // The viewer cannot take this codec.
-                    return;
-                };
-                track.pt_cache = Some((frame.codec, pt));
-                pt
-            }
-        };
         let time = track.timeline.map(frame);
         match writer.write(pt, frame.network_time, time, frame.data.clone()) {
             Ok(()) => metrics.frames_forwarded.inc(),
@@ -399,7 +438,7 @@ impl PublisherState {
         let mut epoch = self.epoch;
         if kind == MediaKind::Video {
             if let Some(rid) = data.rid {
-                if !self.select_layer(rid, keyframe, data.data.len()) {
+                if !self.select_layer(rid, keyframe, data.data.len(), data.network_time) {
                     return None;
                 }
                 epoch = self.epoch + self.layer.as_ref().map_or(0, |l| l.switches);
@@ -416,6 +455,9 @@ impl PublisherState {
                 }
             }
         }
+        let counter = &mut self.forwarded[usize::from(kind == MediaKind::Video)];
+        let index = *counter;
+        *counter += 1;
         Some(Frame {
             kind,
             codec: spec.codec,
@@ -423,30 +465,41 @@ impl PublisherState {
             network_time: data.network_time,
             keyframe,
             data: data.data,
+            index,
+            contiguous: data.contiguous,
             epoch,
         })
     }
 
-    /// Simulcast: forwards one layer, the one with the largest keyframes seen
-    /// (layer choice per viewer comes with bandwidth estimation). Switches
-    /// only on a keyframe of the new layer.
-    fn select_layer(&mut self, rid: Rid, keyframe: bool, size: usize) -> bool {
+    /// Simulcast: forwards one layer, the one with the largest keyframes
+    /// seen (per-viewer layer choice comes with bandwidth estimation), or,
+    /// when it falls silent, one still sending. Switches only on a keyframe
+    /// of the new layer.
+    fn select_layer(&mut self, rid: Rid, keyframe: bool, size: usize, at: Instant) -> bool {
         let layer = self.layer.get_or_insert_with(|| Layer {
             rid,
             switches: 0,
-            keyframe_sizes: Vec::new(),
+            seen: Vec::new(),
         });
-        if keyframe {
-            match layer.keyframe_sizes.iter_mut().find(|(r, _)| *r == rid) {
-                Some(entry) => entry.1 = size,
-                None => layer.keyframe_sizes.push((rid, size)),
+        match layer.seen.iter_mut().find(|s| s.rid == rid) {
+            Some(s) => {
+                s.last_frame = at;
+                if keyframe {
+                    s.keyframe_size = size;
+                }
             }
-            let current = layer
-                .keyframe_sizes
-                .iter()
-                .find(|(r, _)| *r == layer.rid)
-                .map_or(0, |e| e.1);
-            if rid != layer.rid && size > current.saturating_mul(3) / 2 {
+            None => layer.seen.push(RidSeen {
+                rid,
+                last_frame: at,
+                keyframe_size: if keyframe { size } else { 0 },
+            }),
+        }
+        if keyframe && rid != layer.rid {
+            let current = layer.seen.iter().find(|s| s.rid == layer.rid);
+            let silent =
+                current.is_none_or(|c| at.saturating_duration_since(c.last_frame) >= LAYER_SILENCE);
+            let bigger = size > current.map_or(0, |c| c.keyframe_size).saturating_mul(3) / 2;
+            if silent || bigger {
                 layer.rid = rid;
                 layer.switches += 1;
             }
@@ -468,6 +521,8 @@ mod tests {
             network_time: at,
             keyframe: false,
             data: Arc::from(&[][..]),
+            index: 0,
+            contiguous: true,
             epoch,
         }
     }
@@ -521,22 +576,35 @@ mod tests {
             layer: None,
             last_keyframe_request: None,
             pending_keyframe_request: false,
+            forwarded: [0; 2],
         };
+        let t = Instant::now();
+        let ms = |n| t + Duration::from_millis(n);
         let (q, h) = (Rid::from("q"), Rid::from("h"));
         assert!(
-            p.select_layer(q, true, 1_000),
+            p.select_layer(q, true, 1_000, ms(0)),
             "first layer seen is forwarded"
         );
         assert!(
-            !p.select_layer(h, false, 5_000),
+            !p.select_layer(h, false, 5_000, ms(10)),
             "no switch on a delta frame"
         );
-        assert!(p.select_layer(q, false, 300));
+        assert!(p.select_layer(q, false, 300, ms(20)));
         assert!(
-            p.select_layer(h, true, 9_000),
-            "switch on the bigger layer's keyframe"
+            p.select_layer(h, true, 9_000, ms(30)),
+            "switch on the bigger keyframe"
         );
-        assert!(!p.select_layer(q, true, 1_000));
+        assert!(!p.select_layer(q, true, 1_000, ms(40)));
         assert_eq!(p.layer.as_ref().map(|l| l.switches), Some(1));
+        // The top layer stops (congestion): keyframe requests go to the live
+        // layer, and its next keyframe takes over.
+        assert!(!p.select_layer(q, false, 300, ms(1500)));
+        let layer = p.layer.as_ref().expect("layer");
+        assert_eq!(layer.request_rid(ms(1500)), q);
+        assert!(
+            p.select_layer(q, true, 1_000, ms(1600)),
+            "silent layer abandoned"
+        );
+        assert_eq!(p.layer.as_ref().map(|l| l.switches), Some(2));
     }
 }

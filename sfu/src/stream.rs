@@ -28,10 +28,19 @@ pub struct Frame {
     pub network_time: Instant,
     pub keyframe: bool,
     pub data: Arc<[u8]>,
+    /// Position among the frames of its kind forwarded from this publisher
+    /// session; a gap means a frame was lost on the way to a viewer.
+    pub index: u64,
+    /// False when packets of this frame or before it were lost at ingest.
+    pub contiguous: bool,
     /// Changes whenever timestamps may jump: a new publisher session or a
     /// switch to another simulcast layer. Viewers rebase their timeline on it.
     pub epoch: u64,
 }
+
+/// Another credential publishes the stream.
+#[derive(Debug)]
+pub(crate) struct Busy;
 
 #[derive(Debug, Clone)]
 pub(crate) struct PublisherSlot {
@@ -99,12 +108,24 @@ impl StreamHub {
         self.publisher.lock().clone()
     }
 
-    /// Installs a publisher; returns the one it replaces. The caller has
-    /// checked ownership.
-    pub fn set_publisher(&self, slot: PublisherSlot, epoch: u64) -> Option<PublisherSlot> {
+    /// Installs a publisher unless another credential holds the stream
+    /// (checked and swapped under one lock, so two credentials racing for an
+    /// empty slot cannot both win). Returns the session it replaces.
+    pub fn claim(&self, slot: PublisherSlot, epoch: u64) -> Result<Option<PublisherSlot>, Busy> {
         let mut guard = self.publisher.lock();
+        if guard.as_ref().is_some_and(|cur| cur.owner != slot.owner) {
+            return Err(Busy);
+        }
         self.active_epoch.store(epoch, Ordering::Release);
-        guard.replace(slot)
+        Ok(guard.replace(slot))
+    }
+
+    /// Whether a publisher other than `owner` holds the stream.
+    pub fn held_by_other(&self, owner: &str) -> bool {
+        self.publisher
+            .lock()
+            .as_ref()
+            .is_some_and(|cur| cur.owner != owner)
     }
 
     /// Clears the publisher slot if `session` still holds it.

@@ -147,7 +147,13 @@ impl Worker {
             }
             Command::Close { session } => {
                 if let Some(idx) = self.find(session) {
-                    self.peers[idx].rtc.disconnect();
+                    let peer = &mut self.peers[idx];
+                    // close() sends DTLS close_notify and RTCP BYE so the peer
+                    // learns at once; the session goes when that has drained.
+                    if peer.rtc.close().is_err() {
+                        peer.rtc.disconnect();
+                    }
+                    self.poll(idx, now);
                 }
                 self.earliest = now;
             }
@@ -202,9 +208,13 @@ impl Worker {
                 contents,
             },
         );
+        // Only a STUN check (first byte 0..=3, RFC 7983) can introduce a new
+        // address; anything else from an unknown address is not scanned for.
+        let is_stun = data.first().is_some_and(|b| *b < 4);
         let idx = match self.by_addr.get(&source).and_then(|s| self.find(*s)) {
             Some(idx) if self.peers[idx].rtc.accepts(&input) => Some(idx),
-            _ => self.peers.iter().position(|p| p.rtc.accepts(&input)),
+            _ if is_stun => self.peers.iter().position(|p| p.rtc.accepts(&input)),
+            _ => None,
         };
         let Some(idx) = idx else {
             if !self.answer_stun_binding(data, source) {

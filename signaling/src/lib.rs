@@ -17,7 +17,7 @@ pub enum Grant {
     /// A stream key of the stream; carries the key's hash as owner identity.
     StreamKey { key_hash: String },
     /// A JWT whose claims allow the action.
-    Token { subject: String },
+    Token { subject: String, token_id: String },
 }
 
 impl Grant {
@@ -26,7 +26,10 @@ impl Grant {
     pub fn owner(&self) -> String {
         match self {
             Grant::StreamKey { key_hash } => format!("key:{key_hash}"),
-            Grant::Token { subject } => format!("jwt:{subject}"),
+            // The token itself, not just its subject: two tokens minted for
+            // the same subject are two publishers (409), one token reconnecting
+            // is the same publisher (replaces).
+            Grant::Token { subject, token_id } => format!("jwt:{subject}:{token_id}"),
         }
     }
 }

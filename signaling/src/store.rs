@@ -192,6 +192,7 @@ fn verify_token(
     if claims.allows(stream, role) {
         Ok(Grant::Token {
             subject: claims.sub,
+            token_id: claims.jti,
         })
     } else {
         Err(AuthError::Forbidden { action })

@@ -52,7 +52,7 @@ impl From<SfuError> for ApiError {
             SfuError::NoCommonCodec => ApiError::Unprocessable(e.to_string()),
             SfuError::StreamBusy => ApiError::Conflict(e.to_string()),
             SfuError::UnknownSession => ApiError::NotFound("session"),
-            SfuError::WorkerGone => ApiError::Unavailable,
+            SfuError::WorkerGone | SfuError::Full => ApiError::Unavailable,
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -111,7 +111,7 @@ impl IntoResponse for ApiError {
                     header::HeaderValue::from_static("Bearer"),
                 );
             }
-            ApiError::RetryLater(_) => {
+            ApiError::RetryLater(_) | ApiError::Unavailable => {
                 resp.headers_mut()
                     .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
             }

@@ -48,7 +48,13 @@ pub struct WhipWhepState {
 struct Resource {
     etag: String,
     remote_ufrag: Option<String>,
+    /// Remote candidates trickled so far; each costs the ICE agent work
+    /// for the session's lifetime, so they are capped.
+    candidates: usize,
 }
+
+/// Trickled candidates accepted per session.
+pub const MAX_CANDIDATES_PER_SESSION: usize = 64;
 
 impl WhipWhepState {
     pub fn new(sfu: Sfu, store: Store, tokens: Tokens, ice_servers: Vec<String>) -> WhipWhepState {
@@ -194,12 +200,36 @@ async fn read_body(
             expected: content_type.to_string(),
         });
     }
-    let bytes = to_bytes(body, MAX_SDP_BYTES)
-        .await
-        .map_err(|_| ApiError::TooLarge {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_SDP_BYTES as u64) {
+        return Err(ApiError::TooLarge {
             limit: MAX_SDP_BYTES,
-        })?;
+        });
+    }
+    let bytes = to_bytes(body, MAX_SDP_BYTES).await.map_err(|e| {
+        if is_length_limit(&e) {
+            ApiError::TooLarge {
+                limit: MAX_SDP_BYTES,
+            }
+        } else {
+            ApiError::BadRequest("could not read the request body".into())
+        }
+    })?;
     String::from_utf8(bytes.to_vec()).map_err(|_| ApiError::BadRequest("body is not UTF-8".into()))
+}
+
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 async fn create(
@@ -261,6 +291,7 @@ async fn create(
         Resource {
             etag: etag.clone(),
             remote_ufrag: sdpfrag::ice_ufrag(&offer),
+            candidates: 0,
         },
     );
     let location = format!("/{}/{}/{}", kind.path(), stream, answer.session);
@@ -347,6 +378,16 @@ async fn patch(
     }
     let parsed =
         sdpfrag::parse(&frag).map_err(|reason| ApiError::from(SfuError::BadFragment { reason }))?;
+    {
+        let mut res = state.resources.lock();
+        let r = res.get_mut(&id).ok_or(ApiError::NotFound("session"))?;
+        if r.candidates + parsed.candidates.len() > MAX_CANDIDATES_PER_SESSION {
+            return Err(ApiError::BadRequest(format!(
+                "more than {MAX_CANDIDATES_PER_SESSION} candidates for one session"
+            )));
+        }
+        r.candidates += parsed.candidates.len();
+    }
     let restart = matches!((&parsed.ufrag, &remote_ufrag), (Some(new), Some(old)) if new != old)
         || (parsed.ufrag.is_some() && remote_ufrag.is_none());
     if restart {

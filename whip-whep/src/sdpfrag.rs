@@ -1,12 +1,18 @@
 //! `application/trickle-ice-sdpfrag` (RFC 8840) bodies of WHIP/WHEP PATCH.
 
+use str0m::net::Protocol;
 use str0m::Candidate;
+
+/// Candidates accepted in one PATCH; a real client trickles a handful.
+pub(crate) const MAX_CANDIDATES_PER_FRAGMENT: usize = 20;
 
 #[derive(Debug, Default)]
 pub(crate) struct Fragment {
     pub ufrag: Option<String>,
     pub pwd: Option<String>,
     pub candidates: Vec<Candidate>,
+    /// Candidate lines seen (including ones skipped as unusable).
+    pub lines: usize,
 }
 
 /// Parses the lines we act on; other attributes (`a=mid`, `m=` lines,
@@ -22,7 +28,16 @@ pub(crate) fn parse(body: &str) -> Result<Fragment, String> {
             if c.starts_with("candidate:") {
                 let cand = Candidate::from_sdp_string(c)
                     .map_err(|e| format!("bad candidate line: {e}"))?;
-                f.candidates.push(cand);
+                f.lines += 1;
+                if f.lines > MAX_CANDIDATES_PER_FRAGMENT {
+                    return Err(format!(
+                        "more than {MAX_CANDIDATES_PER_FRAGMENT} candidates in one fragment"
+                    ));
+                }
+                // Media sockets are UDP: TCP candidates could never pair.
+                if cand.proto() == Protocol::Udp {
+                    f.candidates.push(cand);
+                }
             }
         } else if !(line.starts_with("m=") || line.starts_with("c=") || line.starts_with("v=")) {
             return Err(format!(
@@ -51,6 +66,16 @@ mod tests {
             .expect("parses");
         assert_eq!(f.ufrag.as_deref(), Some("abcd"));
         assert_eq!(f.candidates.len(), 1);
+    }
+
+    #[test]
+    fn candidates_are_capped_and_tcp_ones_skipped() {
+        let line = "a=candidate:1 1 udp 2113929471 127.0.0.1 5000 typ host\r\n";
+        assert!(parse(&line.repeat(MAX_CANDIDATES_PER_FRAGMENT)).is_ok());
+        assert!(parse(&line.repeat(MAX_CANDIDATES_PER_FRAGMENT + 1)).is_err());
+        let tcp = parse("a=candidate:2 1 tcp 1518280447 127.0.0.1 9 typ host tcptype active\r\n")
+            .expect("parses");
+        assert!(tcp.candidates.is_empty());
     }
 
     #[test]
