@@ -103,6 +103,8 @@ async fn h264_and_opus_reach_a_whep_viewer_with_the_picture_intact() -> Result<(
 
         viewer.close().await?;
         publisher.close().await?;
+        // Closed sessions free their resources: the gauges return to zero.
+        wait_for_no_sessions(&base).await?;
         server.shutdown().await;
         Ok(())
     })

@@ -14,27 +14,33 @@ fn requests_since(log: &std::sync::Mutex<Vec<Instant>>, since: Instant) -> usize
     lock(log).iter().filter(|t| **t >= since).count()
 }
 
+/// A server with one WHIP publisher looping an H.264 test pattern on `stream`.
+async fn streaming_publisher(stream: &str) -> Result<(TestServer, String, Publisher, MediaSender)> {
+    let frames = tokio::task::spawn_blocking(|| {
+        encode_h264_test_pattern(TestPattern::BRIGHT_TOP, 320, 240, 90, 30)
+    })
+    .await
+    .context("encoder task")??;
+    let server = TestServer::start().await?;
+    let base = server.base_url().to_owned();
+    let key = server.create_stream(stream, false).await?;
+    let publisher = whip_publish(&base, stream, &key, &PublishOptions::h264_and_opus()).await?;
+    publisher.peer().wait_connected(CONNECT_TIMEOUT).await?;
+    let video = spawn_sample_sender(
+        publisher.media.video_track()?,
+        Arc::new(frames),
+        FRAME_DURATION_30FPS,
+        true,
+    );
+    Ok((server, base, publisher, video))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn viewers_get_a_keyframe_request_on_join_and_their_plis_are_throttled() -> Result<()> {
     init_logging();
     let _serial = serial().await;
     with_timeout(TEST_TIMEOUT, async {
-        let frames = tokio::task::spawn_blocking(|| {
-            encode_h264_test_pattern(TestPattern::BRIGHT_TOP, 320, 240, 90, 30)
-        })
-        .await
-        .context("encoder task")??;
-        let server = TestServer::start().await?;
-        let base = server.base_url().to_owned();
-        let key = server.create_stream("kf", false).await?;
-        let publisher = whip_publish(&base, "kf", &key, &PublishOptions::h264_and_opus()).await?;
-        publisher.peer().wait_connected(CONNECT_TIMEOUT).await?;
-        let video = spawn_sample_sender(
-            publisher.media.video_track()?,
-            Arc::new(frames),
-            FRAME_DURATION_30FPS,
-            true,
-        );
+        let (server, base, publisher, video) = streaming_publisher("kf").await?;
         let log = Arc::clone(&publisher.media.keyframe_requests);
         tokio::time::sleep(Duration::from_millis(500)).await;
 
@@ -147,23 +153,7 @@ async fn a_viewer_without_the_streams_codec_does_not_keep_requesting_keyframes()
     init_logging();
     let _serial = serial().await;
     with_timeout(TEST_TIMEOUT, async {
-        let frames = tokio::task::spawn_blocking(|| {
-            encode_h264_test_pattern(TestPattern::BRIGHT_TOP, 320, 240, 90, 30)
-        })
-        .await
-        .context("encoder task")??;
-        let server = TestServer::start().await?;
-        let base = server.base_url().to_owned();
-        let key = server.create_stream("mismatch", false).await?;
-        let publisher =
-            whip_publish(&base, "mismatch", &key, &PublishOptions::h264_and_opus()).await?;
-        publisher.peer().wait_connected(CONNECT_TIMEOUT).await?;
-        let video = spawn_sample_sender(
-            publisher.media.video_track()?,
-            Arc::new(frames),
-            FRAME_DURATION_30FPS,
-            true,
-        );
+        let (server, base, publisher, video) = streaming_publisher("mismatch").await?;
         tokio::time::sleep(Duration::from_millis(500)).await;
         let log = Arc::clone(&publisher.media.keyframe_requests);
 

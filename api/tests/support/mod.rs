@@ -224,6 +224,38 @@ pub fn http_client() -> Result<reqwest::Client> {
         .context("building HTTP client")
 }
 
+/// Reads one unlabelled gauge or counter from the server's `/metrics`.
+pub async fn metric(base_url: &str, name: &str) -> Result<f64> {
+    let text = http_client()?
+        .get(format!("{base_url}/metrics"))
+        .send()
+        .await
+        .context("GET /metrics")?
+        .text()
+        .await
+        .context("reading /metrics")?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .with_context(|| format!("{name} not in /metrics"))
+}
+
+/// Waits (up to 5 s) until the server reports no publishers and no viewers.
+pub async fn wait_for_no_sessions(base_url: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let publishers = metric(base_url, "relaycast_publishers").await?;
+        let viewers = metric(base_url, "relaycast_viewers").await?;
+        if publishers == 0.0 && viewers == 0.0 {
+            return Ok(());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "sessions still held after close: {publishers} publishers, {viewers} viewers"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Resolves a `Location` header value against `base_url`.
 pub fn resolve_location(base_url: &str, location: &str) -> String {
     if location.starts_with("http://") || location.starts_with("https://") {
