@@ -1,0 +1,755 @@
+//! The sans-IO TURN server: allocations, permissions, channels, auth and
+//! quotas. It is fed `(now, input)` by the driver and answers with what to
+//! send; it holds no sockets and never reads the clock. The only thing it
+//! asks of the outside world is a relay transport address for a new
+//! allocation, through [`RelayProvider`]; the handle it gets back (`R`) is
+//! opaque to it and dropped when the allocation ends.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+use std::time::{Duration, Instant};
+
+use stun_codec::rfc5389::attributes::{
+    ErrorCode, MessageIntegrity, Nonce, Realm, Software, UnknownAttributes, Username,
+    XorMappedAddress,
+};
+use stun_codec::rfc5389::methods::BINDING;
+use stun_codec::rfc5766::attributes::{
+    ChannelNumber, Lifetime, RequestedTransport, ReservationToken, XorPeerAddress, XorRelayAddress,
+};
+use stun_codec::rfc5766::methods::{ALLOCATE, CHANNEL_BIND, CREATE_PERMISSION, REFRESH, SEND};
+use stun_codec::rfc8656::attributes::{AddressFamily, RequestedAddressFamily};
+use stun_codec::{Attribute as _, AttributeType, Message, MessageClass, TransactionId};
+
+use crate::auth::{long_term_key, quota_user, Authenticator, Nonces, Refusal};
+use crate::message::{
+    self, classify, integrity_ok, write_channel_data, write_data_indication, Attribute, Framing,
+    StunMessage,
+};
+use crate::metrics::Metrics;
+use crate::peer_policy::PeerPolicy;
+
+/// Permission lifetime (RFC 8656 §9).
+pub const PERMISSION_LIFETIME: Duration = Duration::from_secs(300);
+/// Channel binding lifetime (RFC 8656 §12).
+pub const CHANNEL_LIFETIME: Duration = Duration::from_secs(600);
+/// Permissions one allocation may hold; more is a client gone wild.
+pub const MAX_PERMISSIONS: usize = 1024;
+const UDP: u8 = 17;
+
+/// The transport between client and server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Udp,
+    Tcp,
+    Tls,
+}
+
+impl Transport {
+    fn is_stream(self) -> bool {
+        !matches!(self, Transport::Udp)
+    }
+}
+
+/// Client address, server address and transport: an allocation's key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FiveTuple {
+    pub client: SocketAddr,
+    pub server: SocketAddr,
+    pub transport: Transport,
+}
+
+/// Identifies an allocation for the driver's relay socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AllocationId(pub u64);
+
+/// Both clocks the engine needs: monotonic for timers, wall-clock seconds
+/// for REST credential expiry and nonces.
+#[derive(Debug, Clone, Copy)]
+pub struct Now {
+    pub instant: Instant,
+    pub unix_secs: u64,
+}
+
+/// Binds relay transport addresses for new allocations.
+pub trait RelayProvider<R> {
+    /// A relay address for allocation `id` of `tuple`, with the driver's
+    /// handle for it, or `None` if no port is free.
+    fn bind(&mut self, tuple: &FiveTuple, id: AllocationId) -> Option<(R, SocketAddr)>;
+}
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub realm: String,
+    pub auth: Authenticator,
+    pub peer_policy: PeerPolicy,
+    /// Allocations one user may hold at once.
+    pub user_quota: usize,
+    /// Allocations the server holds at once.
+    pub total_quota: usize,
+    pub default_lifetime: Duration,
+    pub max_lifetime: Duration,
+    pub nonce_lifetime_secs: u64,
+    /// Key for nonces; random per process.
+    pub nonce_key: [u8; 32],
+    pub software: Option<String>,
+}
+
+impl EngineConfig {
+    pub fn new(realm: &str, auth: Authenticator, nonce_key: [u8; 32]) -> EngineConfig {
+        EngineConfig {
+            realm: realm.into(),
+            auth,
+            peer_policy: PeerPolicy::default(),
+            user_quota: 100,
+            total_quota: 50_000,
+            default_lifetime: Duration::from_secs(600),
+            max_lifetime: Duration::from_secs(3600),
+            nonce_lifetime_secs: 600,
+            nonce_key,
+            software: Some("relaycast".into()),
+        }
+    }
+}
+
+/// What to do with one input from a client.
+#[derive(Debug)]
+pub enum ClientOutcome<R> {
+    /// Send these bytes back to the client.
+    Reply(Vec<u8>),
+    /// Send `input[payload]` from the allocation's relay to `peer`.
+    Relay {
+        relay: R,
+        peer: SocketAddr,
+        payload: Range<usize>,
+    },
+    /// Nothing to send (indication without permission, garbage, …).
+    Nothing,
+}
+
+struct Allocation<R> {
+    tuple: FiveTuple,
+    username: String,
+    user: String,
+    relay: R,
+    relay_addr: SocketAddr,
+    expires: Instant,
+    allocate_tid: TransactionId,
+    permissions: HashMap<IpAddr, Instant>,
+    channels: HashMap<u16, (SocketAddr, Instant)>,
+    channel_of_peer: HashMap<SocketAddr, u16>,
+}
+
+impl<R> Allocation<R> {
+    fn permitted(&self, ip: IpAddr, now: Instant) -> bool {
+        self.permissions.get(&ip).is_some_and(|e| *e > now)
+    }
+}
+
+struct Authenticated {
+    username: String,
+    key: [u8; 16],
+}
+
+/// The TURN server state machine.
+pub struct Engine<R> {
+    cfg: EngineConfig,
+    nonces: Nonces,
+    by_tuple: HashMap<FiveTuple, AllocationId>,
+    allocations: HashMap<AllocationId, Allocation<R>>,
+    per_user: HashMap<String, usize>,
+    next_id: u64,
+    tid_counter: u64,
+    metrics: Metrics,
+}
+
+type Reject = Box<StunMessage>;
+
+impl<R: Clone> Engine<R> {
+    pub fn new(cfg: EngineConfig, metrics: Metrics) -> Engine<R> {
+        Engine {
+            nonces: Nonces::new(cfg.nonce_key, cfg.nonce_lifetime_secs),
+            cfg,
+            by_tuple: HashMap::new(),
+            allocations: HashMap::new(),
+            per_user: HashMap::new(),
+            next_id: 1,
+            tid_counter: 0,
+            metrics,
+        }
+    }
+
+    /// Allocations alive.
+    pub fn allocation_count(&self) -> usize {
+        self.allocations.len()
+    }
+
+    /// Handles one datagram (UDP) or one framed record (TCP/TLS) from a
+    /// client. `relays` is asked for a relay address on Allocate.
+    pub fn handle_client(
+        &mut self,
+        now: Now,
+        tuple: FiveTuple,
+        input: &[u8],
+        relays: &mut dyn RelayProvider<R>,
+    ) -> ClientOutcome<R> {
+        match classify(input) {
+            Framing::ChannelData => self.channel_data(now.instant, &tuple, input),
+            Framing::Stun => match message::decode(input) {
+                Some(msg) => self.stun(now, tuple, input, msg, relays),
+                None => {
+                    self.metrics.malformed.inc();
+                    ClientOutcome::Nothing
+                }
+            },
+            Framing::Other => {
+                self.metrics.malformed.inc();
+                ClientOutcome::Nothing
+            }
+        }
+    }
+
+    /// Handles a datagram that arrived on allocation `id`'s relay from
+    /// `peer`. Returns whether `out` now holds a message for the client.
+    pub fn handle_peer(
+        &mut self,
+        now: Instant,
+        id: AllocationId,
+        peer: SocketAddr,
+        payload: &[u8],
+        out: &mut Vec<u8>,
+    ) -> bool {
+        let Some(a) = self.allocations.get(&id) else {
+            return false;
+        };
+        if a.expires <= now || !a.permitted(peer.ip(), now) {
+            return false;
+        }
+        match a.channel_of_peer.get(&peer) {
+            Some(ch) if a.channels.get(ch).is_some_and(|(_, e)| *e > now) => {
+                write_channel_data(out, *ch, payload, a.tuple.transport.is_stream());
+            }
+            _ => {
+                self.tid_counter = self.tid_counter.wrapping_add(1);
+                let mut tid = [0u8; 12];
+                tid[..8].copy_from_slice(&self.tid_counter.to_be_bytes());
+                tid[8..].copy_from_slice(&id.0.to_be_bytes()[4..]);
+                write_data_indication(out, tid, peer, payload);
+            }
+        }
+        self.metrics.relayed_bytes.inc_by(payload.len() as u64);
+        true
+    }
+
+    /// Ends allocations and bindings whose time is up; returns how many
+    /// allocations ended.
+    pub fn handle_timeout(&mut self, now: Instant) -> usize {
+        let expired: Vec<AllocationId> = self
+            .allocations
+            .iter()
+            .filter(|(_, a)| a.expires <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &expired {
+            self.remove(*id);
+        }
+        for a in self.allocations.values_mut() {
+            a.permissions.retain(|_, e| *e > now);
+            let before = a.channels.len();
+            a.channels.retain(|_, (_, e)| *e > now);
+            if a.channels.len() != before {
+                let channels = &a.channels;
+                a.channel_of_peer.retain(|_, ch| channels.contains_key(ch));
+            }
+        }
+        expired.len()
+    }
+
+    /// A stream transport closed: its allocation ends with it (RFC 8656 §3.1).
+    pub fn handle_connection_closed(&mut self, tuple: &FiveTuple) {
+        if let Some(id) = self.by_tuple.get(tuple).copied() {
+            self.remove(id);
+        }
+    }
+
+    /// Ends every allocation (shutdown).
+    pub fn clear(&mut self) {
+        let ids: Vec<_> = self.allocations.keys().copied().collect();
+        for id in ids {
+            self.remove(id);
+        }
+    }
+
+    fn remove(&mut self, id: AllocationId) {
+        if let Some(a) = self.allocations.remove(&id) {
+            self.by_tuple.remove(&a.tuple);
+            if let Some(n) = self.per_user.get_mut(&a.user) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_user.remove(&a.user);
+                }
+            }
+            self.metrics.allocations.dec();
+        }
+    }
+
+    fn channel_data(&mut self, now: Instant, tuple: &FiveTuple, input: &[u8]) -> ClientOutcome<R> {
+        if input.len() < 4 {
+            self.metrics.malformed.inc();
+            return ClientOutcome::Nothing;
+        }
+        let ch = u16::from_be_bytes([input[0], input[1]]);
+        let len = usize::from(u16::from_be_bytes([input[2], input[3]]));
+        if input.len() < 4 + len {
+            self.metrics.malformed.inc();
+            return ClientOutcome::Nothing;
+        }
+        let Some(a) = self
+            .by_tuple
+            .get(tuple)
+            .and_then(|id| self.allocations.get(id))
+        else {
+            return ClientOutcome::Nothing;
+        };
+        let Some((peer, expires)) = a.channels.get(&ch) else {
+            return ClientOutcome::Nothing;
+        };
+        if *expires <= now || a.expires <= now || !a.permitted(peer.ip(), now) {
+            return ClientOutcome::Nothing;
+        }
+        self.metrics.relayed_bytes.inc_by(len as u64);
+        ClientOutcome::Relay {
+            relay: a.relay.clone(),
+            peer: *peer,
+            payload: 4..4 + len,
+        }
+    }
+
+    fn stun(
+        &mut self,
+        now: Now,
+        tuple: FiveTuple,
+        raw: &[u8],
+        msg: StunMessage,
+        relays: &mut dyn RelayProvider<R>,
+    ) -> ClientOutcome<R> {
+        match msg.class() {
+            MessageClass::Indication if msg.method() == SEND => {
+                self.send_indication(now, &tuple, raw, &msg)
+            }
+            MessageClass::Request => {
+                let unknown: Vec<AttributeType> = msg
+                    .unknown_attributes()
+                    .map(|a| a.get_type())
+                    .filter(|t| t.is_comprehension_required())
+                    .collect();
+                if !unknown.is_empty() {
+                    let mut r = error(&msg, 420, "Unknown Attribute");
+                    r.add_attribute(UnknownAttributes::new(unknown));
+                    return ClientOutcome::Reply(message::encode(r));
+                }
+                let reply = match msg.method() {
+                    BINDING => self.binding(&tuple, &msg),
+                    ALLOCATE => self.allocate(now, tuple, raw, &msg, relays),
+                    REFRESH => self.refresh(now, &tuple, raw, &msg),
+                    CREATE_PERMISSION => self.create_permission(now, &tuple, raw, &msg),
+                    CHANNEL_BIND => self.channel_bind(now, &tuple, raw, &msg),
+                    _ => message::encode(error(&msg, 400, "Bad Request")),
+                };
+                ClientOutcome::Reply(reply)
+            }
+            _ => ClientOutcome::Nothing,
+        }
+    }
+
+    fn binding(&self, tuple: &FiveTuple, msg: &StunMessage) -> Vec<u8> {
+        let mut r = Message::new(MessageClass::SuccessResponse, BINDING, msg.transaction_id());
+        r.add_attribute(XorMappedAddress::new(tuple.client));
+        self.add_software(&mut r);
+        message::encode(r)
+    }
+
+    fn send_indication(
+        &mut self,
+        now: Now,
+        tuple: &FiveTuple,
+        raw: &[u8],
+        msg: &StunMessage,
+    ) -> ClientOutcome<R> {
+        let Some(peer) = msg.get_attribute::<XorPeerAddress>().map(|a| a.address()) else {
+            return ClientOutcome::Nothing;
+        };
+        let Some(payload) = message::attribute_value(raw, message::DATA) else {
+            return ClientOutcome::Nothing;
+        };
+        let Some(a) = self
+            .by_tuple
+            .get(tuple)
+            .and_then(|id| self.allocations.get(id))
+        else {
+            return ClientOutcome::Nothing;
+        };
+        if a.expires <= now.instant || !a.permitted(peer.ip(), now.instant) {
+            return ClientOutcome::Nothing;
+        }
+        self.metrics
+            .relayed_bytes
+            .inc_by((payload.end - payload.start) as u64);
+        ClientOutcome::Relay {
+            relay: a.relay.clone(),
+            peer,
+            payload,
+        }
+    }
+
+    /// Long-term credential check (RFC 8489 §9.2.4).
+    fn authenticate(
+        &mut self,
+        now: Now,
+        raw: &[u8],
+        msg: &StunMessage,
+    ) -> Result<Authenticated, Reject> {
+        if msg.get_attribute::<MessageIntegrity>().is_none() {
+            return Err(self.challenge(msg, 401, "Unauthorized", now.unix_secs));
+        }
+        let (Some(username), Some(realm), Some(nonce)) = (
+            msg.get_attribute::<Username>(),
+            msg.get_attribute::<Realm>(),
+            msg.get_attribute::<Nonce>(),
+        ) else {
+            return Err(Box::new(error(msg, 400, "Bad Request")));
+        };
+        if !self.nonces.is_fresh(nonce.value(), now.unix_secs) {
+            return Err(self.challenge(msg, 438, "Stale Nonce", now.unix_secs));
+        }
+        let password = match self.cfg.auth.password(username.name(), now.unix_secs) {
+            Ok(p) => p,
+            Err(Refusal::Unknown | Refusal::Expired) => {
+                self.metrics.auth_failures.inc();
+                return Err(self.challenge(msg, 401, "Unauthorized", now.unix_secs));
+            }
+        };
+        if realm.text() != self.cfg.realm {
+            self.metrics.auth_failures.inc();
+            return Err(self.challenge(msg, 401, "Unauthorized", now.unix_secs));
+        }
+        let key = long_term_key(username.name(), realm.text(), &password);
+        if !integrity_ok(raw, &key) {
+            self.metrics.auth_failures.inc();
+            return Err(self.challenge(msg, 401, "Unauthorized", now.unix_secs));
+        }
+        Ok(Authenticated {
+            username: username.name().to_string(),
+            key,
+        })
+    }
+
+    /// An error carrying REALM and a fresh NONCE.
+    fn challenge(&self, msg: &StunMessage, code: u16, reason: &str, unix_secs: u64) -> Reject {
+        let mut r = error(msg, code, reason);
+        // Realm and nonce are our own short ASCII strings.
+        if let Ok(realm) = Realm::new(self.cfg.realm.clone()) {
+            r.add_attribute(realm);
+        }
+        // Our nonces are 32 hex digits, well inside NONCE's limits.
+        r.add_attribute(Nonce::new(self.nonces.issue(unix_secs)).expect("nonce is short ASCII"));
+        Box::new(r)
+    }
+
+    fn add_software(&self, m: &mut StunMessage) {
+        if let Some(s) = &self.cfg.software {
+            if let Ok(s) = Software::new(s.clone()) {
+                m.add_attribute(s);
+            }
+        }
+    }
+
+    fn signed(&self, mut m: StunMessage, key: &[u8; 16]) -> Vec<u8> {
+        self.add_software(&mut m);
+        message::encode_with_integrity(m, key)
+    }
+
+    /// Authenticates a request on an existing allocation.
+    fn on_allocation(
+        &mut self,
+        now: Now,
+        tuple: &FiveTuple,
+        raw: &[u8],
+        msg: &StunMessage,
+    ) -> Result<(AllocationId, [u8; 16]), Vec<u8>> {
+        let auth = self
+            .authenticate(now, raw, msg)
+            .map_err(|r| message::encode(*r))?;
+        let Some(id) = self.by_tuple.get(tuple).copied() else {
+            return Err(self.signed(error(msg, 437, "Allocation Mismatch"), &auth.key));
+        };
+        let Some(a) = self.allocations.get(&id) else {
+            return Err(self.signed(error(msg, 437, "Allocation Mismatch"), &auth.key));
+        };
+        if a.username != auth.username {
+            self.metrics.auth_failures.inc();
+            return Err(self.signed(error(msg, 441, "Wrong Credentials"), &auth.key));
+        }
+        Ok((id, auth.key))
+    }
+
+    fn lifetime(&self, msg: &StunMessage) -> Duration {
+        match msg.get_attribute::<Lifetime>() {
+            Some(l) => l
+                .lifetime()
+                .min(self.cfg.max_lifetime)
+                .max(self.cfg.default_lifetime),
+            None => self.cfg.default_lifetime,
+        }
+    }
+
+    fn allocate(
+        &mut self,
+        now: Now,
+        tuple: FiveTuple,
+        raw: &[u8],
+        msg: &StunMessage,
+        relays: &mut dyn RelayProvider<R>,
+    ) -> Vec<u8> {
+        let auth = match self.authenticate(now, raw, msg) {
+            Ok(a) => a,
+            Err(r) => return message::encode(*r),
+        };
+        let key = auth.key;
+        if let Some(a) = self
+            .by_tuple
+            .get(&tuple)
+            .and_then(|id| self.allocations.get(id))
+        {
+            // A retransmitted Allocate gets the same answer again.
+            if a.allocate_tid == msg.transaction_id() && a.username == auth.username {
+                let remaining = a.expires.saturating_duration_since(now.instant);
+                let ok = allocate_success(msg, a.relay_addr, tuple.client, remaining);
+                return self.signed(ok, &key);
+            }
+            return self.signed(error(msg, 437, "Allocation Mismatch"), &key);
+        }
+        match msg.get_attribute::<RequestedTransport>() {
+            None => return self.signed(error(msg, 400, "Bad Request"), &key),
+            Some(t) if t.protocol() != UDP => {
+                return self.signed(error(msg, 442, "Unsupported Transport Protocol"), &key)
+            }
+            Some(_) => {}
+        }
+        if msg
+            .get_attribute::<RequestedAddressFamily>()
+            .is_some_and(|f| f.address_family() != AddressFamily::V4)
+        {
+            return self.signed(error(msg, 440, "Address Family not Supported"), &key);
+        }
+        if msg.get_attribute::<ReservationToken>().is_some() {
+            return self.signed(error(msg, 508, "Insufficient Capacity"), &key);
+        }
+        let user = quota_user(&auth.username).to_string();
+        let held = self.per_user.get(&user).copied().unwrap_or(0);
+        if held >= self.cfg.user_quota || self.allocations.len() >= self.cfg.total_quota {
+            self.metrics.quota_rejections.inc();
+            return self.signed(error(msg, 486, "Allocation Quota Reached"), &key);
+        }
+        let id = AllocationId(self.next_id);
+        let Some((relay, relay_addr)) = relays.bind(&tuple, id) else {
+            return self.signed(error(msg, 508, "Insufficient Capacity"), &key);
+        };
+        self.next_id += 1;
+        let lifetime = self.lifetime(msg);
+        self.allocations.insert(
+            id,
+            Allocation {
+                tuple,
+                username: auth.username,
+                user: user.clone(),
+                relay,
+                relay_addr,
+                expires: now.instant + lifetime,
+                allocate_tid: msg.transaction_id(),
+                permissions: HashMap::new(),
+                channels: HashMap::new(),
+                channel_of_peer: HashMap::new(),
+            },
+        );
+        self.by_tuple.insert(tuple, id);
+        *self.per_user.entry(user).or_default() += 1;
+        self.metrics.allocations.inc();
+        let ok = allocate_success(msg, relay_addr, tuple.client, lifetime);
+        self.signed(ok, &key)
+    }
+
+    fn refresh(&mut self, now: Now, tuple: &FiveTuple, raw: &[u8], msg: &StunMessage) -> Vec<u8> {
+        let (id, key) = match self.on_allocation(now, tuple, raw, msg) {
+            Ok(v) => v,
+            Err(reply) => return reply,
+        };
+        let requested_zero = msg
+            .get_attribute::<Lifetime>()
+            .is_some_and(|l| l.lifetime().is_zero());
+        let lifetime = if requested_zero {
+            self.remove(id);
+            Duration::ZERO
+        } else {
+            let lifetime = self.lifetime(msg);
+            if let Some(a) = self.allocations.get_mut(&id) {
+                a.expires = now.instant + lifetime;
+            }
+            lifetime
+        };
+        let mut r = Message::new(MessageClass::SuccessResponse, REFRESH, msg.transaction_id());
+        r.add_attribute(lifetime_attr(lifetime));
+        self.signed(r, &key)
+    }
+
+    fn create_permission(
+        &mut self,
+        now: Now,
+        tuple: &FiveTuple,
+        raw: &[u8],
+        msg: &StunMessage,
+    ) -> Vec<u8> {
+        let (id, key) = match self.on_allocation(now, tuple, raw, msg) {
+            Ok(v) => v,
+            Err(reply) => return reply,
+        };
+        let peers: Vec<SocketAddr> = msg
+            .attributes()
+            .filter_map(|a| match a {
+                Attribute::XorPeerAddress(p) => Some(p.address()),
+                _ => None,
+            })
+            .collect();
+        if peers.is_empty() {
+            return self.signed(error(msg, 400, "Bad Request"), &key);
+        }
+        if let Some(reply) = self.check_peers(msg, id, &peers, &key) {
+            return reply;
+        }
+        let Some(a) = self.allocations.get_mut(&id) else {
+            return self.signed(error(msg, 437, "Allocation Mismatch"), &key);
+        };
+        let fits = peers
+            .iter()
+            .filter(|p| !a.permissions.contains_key(&p.ip()))
+            .count()
+            + a.permissions.len()
+            <= MAX_PERMISSIONS;
+        if !fits {
+            return self.signed(error(msg, 508, "Insufficient Capacity"), &key);
+        }
+        for p in peers {
+            a.permissions
+                .insert(p.ip(), now.instant + PERMISSION_LIFETIME);
+        }
+        let r = Message::new(
+            MessageClass::SuccessResponse,
+            CREATE_PERMISSION,
+            msg.transaction_id(),
+        );
+        self.signed(r, &key)
+    }
+
+    /// 403 for denied peers, 443 for a family the relay cannot reach.
+    fn check_peers(
+        &self,
+        msg: &StunMessage,
+        id: AllocationId,
+        peers: &[SocketAddr],
+        key: &[u8; 16],
+    ) -> Option<Vec<u8>> {
+        let relay_v4 = self
+            .allocations
+            .get(&id)
+            .is_some_and(|a| a.relay_addr.is_ipv4());
+        for p in peers {
+            if p.is_ipv4() != relay_v4 {
+                return Some(self.signed(error(msg, 443, "Peer Address Family Mismatch"), key));
+            }
+            if !self.cfg.peer_policy.allows(p.ip()) {
+                return Some(self.signed(error(msg, 403, "Forbidden"), key));
+            }
+        }
+        None
+    }
+
+    fn channel_bind(
+        &mut self,
+        now: Now,
+        tuple: &FiveTuple,
+        raw: &[u8],
+        msg: &StunMessage,
+    ) -> Vec<u8> {
+        let (id, key) = match self.on_allocation(now, tuple, raw, msg) {
+            Ok(v) => v,
+            Err(reply) => return reply,
+        };
+        let (Some(ch), Some(peer)) = (
+            msg.get_attribute::<ChannelNumber>().map(|c| c.value()),
+            msg.get_attribute::<XorPeerAddress>().map(|p| p.address()),
+        ) else {
+            return self.signed(error(msg, 400, "Bad Request"), &key);
+        };
+        if !(ChannelNumber::MIN..=ChannelNumber::MAX).contains(&ch) {
+            return self.signed(error(msg, 400, "Bad Request"), &key);
+        }
+        if let Some(reply) = self.check_peers(msg, id, &[peer], &key) {
+            return reply;
+        }
+        let Some(a) = self.allocations.get_mut(&id) else {
+            return self.signed(error(msg, 437, "Allocation Mismatch"), &key);
+        };
+        let channel_taken = a.channels.get(&ch).is_some_and(|(p, _)| *p != peer);
+        let peer_taken = a.channel_of_peer.get(&peer).is_some_and(|c| *c != ch);
+        if channel_taken || peer_taken {
+            return self.signed(error(msg, 400, "Bad Request"), &key);
+        }
+        if !a.permissions.contains_key(&peer.ip()) && a.permissions.len() >= MAX_PERMISSIONS {
+            return self.signed(error(msg, 508, "Insufficient Capacity"), &key);
+        }
+        a.channels
+            .insert(ch, (peer, now.instant + CHANNEL_LIFETIME));
+        a.channel_of_peer.insert(peer, ch);
+        a.permissions
+            .insert(peer.ip(), now.instant + PERMISSION_LIFETIME);
+        let r = Message::new(
+            MessageClass::SuccessResponse,
+            CHANNEL_BIND,
+            msg.transaction_id(),
+        );
+        self.signed(r, &key)
+    }
+}
+
+fn error(msg: &StunMessage, code: u16, reason: &str) -> StunMessage {
+    let mut r = Message::new(
+        MessageClass::ErrorResponse,
+        msg.method(),
+        msg.transaction_id(),
+    );
+    // Codes are our own constants in 300..700.
+    r.add_attribute(ErrorCode::new(code, reason.into()).expect("valid error code"));
+    r
+}
+
+fn lifetime_attr(d: Duration) -> Lifetime {
+    Lifetime::from_u32(u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
+}
+
+fn allocate_success(
+    msg: &StunMessage,
+    relay: SocketAddr,
+    client: SocketAddr,
+    lifetime: Duration,
+) -> StunMessage {
+    let mut r = Message::new(
+        MessageClass::SuccessResponse,
+        ALLOCATE,
+        msg.transaction_id(),
+    );
+    r.add_attribute(XorRelayAddress::new(relay));
+    r.add_attribute(lifetime_attr(lifetime));
+    r.add_attribute(XorMappedAddress::new(client));
+    r
+}

@@ -1,0 +1,620 @@
+//! The tokio driver: listeners (UDP, TCP, TLS), one relay socket per
+//! allocation, and a once-a-second sweep. It only moves bytes and time;
+//! every decision is the [`Engine`]'s.
+//!
+//! The engine sits behind one mutex, taken once per datagram and never
+//! across an await. Relay sockets wait for readiness and then read into a
+//! per-thread buffer, so an idle allocation costs a socket and a parked
+//! task, not a receive buffer.
+
+use std::cell::RefCell;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::mpsc;
+use tokio::task::{AbortHandle, JoinHandle};
+
+use crate::auth::{rest_credentials, Authenticator};
+use crate::engine::{
+    AllocationId, ClientOutcome, Engine, EngineConfig, FiveTuple, Now, RelayProvider, Transport,
+};
+use crate::error::TurnError;
+use crate::message::stream_record_len;
+use crate::metrics::Metrics;
+use crate::peer_policy::PeerPolicy;
+
+/// Certificate chain and private key (PEM files) for TURN over TLS.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Everything a TURN server needs.
+#[derive(Debug, Clone)]
+pub struct TurnConfig {
+    /// UDP listen address (`--turn-udp`).
+    pub udp: Option<SocketAddr>,
+    /// TCP listen address (`--turn-tcp`).
+    pub tcp: Option<SocketAddr>,
+    /// TLS listen address and its certificate (`--turn-tls`).
+    pub tls: Option<(SocketAddr, TlsFiles)>,
+    /// Shared secret of the TURN REST API credentials.
+    pub secret: String,
+    pub realm: String,
+    /// Address put in relayed addresses and `turn:` URLs; by default the
+    /// listener's address.
+    pub public_ip: Option<IpAddr>,
+    /// Relay ports (`--turn-relay-ports 49152-65535`).
+    pub relay_ports: RangeInclusive<u16>,
+    /// Allow relaying to loopback peers (tests on one machine).
+    pub allow_loopback_peers: bool,
+    pub user_quota: usize,
+    pub total_quota: usize,
+}
+
+impl TurnConfig {
+    /// Defaults for `secret`: no listeners, realm `relaycast`, the IANA
+    /// dynamic port range, loopback peers refused.
+    pub fn new(secret: &str) -> TurnConfig {
+        TurnConfig {
+            udp: None,
+            tcp: None,
+            tls: None,
+            secret: secret.into(),
+            realm: "relaycast".into(),
+            public_ip: None,
+            relay_ports: 49152..=65535,
+            allow_loopback_peers: false,
+            user_quota: 100,
+            total_quota: 50_000,
+        }
+    }
+}
+
+/// Parses `LOW-HIGH` (inclusive).
+pub fn parse_port_range(s: &str) -> Result<RangeInclusive<u16>, String> {
+    let (lo, hi) = s
+        .split_once('-')
+        .ok_or_else(|| format!("expected LOW-HIGH, got {s:?}"))?;
+    let lo: u16 = lo.trim().parse().map_err(|_| format!("bad port {lo:?}"))?;
+    let hi: u16 = hi.trim().parse().map_err(|_| format!("bad port {hi:?}"))?;
+    if lo == 0 || lo > hi {
+        return Err(format!("empty or invalid port range {s:?}"));
+    }
+    Ok(lo..=hi)
+}
+
+/// One ICE server entry (the RTCIceServer shape).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    pub username: String,
+    pub credential: String,
+}
+
+/// Where a relay sends to its client.
+#[derive(Clone)]
+enum ClientSink {
+    Udp(Arc<UdpSocket>, SocketAddr),
+    Stream(mpsc::Sender<Vec<u8>>),
+}
+
+/// The driver's per-allocation handle: the relay socket; dropping the last
+/// clone (the engine's, when the allocation ends) stops its task.
+#[derive(Clone)]
+pub struct Relay(Arc<RelayInner>);
+
+struct RelayInner {
+    socket: Arc<UdpSocket>,
+    task: AbortHandle,
+}
+
+impl Drop for RelayInner {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+struct Shared {
+    engine: Mutex<Engine<Relay>>,
+    ports: Mutex<PortCursor>,
+    relay_bind_ip: IpAddr,
+    relay_public_ip: IpAddr,
+}
+
+struct PortCursor {
+    range: RangeInclusive<u16>,
+    next: u16,
+}
+
+impl PortCursor {
+    /// Binds the next free port of the range, wrapping once around it.
+    fn bind(&mut self, ip: IpAddr) -> Option<std::net::UdpSocket> {
+        let (lo, hi) = (*self.range.start(), *self.range.end());
+        let span = usize::from(hi - lo) + 1;
+        for _ in 0..span {
+            let port = self.next;
+            self.next = if port >= hi { lo } else { port + 1 };
+            if let Ok(s) = std::net::UdpSocket::bind(SocketAddr::new(ip, port)) {
+                return Some(s);
+            }
+        }
+        None
+    }
+}
+
+struct Binder<'a> {
+    shared: &'a Arc<Shared>,
+    sink: SinkRef<'a>,
+}
+
+enum SinkRef<'a> {
+    Udp(&'a Arc<UdpSocket>, SocketAddr),
+    Stream(&'a mpsc::Sender<Vec<u8>>),
+}
+
+impl RelayProvider<Relay> for Binder<'_> {
+    fn bind(&mut self, _tuple: &FiveTuple, id: AllocationId) -> Option<(Relay, SocketAddr)> {
+        let std_socket = self.shared.ports.lock().bind(self.shared.relay_bind_ip)?;
+        let port = std_socket.local_addr().ok()?.port();
+        std_socket.set_nonblocking(true).ok()?;
+        let socket = Arc::new(UdpSocket::from_std(std_socket).ok()?);
+        let sink = match &self.sink {
+            SinkRef::Udp(s, to) => ClientSink::Udp(Arc::clone(s), *to),
+            SinkRef::Stream(tx) => ClientSink::Stream((*tx).clone()),
+        };
+        let task = tokio::spawn(relay_loop(
+            Arc::clone(self.shared),
+            id,
+            Arc::clone(&socket),
+            sink,
+        ));
+        let relay = Relay(Arc::new(RelayInner {
+            socket,
+            task: task.abort_handle(),
+        }));
+        Some((relay, SocketAddr::new(self.shared.relay_public_ip, port)))
+    }
+}
+
+thread_local! {
+    /// Receive and transmit buffers of the relay tasks running on this thread.
+    static RELAY_BUFS: RefCell<(Vec<u8>, Vec<u8>)> = RefCell::new((vec![0; 65536], Vec::with_capacity(65536 + 64)));
+}
+
+/// Datagrams read per readiness wake-up before yielding to other tasks.
+const RELAY_BATCH: usize = 64;
+
+async fn relay_loop(
+    shared: Arc<Shared>,
+    id: AllocationId,
+    socket: Arc<UdpSocket>,
+    sink: ClientSink,
+) {
+    loop {
+        if socket.readable().await.is_err() {
+            return;
+        }
+        let mut closed = false;
+        RELAY_BUFS.with(|bufs| {
+            let mut bufs = bufs.borrow_mut();
+            let (buf, out) = &mut *bufs;
+            for _ in 0..RELAY_BATCH {
+                let (n, peer) = match socket.try_recv_from(buf) {
+                    Ok(v) => v,
+                    Err(_) => return,
+                };
+                let send =
+                    shared
+                        .engine
+                        .lock()
+                        .handle_peer(Instant::now(), id, peer, &buf[..n], out);
+                if !send {
+                    continue;
+                }
+                match &sink {
+                    ClientSink::Udp(s, to) => {
+                        // A full socket buffer drops the datagram, as the
+                        // network would.
+                        let _ = s.try_send_to(out, *to);
+                    }
+                    ClientSink::Stream(tx) => {
+                        // A full queue drops the datagram; a closed one
+                        // means the connection (and soon the allocation) is gone.
+                        if tx.try_send(out.clone()).is_err() {
+                            closed = tx.is_closed();
+                        }
+                    }
+                }
+            }
+        });
+        if closed {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+fn now() -> Now {
+    Now {
+        instant: Instant::now(),
+        unix_secs: unix_secs(),
+    }
+}
+
+fn unix_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A running TURN server.
+pub struct TurnServer {
+    shared: Arc<Shared>,
+    tasks: Vec<JoinHandle<()>>,
+    udp_addr: Option<SocketAddr>,
+    tcp_addr: Option<SocketAddr>,
+    tls_addr: Option<SocketAddr>,
+    secret: String,
+    public_ip: IpAddr,
+}
+
+impl TurnServer {
+    /// Binds the configured listeners and starts serving.
+    pub async fn start(cfg: TurnConfig, metrics: Metrics) -> Result<TurnServer, TurnError> {
+        if cfg.udp.is_none() && cfg.tcp.is_none() && cfg.tls.is_none() {
+            return Err(TurnError::NoListener);
+        }
+        let first_ip = cfg
+            .udp
+            .or(cfg.tcp)
+            .or(cfg.tls.as_ref().map(|(a, _)| *a))
+            .map(|a| a.ip())
+            .ok_or(TurnError::NoListener)?;
+        let public_ip = cfg.public_ip.unwrap_or(first_ip);
+        // Relay sockets bind where the listeners are; the public address
+        // may be a NAT's and not bindable here.
+        let relay_bind_ip = first_ip;
+        let mut ecfg = EngineConfig::new(
+            &cfg.realm,
+            Authenticator::rest(cfg.secret.as_bytes()),
+            rand::random(),
+        );
+        ecfg.peer_policy = PeerPolicy {
+            allow_loopback: cfg.allow_loopback_peers,
+            allow_private: false,
+        };
+        ecfg.user_quota = cfg.user_quota;
+        ecfg.total_quota = cfg.total_quota;
+        let shared = Arc::new(Shared {
+            engine: Mutex::new(Engine::new(ecfg, metrics)),
+            ports: Mutex::new(PortCursor {
+                next: *cfg.relay_ports.start(),
+                range: cfg.relay_ports.clone(),
+            }),
+            relay_bind_ip,
+            relay_public_ip: public_ip,
+        });
+        let mut tasks = Vec::new();
+        let mut udp_addr = None;
+        if let Some(addr) = cfg.udp {
+            let socket = bind_udp(addr)?;
+            let local = socket
+                .local_addr()
+                .map_err(|e| TurnError::Bind { addr, source: e })?;
+            udp_addr = Some(local);
+            tasks.push(tokio::spawn(udp_loop(
+                Arc::clone(&shared),
+                Arc::new(socket),
+                local,
+            )));
+        }
+        let mut tcp_addr = None;
+        if let Some(addr) = cfg.tcp {
+            let l = TcpListener::bind(addr)
+                .await
+                .map_err(|e| TurnError::Bind { addr, source: e })?;
+            let local = l
+                .local_addr()
+                .map_err(|e| TurnError::Bind { addr, source: e })?;
+            tcp_addr = Some(local);
+            tasks.push(tokio::spawn(accept_loop(Arc::clone(&shared), l, None)));
+        }
+        let mut tls_addr = None;
+        if let Some((addr, files)) = &cfg.tls {
+            let acceptor = tls_acceptor(files)?;
+            let l = TcpListener::bind(*addr)
+                .await
+                .map_err(|e| TurnError::Bind {
+                    addr: *addr,
+                    source: e,
+                })?;
+            let local = l.local_addr().map_err(|e| TurnError::Bind {
+                addr: *addr,
+                source: e,
+            })?;
+            tls_addr = Some(local);
+            tasks.push(tokio::spawn(accept_loop(
+                Arc::clone(&shared),
+                l,
+                Some(acceptor),
+            )));
+        }
+        let sweeper = Arc::clone(&shared);
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                sweeper.engine.lock().handle_timeout(Instant::now());
+            }
+        }));
+        tracing::info!(udp = ?udp_addr, tcp = ?tcp_addr, tls = ?tls_addr, "TURN serving");
+        Ok(TurnServer {
+            shared,
+            tasks,
+            udp_addr,
+            tcp_addr,
+            tls_addr,
+            secret: cfg.secret,
+            public_ip,
+        })
+    }
+
+    pub fn udp_addr(&self) -> Option<SocketAddr> {
+        self.udp_addr
+    }
+
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp_addr
+    }
+
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
+    }
+
+    /// Allocations alive now.
+    pub fn allocation_count(&self) -> usize {
+        self.shared.engine.lock().allocation_count()
+    }
+
+    /// Fresh REST credentials for `user`, valid `ttl`, with the `turn:` /
+    /// `turns:` URLs of every listener.
+    pub fn ice_server(&self, user: &str, ttl: Duration) -> IceServer {
+        let c = rest_credentials(self.secret.as_bytes(), user, unix_secs(), ttl.as_secs());
+        let host = match self.public_ip {
+            IpAddr::V6(v6) => format!("[{v6}]"),
+            v4 => v4.to_string(),
+        };
+        let mut urls = Vec::new();
+        if let Some(a) = self.udp_addr {
+            urls.push(format!("turn:{host}:{}?transport=udp", a.port()));
+        }
+        if let Some(a) = self.tcp_addr {
+            urls.push(format!("turn:{host}:{}?transport=tcp", a.port()));
+        }
+        if let Some(a) = self.tls_addr {
+            urls.push(format!("turns:{host}:{}?transport=tcp", a.port()));
+        }
+        IceServer {
+            urls,
+            username: c.username,
+            credential: c.password,
+        }
+    }
+
+    /// Stops the listeners and ends every allocation.
+    pub async fn shutdown(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        self.shared.engine.lock().clear();
+    }
+}
+
+fn bind_udp(addr: SocketAddr) -> Result<UdpSocket, TurnError> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let err = |e| TurnError::Bind { addr, source: e };
+    let s =
+        Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP)).map_err(err)?;
+    // Bigger buffers ride out bursts from many clients; the kernel caps
+    // them at its own maximum.
+    let _ = s.set_recv_buffer_size(4 << 20);
+    let _ = s.set_send_buffer_size(4 << 20);
+    s.set_nonblocking(true).map_err(err)?;
+    s.bind(&addr.into()).map_err(err)?;
+    UdpSocket::from_std(s.into()).map_err(err)
+}
+
+async fn udp_loop(shared: Arc<Shared>, socket: Arc<UdpSocket>, local: SocketAddr) {
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let (n, from) = match socket.recv_from(&mut buf).await {
+            Ok(v) => v,
+            // ICMP errors surface here on some systems; they concern one
+            // peer, not the listener.
+            Err(_) => continue,
+        };
+        let tuple = FiveTuple {
+            client: from,
+            server: local,
+            transport: Transport::Udp,
+        };
+        let outcome = {
+            let mut binder = Binder {
+                shared: &shared,
+                sink: SinkRef::Udp(&socket, from),
+            };
+            shared
+                .engine
+                .lock()
+                .handle_client(now(), tuple, &buf[..n], &mut binder)
+        };
+        match outcome {
+            ClientOutcome::Reply(b) => {
+                let _ = socket.try_send_to(&b, from);
+            }
+            ClientOutcome::Relay {
+                relay,
+                peer,
+                payload,
+            } => {
+                let _ = relay.0.socket.try_send_to(&buf[payload], peer);
+            }
+            ClientOutcome::Nothing => {}
+        }
+    }
+}
+
+async fn accept_loop(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
+    loop {
+        let (stream, client) = match listener.accept().await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::debug!("TURN accept: {e}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let Ok(local) = stream.local_addr() else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let shared = Arc::clone(&shared);
+        match &tls {
+            None => {
+                let tuple = FiveTuple {
+                    client,
+                    server: local,
+                    transport: Transport::Tcp,
+                };
+                tokio::spawn(serve_stream(shared, stream, tuple));
+            }
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let handshake =
+                        tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream));
+                    let Ok(Ok(stream)) = handshake.await else {
+                        return;
+                    };
+                    let tuple = FiveTuple {
+                        client,
+                        server: local,
+                        transport: Transport::Tls,
+                    };
+                    serve_stream(shared, stream, tuple).await;
+                });
+            }
+        }
+    }
+}
+
+/// Messages queued to a stream client before relayed data is dropped.
+const STREAM_QUEUE: usize = 1024;
+
+async fn serve_stream<S>(shared: Arc<Shared>, stream: S, tuple: FiveTuple)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(STREAM_QUEUE);
+    let writer = tokio::spawn(async move {
+        while let Some(b) = rx.recv().await {
+            if wr.write_all(&b).await.is_err() {
+                break;
+            }
+        }
+        let _ = wr.shutdown().await;
+    });
+    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    let mut chunk = vec![0u8; 16384];
+    'conn: loop {
+        let n = match rd.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        let mut start = 0;
+        while let Some(len) = stream_record_len(&buf[start..]) {
+            if crate::message::classify(&buf[start..]) == crate::message::Framing::Other {
+                break 'conn;
+            }
+            if buf.len() - start < len {
+                break;
+            }
+            let record = &buf[start..start + len];
+            let outcome = {
+                let mut binder = Binder {
+                    shared: &shared,
+                    sink: SinkRef::Stream(&tx),
+                };
+                shared
+                    .engine
+                    .lock()
+                    .handle_client(now(), tuple, record, &mut binder)
+            };
+            match outcome {
+                ClientOutcome::Reply(b) => {
+                    if tx.send(b).await.is_err() {
+                        break 'conn;
+                    }
+                }
+                ClientOutcome::Relay {
+                    relay,
+                    peer,
+                    payload,
+                } => {
+                    let _ = relay.0.socket.try_send_to(&record[payload], peer);
+                }
+                ClientOutcome::Nothing => {}
+            }
+            start += len;
+        }
+        buf.drain(..start);
+    }
+    shared.engine.lock().handle_connection_closed(&tuple);
+    drop(tx);
+    let _ = writer.await;
+}
+
+fn tls_acceptor(files: &TlsFiles) -> Result<tokio_rustls::TlsAcceptor, TurnError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
+        .map_err(|e| pem_error(&files.cert, e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| pem_error(&files.cert, e))?;
+    if certs.is_empty() {
+        return Err(TurnError::NoCertificate {
+            path: files.cert.clone(),
+        });
+    }
+    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| pem_error(&files.key, e))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+fn pem_error(path: &Path, e: rustls_pki_types::pem::Error) -> TurnError {
+    TurnError::Pem {
+        path: path.to_path_buf(),
+        source: e,
+    }
+}
