@@ -16,13 +16,14 @@ use stun_codec::rfc5389::attributes::{
 };
 use stun_codec::rfc5389::methods::BINDING;
 use stun_codec::rfc5766::attributes::{
-    ChannelNumber, Lifetime, RequestedTransport, ReservationToken, XorPeerAddress, XorRelayAddress,
+    Lifetime, RequestedTransport, ReservationToken, XorPeerAddress, XorRelayAddress,
 };
 use stun_codec::rfc5766::methods::{ALLOCATE, CHANNEL_BIND, CREATE_PERMISSION, REFRESH, SEND};
 use stun_codec::rfc8656::attributes::{AddressFamily, RequestedAddressFamily};
 use stun_codec::{Attribute as _, AttributeType, Message, MessageClass, TransactionId};
 
 use crate::auth::{long_term_key, quota_user, Authenticator, Nonces, Refusal};
+use crate::channel_number::ChannelNumber;
 use crate::message::{
     self, classify, integrity_ok, write_channel_data, write_data_indication, Attribute, Framing,
     StunMessage,
@@ -199,6 +200,7 @@ impl<R: Clone> Engine<R> {
             Framing::Stun => match message::decode(input) {
                 Some(msg) => self.stun(now, tuple, input, msg, relays),
                 None => {
+                    tracing::debug!(len = input.len(), "undecodable STUN message");
                     self.metrics.malformed.inc();
                     ClientOutcome::Nothing
                 }
@@ -691,7 +693,7 @@ impl<R: Clone> Engine<R> {
         ) else {
             return self.signed(error(msg, 400, "Bad Request"), &key);
         };
-        if !(ChannelNumber::MIN..=ChannelNumber::MAX).contains(&ch) {
+        if !ChannelNumber::new(ch).is_valid() {
             return self.signed(error(msg, 400, "Bad Request"), &key);
         }
         if let Some(reply) = self.check_peers(msg, id, &[peer], &key) {
@@ -723,6 +725,7 @@ impl<R: Clone> Engine<R> {
 }
 
 fn error(msg: &StunMessage, code: u16, reason: &str) -> StunMessage {
+    tracing::debug!(method = msg.method().as_u16(), code, "TURN error response");
     let mut r = Message::new(
         MessageClass::ErrorResponse,
         msg.method(),

@@ -27,6 +27,7 @@
 //! allocating.
 
 mod auth;
+mod channel_number;
 mod engine;
 mod error;
 mod message;

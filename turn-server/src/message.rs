@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 
+pub use crate::channel_number::ChannelNumber;
 use bytecodec::{DecodeExt, EncodeExt};
 use hmac::{Hmac, Mac};
 use sha1::Sha1;
@@ -13,8 +14,8 @@ use stun_codec::rfc5389::attributes::{
     Software, UnknownAttributes, Username, XorMappedAddress,
 };
 use stun_codec::rfc5766::attributes::{
-    ChannelNumber, Data, DontFragment, EvenPort, Lifetime, RequestedTransport, ReservationToken,
-    XorPeerAddress, XorRelayAddress,
+    Data, DontFragment, EvenPort, Lifetime, RequestedTransport, ReservationToken, XorPeerAddress,
+    XorRelayAddress,
 };
 use stun_codec::rfc8656::attributes::{AdditionalAddressFamily, RequestedAddressFamily};
 use stun_codec::{Message, MessageDecoder, MessageEncoder};

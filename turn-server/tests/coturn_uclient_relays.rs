@@ -1,0 +1,196 @@
+//! coturn's own test client (`turnutils_uclient`) allocates, binds channels
+//! and relays through our server to `turnutils_peer`, over UDP and TCP,
+//! with TURN REST credentials (`-W secret`).
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::Command;
+use turn_server::{Metrics, TurnConfig, TurnServer};
+
+const SECRET: &str = "uclient-secret";
+
+fn have(tool: &str) -> bool {
+    std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// coturn's tools are installed by `.ci/run`; outside CI the test is
+/// skipped when they are missing.
+fn coturn_tools() -> bool {
+    let ok = have("turnutils_uclient") && have("turnutils_peer");
+    if !ok {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "turnutils_uclient/turnutils_peer missing (apt-get install coturn)"
+        );
+        eprintln!("skipping: coturn tools not installed");
+    }
+    ok
+}
+
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("a free UDP port")
+}
+
+async fn start_turn() -> (TurnServer, Metrics) {
+    let lo = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    let mut cfg = TurnConfig::new(SECRET);
+    cfg.udp = Some(lo);
+    cfg.tcp = Some(lo);
+    cfg.allow_loopback_peers = true;
+    let metrics = Metrics::unregistered();
+    let server = TurnServer::start(cfg, metrics.clone())
+        .await
+        .expect("TURN starts");
+    (server, metrics)
+}
+
+struct Peer(#[allow(dead_code)] tokio::process::Child);
+
+fn start_peer(port: u16) -> Peer {
+    let child = Command::new("turnutils_peer")
+        .args(["-L", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("turnutils_peer starts");
+    Peer(child)
+}
+
+/// Runs uclient and returns (success, output).
+async fn uclient(turn_port: u16, peer_port: u16, extra: &[&str]) -> (bool, String) {
+    let mut args: Vec<String> = vec![
+        "-W".into(),
+        SECRET.into(),
+        "-u".into(),
+        "viewer".into(),
+        "-e".into(),
+        "127.0.0.1".into(),
+        "-r".into(),
+        peer_port.to_string(),
+        "-p".into(),
+        turn_port.to_string(),
+        "-c".into(),
+        "-n".into(),
+        "40".into(),
+        "-l".into(),
+        "200".into(),
+        "-m".into(),
+        "2".into(),
+        "-z".into(),
+        "5".into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args.push("127.0.0.1".into());
+    // `timeout` so that a hung client still prints what it saw.
+    let run = Command::new("timeout")
+        .arg("30")
+        .arg("turnutils_uclient")
+        .args(&args)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("uclient finishes within 60 s")
+        .expect("uclient runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// uclient prints `Total lost packets N (x%), total send dropped M`.
+fn lost_and_received(output: &str) -> (Option<u64>, Option<u64>) {
+    let num_after = |key: &str| {
+        output.lines().rev().find_map(|l| {
+            let i = l.find(key)?;
+            l[i + key.len()..]
+                .split(|c: char| !c.is_ascii_digit())
+                .find(|s| !s.is_empty())?
+                .parse()
+                .ok()
+        })
+    };
+    (num_after("Total lost packets"), num_after("tot_recv_msgs="))
+}
+
+async fn relays_through_us(transport_flags: &[&str], tcp: bool) {
+    if !coturn_tools() {
+        return;
+    }
+    let (server, metrics) = start_turn().await;
+    let peer_port = free_udp_port();
+    let _peer = start_peer(peer_port);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let port = if tcp {
+        server.tcp_addr().expect("tcp").port()
+    } else {
+        server.udp_addr().expect("udp").port()
+    };
+    let (ok, out) = uclient(port, peer_port, transport_flags).await;
+    let (lost, _) = lost_and_received(&out);
+    assert!(ok, "uclient failed:\n{out}");
+    assert_eq!(lost, Some(0), "packets lost:\n{out}");
+    assert!(
+        metrics.relayed_bytes.get() >= 2 * 40 * 200,
+        "relayed {} bytes:\n{out}",
+        metrics.relayed_bytes.get()
+    );
+    assert_eq!(metrics.auth_failures.get(), 0);
+    if tcp {
+        // Closed connections take their allocations with them.
+        for _ in 0..50 {
+            if server.allocation_count() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(server.allocation_count(), 0, "allocations leaked");
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uclient_relays_over_udp_with_rest_credentials() {
+    relays_through_us(&[], false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uclient_relays_over_tcp_with_rest_credentials() {
+    relays_through_us(&["-t"], true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uclient_relays_with_send_indications() {
+    relays_through_us(&["-s"], false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uclient_with_a_wrong_secret_is_refused() {
+    if !coturn_tools() {
+        return;
+    }
+    let (server, metrics) = start_turn().await;
+    let peer_port = free_udp_port();
+    let mut args = vec!["-W", "not-the-secret"];
+    args.extend(["-n", "1"]);
+    let port = server.udp_addr().expect("udp").port();
+    let (_, out) = uclient(port, peer_port, &args).await;
+    assert!(
+        metrics.auth_failures.get() > 0,
+        "no auth failure counted:\n{out}"
+    );
+    assert_eq!(server.allocation_count(), 0);
+    server.shutdown().await;
+}
