@@ -1,4 +1,4 @@
-//! The `relaycast` command line: `serve`, `keys create`, `token`.
+//! The `relaycast` command line: `serve`, `turn`, `keys create`, `token`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -28,6 +28,8 @@ pub enum Command {
     },
     /// Print a signed JWT (for tests and integrators).
     Token(TokenArgs),
+    /// Run only the TURN server (needs --turn-secret and a listener).
+    Turn(TurnArgs),
 }
 
 #[derive(Debug, Args)]
@@ -62,6 +64,94 @@ pub struct ServeArgs {
     pub jwt_secret: Option<String>,
     #[command(flatten)]
     pub data: DataDir,
+    #[command(flatten)]
+    pub turn: TurnArgs,
+}
+
+/// TURN server flags, shared by `serve` and `turn`. No listener flag, no TURN.
+#[derive(Debug, Clone, Args)]
+pub struct TurnArgs {
+    /// TURN over UDP on this address (e.g. 0.0.0.0:3478).
+    #[arg(long, env = "RELAYCAST_TURN_UDP")]
+    pub turn_udp: Option<SocketAddr>,
+    /// TURN over TCP on this address (e.g. 0.0.0.0:3478).
+    #[arg(long, env = "RELAYCAST_TURN_TCP")]
+    pub turn_tcp: Option<SocketAddr>,
+    /// TURN over TLS on this address (e.g. 0.0.0.0:5349); needs --turn-cert and --turn-key.
+    #[arg(long, env = "RELAYCAST_TURN_TLS", requires_all = ["turn_cert", "turn_key"])]
+    pub turn_tls: Option<SocketAddr>,
+    /// PEM certificate chain for --turn-tls.
+    #[arg(long, env = "RELAYCAST_TURN_CERT")]
+    pub turn_cert: Option<PathBuf>,
+    /// PEM private key for --turn-tls.
+    #[arg(long, env = "RELAYCAST_TURN_KEY")]
+    pub turn_key: Option<PathBuf>,
+    /// Shared secret of the TURN REST credentials (coturn's static-auth-secret).
+    /// `serve` generates one per run when absent; `turn` requires it.
+    #[arg(long, env = "RELAYCAST_TURN_SECRET", hide_env_values = true)]
+    pub turn_secret: Option<String>,
+    /// TURN realm.
+    #[arg(long, env = "RELAYCAST_TURN_REALM", default_value = "relaycast")]
+    pub turn_realm: String,
+    /// Address put in relayed addresses and turn: URLs (default: --public-ip, else the
+    /// listener's address, else the first non-loopback IPv4).
+    #[arg(long, env = "RELAYCAST_TURN_PUBLIC_IP")]
+    pub turn_public_ip: Option<IpAddr>,
+    /// Relay ports, LOW-HIGH.
+    #[arg(long, env = "RELAYCAST_TURN_RELAY_PORTS", default_value = "49152-65535",
+          value_parser = turn_server::parse_port_range)]
+    pub turn_relay_ports: std::ops::RangeInclusive<u16>,
+    /// Allow relaying to loopback peers (tests on one machine; never in production).
+    #[arg(long, env = "RELAYCAST_TURN_ALLOW_LOOPBACK_PEERS")]
+    pub turn_allow_loopback_peers: bool,
+    /// Allocations one TURN user may hold at once.
+    #[arg(long, env = "RELAYCAST_TURN_USER_QUOTA", default_value_t = 100)]
+    pub turn_user_quota: usize,
+    /// Allocations the TURN server holds at once.
+    #[arg(long, env = "RELAYCAST_TURN_TOTAL_QUOTA", default_value_t = 50_000)]
+    pub turn_total_quota: usize,
+}
+
+impl TurnArgs {
+    /// The TURN configuration, or `None` when no listener is asked for.
+    /// `fallback_ip` is used when neither --turn-public-ip is given nor a
+    /// listener is bound to a specific address.
+    pub fn to_config(&self, fallback_ip: Option<IpAddr>) -> Option<turn_server::TurnConfig> {
+        if self.turn_udp.is_none() && self.turn_tcp.is_none() && self.turn_tls.is_none() {
+            return None;
+        }
+        let secret = self.turn_secret.clone().unwrap_or_else(|| {
+            rand::random::<[u8; 24]>()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect()
+        });
+        let mut cfg = turn_server::TurnConfig::new(&secret);
+        cfg.udp = self.turn_udp;
+        cfg.tcp = self.turn_tcp;
+        cfg.tls = match (self.turn_tls, &self.turn_cert, &self.turn_key) {
+            (Some(addr), Some(cert), Some(key)) => Some((
+                addr,
+                turn_server::TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                },
+            )),
+            _ => None,
+        };
+        cfg.realm = self.turn_realm.clone();
+        let listener_ip = [self.turn_udp, self.turn_tcp, self.turn_tls]
+            .into_iter()
+            .flatten()
+            .map(|a| a.ip())
+            .find(|ip| !ip.is_unspecified());
+        cfg.public_ip = self.turn_public_ip.or(listener_ip).or(fallback_ip);
+        cfg.relay_ports = self.turn_relay_ports.clone();
+        cfg.allow_loopback_peers = self.turn_allow_loopback_peers;
+        cfg.user_quota = self.turn_user_quota;
+        cfg.total_quota = self.turn_total_quota;
+        Some(cfg)
+    }
 }
 
 #[derive(Debug, Subcommand)]

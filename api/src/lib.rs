@@ -2,7 +2,8 @@
 //!
 //! Builds every part from one [`Config`] and serves them on one HTTP
 //! listener: WHIP/WHEP (`whip-whep`), `/healthz`, `/readyz`, `/metrics`
-//! (Prometheus text). Media runs on the `sfu` workers' UDP sockets.
+//! (Prometheus text), `/api/ice-servers`. Media runs on the `sfu` workers'
+//! UDP sockets; TURN (`turn-server`), when configured, on its own sockets.
 //! [`start`] takes an already-bound listener so tests run servers on
 //! port 0 in-process.
 
@@ -10,6 +11,7 @@ pub mod cli;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -44,6 +46,9 @@ pub struct Config {
     pub workers: usize,
     /// Publisher and viewer sessions the server accepts at once.
     pub max_sessions: usize,
+    /// TURN server run alongside (WHIP/WHEP answers then carry `turn:`
+    /// Link headers with fresh credentials).
+    pub turn: Option<turn_server::TurnConfig>,
 }
 
 impl Config {
@@ -58,6 +63,7 @@ impl Config {
             jwt_secret: None,
             workers: 2,
             max_sessions: 1000,
+            turn: None,
         }
     }
 }
@@ -144,6 +150,7 @@ pub struct Server {
     sfu: Sfu,
     store: Store,
     tokens: Tokens,
+    turn: Option<Arc<turn_server::TurnServer>>,
     shutdown: Option<oneshot::Sender<()>>,
     http: Option<JoinHandle<()>>,
 }
@@ -171,6 +178,11 @@ impl Server {
             .issue("test", Some(stream), role, unix_now(), ttl.as_secs())?)
     }
 
+    /// The TURN server, when one runs in this process.
+    pub fn turn(&self) -> Option<&turn_server::TurnServer> {
+        self.turn.as_deref()
+    }
+
     /// Live viewers of a stream (for tests and status).
     pub fn viewer_count(&self, stream: &str) -> usize {
         self.sfu.viewer_count(stream)
@@ -184,6 +196,9 @@ impl Server {
             let _ = h.await;
         }
         self.sfu.shutdown().await;
+        if let Some(turn) = self.turn.take() {
+            turn.shutdown().await;
+        }
         self.store.close().await;
     }
 
@@ -237,8 +252,36 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
         .first()
         .map(|a| vec![format!("stun:{a}")])
         .unwrap_or_default();
-    let whip =
-        whip_whep::WhipWhepState::new(sfu.clone(), store.clone(), tokens.clone(), ice_servers);
+    let turn = match config.turn.clone() {
+        Some(mut tc) => {
+            tc.public_ip = tc.public_ip.or(Some(public_ip));
+            let metrics =
+                turn_server::Metrics::new(&registry).context("registering TURN metrics")?;
+            Some(Arc::new(
+                turn_server::TurnServer::start(tc, metrics)
+                    .await
+                    .context("starting TURN")?,
+            ))
+        }
+        None => None,
+    };
+    let mut whip = whip_whep::WhipWhepState::new(
+        sfu.clone(),
+        store.clone(),
+        tokens.clone(),
+        ice_servers.clone(),
+    );
+    if let Some(t) = &turn {
+        let t = Arc::clone(t);
+        whip = whip.with_turn(Arc::new(move |user: &str| {
+            vec![turn_link(&t.ice_server(user, TURN_CREDENTIAL_TTL))]
+        }));
+    }
+    let ice = IceServersState {
+        tokens: tokens.clone(),
+        stun: Arc::new(ice_servers),
+        turn: turn.clone(),
+    };
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ready" }))
@@ -249,6 +292,7 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
                 async move { render_metrics(&registry) }
             }),
         )
+        .route("/api/ice-servers", get(ice_servers_handler).with_state(ice))
         .merge(whip_whep::router(whip))
         .fallback(|| async {
             (
@@ -272,9 +316,71 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
         sfu,
         store,
         tokens,
+        turn,
         shutdown: Some(tx),
         http: Some(http),
     })
+}
+
+/// How long minted TURN credentials stay valid. A TURN allocation is
+/// refreshed with the credentials it was made with, so this bounds how
+/// long one relayed session can last.
+pub const TURN_CREDENTIAL_TTL: Duration = Duration::from_secs(24 * 3600);
+
+fn turn_link(s: &turn_server::IceServer) -> whip_whep::TurnServerLink {
+    whip_whep::TurnServerLink {
+        urls: s.urls.clone(),
+        username: s.username.clone(),
+        credential: s.credential.clone(),
+    }
+}
+
+#[derive(Clone)]
+struct IceServersState {
+    tokens: Tokens,
+    stun: Arc<Vec<String>>,
+    turn: Option<Arc<turn_server::TurnServer>>,
+}
+
+/// `GET /api/ice-servers` (Bearer: any valid relaycast JWT): the ICE
+/// servers in the RTCIceServer shape, TURN with fresh REST credentials.
+async fn ice_servers_handler(
+    axum::extract::State(st): axum::extract::State<IceServersState>,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let claims = match bearer.map(|b| st.tokens.verify(b)) {
+        Some(Ok(c)) => c,
+        _ => {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                axum::Json(serde_json::json!({"error": "a valid bearer token is required"})),
+            )
+                .into_response()
+        }
+    };
+    let mut servers = Vec::new();
+    if !st.stun.is_empty() {
+        servers.push(serde_json::json!({ "urls": st.stun.as_slice() }));
+    }
+    if let Some(t) = &st.turn {
+        let s = t.ice_server(&claims.sub, TURN_CREDENTIAL_TTL);
+        servers.push(serde_json::json!({
+            "urls": s.urls,
+            "username": s.username,
+            "credential": s.credential,
+        }));
+    }
+    (
+        [(header::CACHE_CONTROL, "no-store")],
+        axum::Json(serde_json::json!({ "iceServers": servers })),
+    )
+        .into_response()
 }
 
 fn render_metrics(registry: &Registry) -> axum::response::Response {

@@ -36,6 +36,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 jwt_secret: a.jwt_secret,
                 workers,
                 max_sessions: a.max_sessions,
+                turn: a.turn.to_config(a.public_ip),
             };
             let listener = tokio::net::TcpListener::bind(config.http_addr)
                 .await
@@ -68,6 +69,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let key = store.create_key(&name, private.then_some(true)).await?;
             store.close().await;
             println!("{key}");
+            Ok(())
+        }
+        Command::Turn(t) => {
+            anyhow::ensure!(
+                t.turn_secret.is_some(),
+                "relaycast turn needs --turn-secret (the one your signalling mints credentials with)"
+            );
+            let cfg = t
+                .to_config(Some(api::default_public_ip()))
+                .context("relaycast turn needs --turn-udp, --turn-tcp or --turn-tls")?;
+            let server =
+                turn_server::TurnServer::start(cfg, turn_server::Metrics::unregistered()).await?;
+            eprintln!(
+                "relaycast TURN: udp {:?}, tcp {:?}, tls {:?}",
+                server.udp_addr(),
+                server.tcp_addr(),
+                server.tls_addr()
+            );
+            tokio::signal::ctrl_c().await?;
+            server.shutdown().await;
             Ok(())
         }
         Command::Token(t) => {

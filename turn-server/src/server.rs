@@ -258,7 +258,7 @@ fn unix_secs() -> u64 {
 /// A running TURN server.
 pub struct TurnServer {
     shared: Arc<Shared>,
-    tasks: Vec<JoinHandle<()>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
     udp_addr: Option<SocketAddr>,
     tcp_addr: Option<SocketAddr>,
     tls_addr: Option<SocketAddr>,
@@ -358,7 +358,7 @@ impl TurnServer {
         tracing::info!(udp = ?udp_addr, tcp = ?tcp_addr, tls = ?tls_addr, "TURN serving");
         Ok(TurnServer {
             shared,
-            tasks,
+            tasks: Mutex::new(tasks),
             udp_addr,
             tcp_addr,
             tls_addr,
@@ -410,11 +410,12 @@ impl TurnServer {
     }
 
     /// Stops the listeners and ends every allocation.
-    pub async fn shutdown(self) {
-        for t in &self.tasks {
+    pub async fn shutdown(&self) {
+        let tasks = std::mem::take(&mut *self.tasks.lock());
+        for t in &tasks {
             t.abort();
         }
-        for t in self.tasks {
+        for t in tasks {
             let _ = t.await;
         }
         self.shared.engine.lock().clear();

@@ -2,7 +2,8 @@
 //!
 //! `POST /whip/{stream}` and `POST /whep/{stream}` take an SDP offer and
 //! answer `201 Created` with the SDP answer, a `Location` for the session
-//! resource, an `ETag`, and `Link: <stun:…>; rel="ice-server"` headers.
+//! resource, an `ETag`, and `Link: <stun:…>; rel="ice-server"` headers (plus
+//! `<turn:…>` ones with fresh credentials when a TURN server is configured).
 //! `PATCH` on the resource takes `application/trickle-ice-sdpfrag`
 //! (trickled candidates → `204`, new ICE credentials → ICE restart → `200`
 //! with our new credentials), `DELETE` ends the session (`200`). CORS lets a
@@ -35,6 +36,18 @@ pub use crate::error::ApiError;
 /// simulcast and many codecs are under 16 KiB.
 pub const MAX_SDP_BYTES: usize = 64 * 1024;
 
+/// A TURN server with credentials, the RTCIceServer shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TurnServerLink {
+    pub urls: Vec<String>,
+    pub username: String,
+    pub credential: String,
+}
+
+/// Mints TURN credentials for a session (the argument names the session,
+/// for per-user accounting on the TURN side).
+pub type TurnLinks = Arc<dyn Fn(&str) -> Vec<TurnServerLink> + Send + Sync>;
+
 #[derive(Clone)]
 pub struct WhipWhepState {
     pub sfu: Sfu,
@@ -42,6 +55,8 @@ pub struct WhipWhepState {
     pub tokens: Tokens,
     /// ICE server URLs (`stun:` / `turn:`) sent as `Link` headers.
     pub ice_servers: Arc<Vec<String>>,
+    /// TURN servers with fresh credentials per session (see [`TurnLinks`]).
+    pub turn: Option<TurnLinks>,
     resources: Arc<Mutex<HashMap<SessionId, Resource>>>,
 }
 
@@ -63,8 +78,15 @@ impl WhipWhepState {
             store,
             tokens,
             ice_servers: Arc::new(ice_servers),
+            turn: None,
             resources: Arc::new(Mutex::new(HashMap::new())),
         }
+    }
+
+    /// Adds TURN servers whose credentials are minted for each answer.
+    pub fn with_turn(mut self, turn: TurnLinks) -> WhipWhepState {
+        self.turn = Some(turn);
+        self
     }
 
     /// Drops resource records of sessions the SFU has ended on its own
@@ -295,6 +317,7 @@ async fn create(
         },
     );
     let location = format!("/{}/{}/{}", kind.path(), stream, answer.session);
+    let answer_session_name = answer.session.to_string();
     let mut resp = (StatusCode::CREATED, answer.sdp).into_response();
     let h = resp.headers_mut();
     h.insert(
@@ -311,6 +334,19 @@ async fn create(
     for url in state.ice_servers.iter() {
         if let Ok(v) = HeaderValue::from_str(&format!("<{url}>; rel=\"ice-server\"")) {
             h.append(header::LINK, v);
+        }
+    }
+    if let Some(turn) = &state.turn {
+        for server in turn(&answer_session_name) {
+            for url in &server.urls {
+                let link = format!(
+                    "<{url}>; rel=\"ice-server\"; username=\"{}\"; credential=\"{}\"; credential-type=\"password\"",
+                    server.username, server.credential
+                );
+                if let Ok(v) = HeaderValue::from_str(&link) {
+                    h.append(header::LINK, v);
+                }
+            }
         }
     }
     Ok(resp)
