@@ -605,7 +605,10 @@ fn tls_acceptor(files: &TlsFiles) -> Result<tokio_rustls::TlsAcceptor, TurnError
         });
     }
     let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| pem_error(&files.key, e))?;
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    // `ring`, like the rest of the workspace's rustls users (webrtc-rs's
+    // DTLS): enabling a second provider would make rustls's process-wide
+    // default ambiguous and panic in crates that rely on it.
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()

@@ -167,13 +167,20 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start() -> Result<Self> {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Like [`TestServer::start`], with `tweak` applied to the test config first.
+    pub async fn start_with(tweak: impl FnOnce(&mut api::Config)) -> Result<Self> {
         let dir = TempDir::new("relaycast-test")?;
         let data_dir = dir.join("data");
         std::fs::create_dir_all(&data_dir).context("creating server data dir")?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .context("binding HTTP listener")?;
-        let server = api::start(api::Config::for_test(data_dir), listener)
+        let mut config = api::Config::for_test(data_dir);
+        tweak(&mut config);
+        let server = api::start(config, listener)
             .await
             .context("starting relaycast")?;
         let base_url = format!("http://{}", server.http_addr());
@@ -571,6 +578,15 @@ impl Peer {
         video_codecs: &[RTCRtpCodecParameters],
         audio_codecs: &[RTCRtpCodecParameters],
     ) -> Result<Self> {
+        Self::with_config(video_codecs, audio_codecs, RTCConfiguration::default()).await
+    }
+
+    /// Like [`Peer::new`] with an explicit configuration (ICE servers, transport policy).
+    pub async fn with_config(
+        video_codecs: &[RTCRtpCodecParameters],
+        audio_codecs: &[RTCRtpCodecParameters],
+        config: RTCConfiguration,
+    ) -> Result<Self> {
         let mut media_engine = MediaEngine::default();
         for codec in video_codecs {
             media_engine
@@ -614,7 +630,7 @@ impl Peer {
             .with_setting_engine(settings)
             .build();
         let pc = Arc::new(
-            api.new_peer_connection(RTCConfiguration::default())
+            api.new_peer_connection(config)
                 .await
                 .context("creating peer connection")?,
         );
@@ -1581,7 +1597,12 @@ pub struct ViewerPeer {
 
 impl ViewerPeer {
     pub async fn new(options: &ViewOptions) -> Result<Self> {
-        let peer = Peer::new(&options.video_codecs, &options.audio_codecs).await?;
+        Self::with_config(options, RTCConfiguration::default()).await
+    }
+
+    /// Like [`ViewerPeer::new`] with an explicit peer connection configuration.
+    pub async fn with_config(options: &ViewOptions, config: RTCConfiguration) -> Result<Self> {
+        let peer = Peer::with_config(&options.video_codecs, &options.audio_codecs, config).await?;
         for kind in [RTPCodecType::Video, RTPCodecType::Audio] {
             peer.pc
                 .add_transceiver_from_kind(
@@ -1840,7 +1861,25 @@ pub async fn whep_view(
     token: Option<&str>,
     options: &ViewOptions,
 ) -> Result<Viewer> {
-    let ViewerPeer { peer, media } = ViewerPeer::new(options).await?;
+    whep_view_with_config(
+        base_url,
+        stream,
+        token,
+        options,
+        RTCConfiguration::default(),
+    )
+    .await
+}
+
+/// Like [`whep_view`] with an explicit peer connection configuration (e.g. TURN only).
+pub async fn whep_view_with_config(
+    base_url: &str,
+    stream: &str,
+    token: Option<&str>,
+    options: &ViewOptions,
+    config: RTCConfiguration,
+) -> Result<Viewer> {
+    let ViewerPeer { peer, media } = ViewerPeer::with_config(options, config).await?;
     let offer_sdp = peer.create_offer(false).await?;
     let exchange = post_offer(base_url, &format!("/whep/{stream}"), token, &offer_sdp)
         .await
