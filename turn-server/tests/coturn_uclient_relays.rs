@@ -41,10 +41,15 @@ fn free_udp_port() -> u16 {
 }
 
 async fn start_turn() -> (TurnServer, Metrics) {
+    start_turn_with(|_| {}).await
+}
+
+async fn start_turn_with(tweak: impl FnOnce(&mut TurnConfig)) -> (TurnServer, Metrics) {
     let lo = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
     let mut cfg = TurnConfig::new(SECRET);
     cfg.udp = Some(lo);
     cfg.tcp = Some(lo);
+    tweak(&mut cfg);
     cfg.allow_loopback_peers = true;
     let metrics = Metrics::unregistered();
     let server = TurnServer::start(cfg, metrics.clone())
@@ -125,18 +130,40 @@ fn lost_and_received(output: &str) -> (Option<u64>, Option<u64>) {
     (num_after("Total lost packets"), num_after("tot_recv_msgs="))
 }
 
-async fn relays_through_us(transport_flags: &[&str], tcp: bool) {
+#[derive(Clone, Copy, PartialEq)]
+enum Over {
+    Udp,
+    Tcp,
+    Tls,
+}
+
+async fn relays_through_us(transport_flags: &[&str], over: Over) {
     if !coturn_tools() {
         return;
     }
-    let (server, metrics) = start_turn().await;
+    let dir = std::env::temp_dir().join(format!("uclient-tls-{}", std::process::id()));
+    let (server, metrics) = start_turn_with(|cfg| {
+        if over == Over::Tls {
+            let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("rcgen");
+            std::fs::create_dir_all(&dir).expect("temp dir");
+            let files = turn_server::TlsFiles {
+                cert: dir.join("cert.pem"),
+                key: dir.join("key.pem"),
+            };
+            std::fs::write(&files.cert, ck.cert.pem()).expect("cert");
+            std::fs::write(&files.key, ck.key_pair.serialize_pem()).expect("key");
+            cfg.tls = Some((SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), files));
+        }
+    })
+    .await;
+    let tcp = over != Over::Udp;
     let peer_port = free_udp_port();
     let _peer = start_peer(peer_port);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let port = if tcp {
-        server.tcp_addr().expect("tcp").port()
-    } else {
-        server.udp_addr().expect("udp").port()
+    let port = match over {
+        Over::Udp => server.udp_addr().expect("udp").port(),
+        Over::Tcp => server.tcp_addr().expect("tcp").port(),
+        Over::Tls => server.tls_addr().expect("tls").port(),
     };
     let (ok, out) = uclient(port, peer_port, transport_flags).await;
     let (lost, _) = lost_and_received(&out);
@@ -159,21 +186,27 @@ async fn relays_through_us(transport_flags: &[&str], tcp: bool) {
         assert_eq!(server.allocation_count(), 0, "allocations leaked");
     }
     server.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uclient_relays_over_udp_with_rest_credentials() {
-    relays_through_us(&[], false).await;
+    relays_through_us(&[], Over::Udp).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uclient_relays_over_tcp_with_rest_credentials() {
-    relays_through_us(&["-t"], true).await;
+    relays_through_us(&["-t"], Over::Tcp).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uclient_relays_over_tls_with_rest_credentials() {
+    relays_through_us(&["-t", "-S"], Over::Tls).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uclient_relays_with_send_indications() {
-    relays_through_us(&["-s"], false).await;
+    relays_through_us(&["-s"], Over::Udp).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
