@@ -129,17 +129,22 @@ struct Shared {
     relay_public_ip: IpAddr,
 }
 
+/// Ports tried per Allocate before answering 508.
+const MAX_BIND_ATTEMPTS: usize = 512;
+
 struct PortCursor {
     range: RangeInclusive<u16>,
     next: u16,
 }
 
 impl PortCursor {
-    /// Binds the next free port of the range, wrapping once around it.
+    /// Binds the next free port of the range. Gives up after a bounded
+    /// number of ports in use: this runs under the engine's lock, and a
+    /// nearly full range must not turn each Allocate into a scan of it.
     fn bind(&mut self, ip: IpAddr) -> Option<std::net::UdpSocket> {
         let (lo, hi) = (*self.range.start(), *self.range.end());
         let span = usize::from(hi - lo) + 1;
-        for _ in 0..span {
+        for _ in 0..span.min(MAX_BIND_ATTEMPTS) {
             let port = self.next;
             self.next = if port >= hi { lo } else { port + 1 };
             if let Ok(s) = std::net::UdpSocket::bind(SocketAddr::new(ip, port)) {

@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# relaycast TURN vs coturn, on loopback only, in one run:
+#   1. relay throughput and server CPU per relayed megabit: coturn's turnutils_uclient
+#      (UDP, channels, REST credentials) echoing through turnutils_peer;
+#   2. N allocations held at once (default 10,000) and server memory per allocation,
+#      with turn-server's `hold_allocations` example.
+# Each server runs alone while it is measured. Needs the Debian `coturn` package and
+#   cargo build --release -p api --bin relaycast
+#   cargo build --release -p turn-server --example hold_allocations
+# Tunables (env): CLIENTS MSGS LEN INTERVAL_MS ALLOCS TARGET_DIR.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+TARGET_DIR=${TARGET_DIR:-${CARGO_TARGET_DIR:-target}}
+RELAYCAST=${RELAYCAST:-$TARGET_DIR/release/relaycast}
+HOLD=${HOLD:-$TARGET_DIR/release/examples/hold_allocations}
+CLIENTS=${CLIENTS:-20}
+MSGS=${MSGS:-5000}
+LEN=${LEN:-1000}
+INTERVAL_MS=${INTERVAL_MS:-0}
+ALLOCS=${ALLOCS:-10000}
+SECRET=bench-secret-$$
+PEER_PORT=${PEER_PORT:-34901}
+TURN_PORT=${TURN_PORT:-34902}
+# Relay ports below the kernel's ephemeral range, so the load clients' own sockets
+# never take them.
+RELAY_LO=20000
+RELAY_HI=32000
+
+for tool in turnutils_uclient turnutils_peer turnserver "$RELAYCAST" "$HOLD"; do
+    command -v "$tool" >/dev/null || { echo "missing $tool" >&2; exit 1; }
+done
+ulimit -n "$(ulimit -Hn)"
+TMP=$(mktemp -d)
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+TCK=$(getconf CLK_TCK)
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+now() { date +%s.%N; }
+
+start_server() { # name → sets SERVER_PID
+    case $1 in
+    relaycast)
+        "$RELAYCAST" turn --turn-udp "127.0.0.1:$TURN_PORT" --turn-secret "$SECRET" \
+            --turn-allow-loopback-peers --turn-relay-ports "$RELAY_LO-$RELAY_HI" \
+            --turn-user-quota 100000 --turn-total-quota 100000 >"$TMP/$1.log" 2>&1 &
+        ;;
+    coturn)
+        turnserver -n --no-cli --use-auth-secret --static-auth-secret="$SECRET" \
+            --realm=relaycast --listening-ip=127.0.0.1 --listening-port="$TURN_PORT" \
+            --relay-ip=127.0.0.1 --min-port="$RELAY_LO" --max-port="$RELAY_HI" \
+            --allow-loopback-peers --no-tls --no-dtls --no-tcp-relay \
+            --userdb="$TMP/turndb" --pidfile="$TMP/turnserver.pid" \
+            --log-file=stdout --simple-log >"$TMP/$1.log" 2>&1 &
+        ;;
+    esac
+    SERVER_PID=$!
+    PIDS+=("$SERVER_PID")
+    sleep 1
+    kill -0 "$SERVER_PID" || { cat "$TMP/$1.log"; exit 1; }
+}
+
+stop_server() {
+    kill "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    sleep 1
+}
+
+turnutils_peer -L 127.0.0.1 -p "$PEER_PORT" >/dev/null 2>&1 &
+PIDS+=("$!")
+
+echo "## relay throughput: $CLIENTS clients x $MSGS messages x $LEN bytes, interval ${INTERVAL_MS} ms, UDP, channels"
+echo
+echo "| server | wall s | relayed Mbit | Mbit/s | lost | server CPU s | CPU ms per relayed Mbit | RTT avg ms |"
+echo "|---|---|---|---|---|---|---|---|"
+for name in relaycast coturn; do
+    start_server "$name"
+    c0=$(cpu_ticks "$SERVER_PID"); t0=$(now)
+    timeout 300 turnutils_uclient -W "$SECRET" -u bench -e 127.0.0.1 -r "$PEER_PORT" \
+        -p "$TURN_PORT" -c -m "$CLIENTS" -n "$MSGS" -l "$LEN" -z "$INTERVAL_MS" 127.0.0.1 \
+        >"$TMP/uclient-$name.out" 2>&1 || true
+    t1=$(now); c1=$(cpu_ticks "$SERVER_PID")
+    lost=$(grep -o 'Total lost packets [0-9]* ([0-9.]*%)' "$TMP/uclient-$name.out" | tail -1 | sed 's/Total lost packets //')
+    rtt=$(grep -o 'Average round trip delay [0-9.]*' "$TMP/uclient-$name.out" | tail -1 | awk '{print $5}')
+    # Every message crosses the server twice: client -> peer, and the echo peer -> client.
+    awk -v w="$(echo "$t1 - $t0" | bc)" -v c="$((c1 - c0))" -v tck="$TCK" \
+        -v n="$((CLIENTS * MSGS))" -v l="$LEN" -v lost="${lost:-?}" -v rtt="${rtt:-?}" -v name="$name" \
+        'BEGIN { mbit = n * l * 2 * 8 / 1e6; cpu = c / tck;
+                 printf "| %s | %.1f | %.0f | %.0f | %s | %.2f | %.3f | %s |\n",
+                        name, w, mbit, mbit / w, lost, cpu, cpu * 1000 / mbit, rtt }'
+    stop_server
+done
+
+echo
+echo "## $ALLOCS allocations held at once (UDP, REST credentials)"
+echo
+echo "| server | allocated | time s | RSS before MiB | RSS held MiB | bytes per allocation | fds |"
+echo "|---|---|---|---|---|---|---|"
+for name in relaycast coturn; do
+    start_server "$name"
+    r0=$(rss_kb "$SERVER_PID")
+    "$HOLD" "127.0.0.1:$TURN_PORT" "$SECRET" "$ALLOCS" 6 200 >"$TMP/hold-$name.out" 2>&1 &
+    hold_pid=$!
+    PIDS+=("$hold_pid")
+    for _ in $(seq 1 600); do
+        grep -q holding "$TMP/hold-$name.out" && break
+        kill -0 "$hold_pid" 2>/dev/null || break
+        sleep 0.5
+    done
+    sleep 2
+    r1=$(rss_kb "$SERVER_PID")
+    fds=$(ls "/proc/$SERVER_PID/fd" | wc -l)
+    wait "$hold_pid" || true
+    line=$(grep '^allocated' "$TMP/hold-$name.out" || echo "allocated 0 of $ALLOCS in 0 s")
+    got=$(echo "$line" | awk '{print $2}'); secs=$(echo "$line" | awk '{print $6}')
+    awk -v name="$name" -v got="$got" -v secs="$secs" -v r0="$r0" -v r1="$r1" -v fds="$fds" \
+        'BEGIN { per = got > 0 ? (r1 - r0) * 1024 / got : 0;
+                 printf "| %s | %d | %s | %.1f | %.1f | %.0f | %d |\n",
+                        name, got, secs, r0 / 1024, r1 / 1024, per, fds }'
+    stop_server
+done
