@@ -20,9 +20,9 @@ LEN=${LEN:-1000}
 INTERVAL_MS=${INTERVAL_MS:-0}
 ALLOCS=${ALLOCS:-10000}
 SECRET=bench-secret-$$
-PEER_PORT=${PEER_PORT:-34901}
-TURN_PORT=${TURN_PORT:-34902}
-# Relay ports below the kernel's ephemeral range, so the load clients' own sockets
+PEER_PORT=${PEER_PORT:-13480}
+TURN_PORT=${TURN_PORT:-13478}
+# Listener and relay ports below the kernel's ephemeral range, so the load clients' own sockets
 # never take them.
 RELAY_LO=20000
 RELAY_HI=32000

@@ -165,6 +165,9 @@ async fn relays_through_us(transport_flags: &[&str], over: Over) {
         Over::Tcp => server.tcp_addr().expect("tcp").port(),
         Over::Tls => server.tls_addr().expect("tls").port(),
     };
+    if over == Over::Udp {
+        garbage_first(server.udp_addr().expect("udp")).await;
+    }
     let (ok, out) = uclient(port, peer_port, transport_flags).await;
     let (lost, _) = lost_and_received(&out);
     assert!(ok, "uclient failed:\n{out}");
@@ -175,6 +178,11 @@ async fn relays_through_us(transport_flags: &[&str], over: Over) {
         metrics.relayed_bytes.get()
     );
     assert_eq!(metrics.auth_failures.get(), 0);
+    if over == Over::Udp {
+        assert!(metrics.malformed.get() > 0, "the garbage was not counted");
+    }
+    // uclient's two clients hold at most one allocation each.
+    assert!(server.allocation_count() <= 2, "allocations leaked");
     if tcp {
         // Closed connections take their allocations with them.
         for _ in 0..50 {
@@ -187,6 +195,38 @@ async fn relays_through_us(transport_flags: &[&str], over: Over) {
     }
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Junk, truncated STUN and unknown-channel ChannelData before the real
+/// client: the server must shrug them off and keep serving.
+async fn garbage_first(turn: SocketAddr) {
+    let sock = tokio::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+        .await
+        .expect("bind");
+    let mut seed = 0x9e37_79b9_u32;
+    for len in 0..200usize {
+        let mut junk: Vec<u8> = (0..len)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 17;
+                seed ^= seed << 5;
+                seed as u8
+            })
+            .collect();
+        let _ = sock.send_to(&junk, turn).await;
+        if len >= 20 {
+            // STUN-looking: magic cookie, lying length.
+            junk[0] = 0x00;
+            junk[1] = 0x03;
+            junk[4..8].copy_from_slice(&0x2112_A442u32.to_be_bytes());
+            let _ = sock.send_to(&junk, turn).await;
+            let _ = sock.send_to(&junk[..20], turn).await;
+        }
+        if len >= 4 {
+            junk[0] = 0x40;
+            let _ = sock.send_to(&junk, turn).await;
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
