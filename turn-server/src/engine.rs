@@ -186,6 +186,11 @@ impl<R: Clone> Engine<R> {
         self.allocations.len()
     }
 
+    /// Whether `tuple` holds an allocation.
+    pub fn has_allocation(&self, tuple: &FiveTuple) -> bool {
+        self.by_tuple.contains_key(tuple)
+    }
+
     /// Handles one datagram (UDP) or one framed record (TCP/TLS) from a
     /// client. `relays` is asked for a relay address on Allocate.
     pub fn handle_client(

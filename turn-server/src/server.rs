@@ -529,6 +529,14 @@ async fn accept_loop(
     }
 }
 
+/// A TCP/TLS connection without an allocation is closed after this long
+/// without input.
+const UNALLOCATED_IDLE: Duration = Duration::from_secs(30);
+/// With an allocation, the client must at least refresh it within its
+/// lifetime (at most an hour), and relayed data flows the other way, so
+/// reads may be idle that long.
+const ALLOCATED_IDLE: Duration = Duration::from_secs(3600);
+
 /// Messages queued to a stream client before relayed data is dropped.
 const STREAM_QUEUE: usize = 1024;
 
@@ -549,9 +557,16 @@ where
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     let mut chunk = vec![0u8; 16384];
     'conn: loop {
-        let n = match rd.read(&mut chunk).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
+        // A connection holding no allocation is only worth keeping while it
+        // is about to make one.
+        let idle = if shared.engine.lock().has_allocation(&tuple) {
+            ALLOCATED_IDLE
+        } else {
+            UNALLOCATED_IDLE
+        };
+        let n = match tokio::time::timeout(idle, rd.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => n,
         };
         buf.extend_from_slice(&chunk[..n]);
         let mut start = 0;
