@@ -114,9 +114,10 @@ pub struct TurnArgs {
 
 impl TurnArgs {
     /// The TURN configuration, or `None` when no listener is asked for.
-    /// `fallback_ip` is used when neither --turn-public-ip is given nor a
-    /// listener is bound to a specific address.
-    pub fn to_config(&self, fallback_ip: Option<IpAddr>) -> Option<turn_server::TurnConfig> {
+    /// The advertised address is --turn-public-ip, else `public_ip` (serve's
+    /// --public-ip), else a listener's specific address; still `None` if all
+    /// listeners are on 0.0.0.0, for the caller to fill in.
+    pub fn to_config(&self, public_ip: Option<IpAddr>) -> Option<turn_server::TurnConfig> {
         if self.turn_udp.is_none() && self.turn_tcp.is_none() && self.turn_tls.is_none() {
             return None;
         }
@@ -145,7 +146,7 @@ impl TurnArgs {
             .flatten()
             .map(|a| a.ip())
             .find(|ip| !ip.is_unspecified());
-        cfg.public_ip = self.turn_public_ip.or(listener_ip).or(fallback_ip);
+        cfg.public_ip = self.turn_public_ip.or(public_ip).or(listener_ip);
         cfg.relay_ports = self.turn_relay_ports.clone();
         cfg.allow_loopback_peers = self.turn_allow_loopback_peers;
         cfg.user_quota = self.turn_user_quota;
@@ -213,6 +214,34 @@ pub fn parse_ttl(s: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn turn_flags_make_a_turn_config() {
+        let cli = Cli::try_parse_from([
+            "relaycast",
+            "turn",
+            "--turn-udp",
+            "127.0.0.1:3478",
+            "--turn-secret",
+            "s",
+            "--turn-relay-ports",
+            "40000-40100",
+            "--turn-allow-loopback-peers",
+        ])
+        .expect("parses");
+        let Command::Turn(t) = cli.command else {
+            panic!("not the turn command");
+        };
+        let cfg = t.to_config(None).expect("a listener was given");
+        assert_eq!(cfg.relay_ports, 40000..=40100);
+        assert_eq!(cfg.public_ip, Some(IpAddr::from([127, 0, 0, 1])));
+        assert!(cfg.allow_loopback_peers);
+        assert!(Cli::try_parse_from(["relaycast", "turn", "--turn-relay-ports", "9-1"]).is_err());
+        assert!(
+            Cli::try_parse_from(["relaycast", "turn", "--turn-tls", "0.0.0.0:5349"]).is_err(),
+            "--turn-tls needs --turn-cert and --turn-key"
+        );
+    }
 
     #[test]
     fn ttl_units() {

@@ -76,9 +76,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 t.turn_secret.is_some(),
                 "relaycast turn needs --turn-secret (the one your signalling mints credentials with)"
             );
-            let cfg = t
-                .to_config(Some(api::default_public_ip()))
+            let mut cfg = t
+                .to_config(None)
                 .context("relaycast turn needs --turn-udp, --turn-tcp or --turn-tls")?;
+            cfg.public_ip.get_or_insert_with(api::default_public_ip);
             let server =
                 turn_server::TurnServer::start(cfg, turn_server::Metrics::unregistered()).await?;
             eprintln!(
