@@ -11,7 +11,7 @@ use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use stun_codec::rfc5389::attributes::{
-    ErrorCode, MessageIntegrity, Nonce, Realm, Software, UnknownAttributes, Username,
+    ErrorCode, Fingerprint, MessageIntegrity, Nonce, Realm, Software, UnknownAttributes, Username,
     XorMappedAddress,
 };
 use stun_codec::rfc5389::methods::BINDING;
@@ -356,7 +356,7 @@ impl<R: Clone> Engine<R> {
                     r.add_attribute(UnknownAttributes::new(unknown));
                     return ClientOutcome::Reply(message::encode(r));
                 }
-                let reply = match msg.method() {
+                let mut reply = match msg.method() {
                     BINDING => self.binding(&tuple, &msg),
                     ALLOCATE => self.allocate(now, tuple, raw, &msg, relays),
                     REFRESH => self.refresh(now, &tuple, raw, &msg),
@@ -364,6 +364,11 @@ impl<R: Clone> Engine<R> {
                     CHANNEL_BIND => self.channel_bind(now, &tuple, raw, &msg),
                     _ => message::encode(error(&msg, 400, "Bad Request")),
                 };
+                // Clients that fingerprint their requests (browsers do) get
+                // fingerprinted answers, as coturn does.
+                if msg.get_attribute::<Fingerprint>().is_some() {
+                    message::append_fingerprint(&mut reply);
+                }
                 ClientOutcome::Reply(reply)
             }
             _ => ClientOutcome::Nothing,

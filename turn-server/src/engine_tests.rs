@@ -175,6 +175,20 @@ fn binding_request_reflects_the_client_address() {
 }
 
 #[test]
+fn fingerprinted_requests_get_fingerprinted_answers() {
+    use stun_codec::rfc5389::attributes::Fingerprint;
+    let mut h = Harness::new(|_| {});
+    let mut m = h.request(BINDING);
+    let fp = Fingerprint::new(&m).expect("crc");
+    m.add_attribute(fp);
+    let r = h.reply(tuple(1000), &message::encode(m));
+    assert!(r.get_attribute::<Fingerprint>().is_some());
+    let plain = h.request(BINDING);
+    let r = h.reply(tuple(1000), &message::encode(plain));
+    assert!(r.get_attribute::<Fingerprint>().is_none());
+}
+
+#[test]
 fn allocate_without_credentials_is_challenged_with_realm_and_nonce() {
     let mut h = Harness::new(|_| {});
     let m = h.allocate_request();

@@ -155,6 +155,19 @@ pub fn encode_with_integrity(message: StunMessage, key: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Appends FINGERPRINT (RFC 8489 §14.7) to an encoded message: CRC-32 of
+/// everything before it, with the length already covering it, XOR
+/// 0x5354554e.
+pub fn append_fingerprint(out: &mut Vec<u8>) {
+    const CRC32: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
+    let len = (out.len() - 20 + 8) as u16;
+    out[2..4].copy_from_slice(&len.to_be_bytes());
+    let value = CRC32.checksum(out) ^ 0x5354_554e;
+    out.extend_from_slice(&0x8028u16.to_be_bytes());
+    out.extend_from_slice(&4u16.to_be_bytes());
+    out.extend_from_slice(&value.to_be_bytes());
+}
+
 /// Offset of the first attribute of type `ty` in a raw STUN message.
 fn find_attribute(raw: &[u8], ty: u16) -> Option<usize> {
     let mut at = 20;
@@ -251,6 +264,30 @@ mod tests {
             m.get_attribute::<Data>().map(|d| d.data().to_vec()),
             Some(b"hello".to_vec())
         );
+    }
+
+    #[test]
+    fn our_fingerprint_is_accepted_by_the_codec() {
+        use stun_codec::rfc5389::methods::BINDING;
+        let mut m = StunMessage::new(
+            MessageClass::SuccessResponse,
+            BINDING,
+            TransactionId::new([5; 12]),
+        );
+        m.add_attribute(XorMappedAddress::new(
+            "192.0.2.1:7".parse().expect("literal"),
+        ));
+        let mut bytes = encode_with_integrity(m, b"key");
+        append_fingerprint(&mut bytes);
+        let decoded = decode(&bytes).expect("the codec checks the CRC on decode");
+        assert!(decoded.get_attribute::<Fingerprint>().is_some());
+        assert!(
+            integrity_ok(&bytes, b"key"),
+            "MI stays valid before FINGERPRINT"
+        );
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        assert!(decode(&bytes).is_none(), "a wrong CRC is refused");
     }
 
     #[test]
