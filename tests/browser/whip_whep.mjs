@@ -10,6 +10,10 @@
 // ~2 s) and has received audio RTP. Prints a one-line JSON summary on stdout,
 // diagnostics on stderr, screenshots in <out_dir>. Exit 0 = pass, 1 = fail,
 // 2 = usage / environment error, 3 = hard timeout (45 s).
+//
+// Optional env: WHEP_ICE_SERVERS (JSON RTCIceServer[] for the viewer) and
+// WHEP_ICE_TRANSPORT_POLICY (`relay` forces the viewer through TURN); the
+// summary reports the viewer's selected local candidate type.
 
 import fs from 'node:fs';
 import path from 'node:path';
@@ -52,6 +56,9 @@ if (!chromiumExists()) {
   process.exit(2);
 }
 fs.mkdirSync(outDir, { recursive: true });
+
+const viewerIceServers = process.env.WHEP_ICE_SERVERS ? JSON.parse(process.env.WHEP_ICE_SERVERS) : [];
+const viewerIcePolicy = process.env.WHEP_ICE_TRANSPORT_POLICY || 'all';
 
 const whipUrl = `${baseUrl}/whip/${encodeURIComponent(stream)}`;
 const whepUrl = `${baseUrl}/whep/${encodeURIComponent(stream)}`;
@@ -142,7 +149,7 @@ for (const sig of ['SIGINT', 'SIGTERM']) {
 // In-page helpers (serialized into the pages by page.evaluate); pageInit,
 // publish, waitConnected and deleteResource live in lib.mjs.
 
-async function view({ whepUrl, gatherMs }) {
+async function view({ whepUrl, gatherMs, iceServers, iceTransportPolicy }) {
   const note = window.__note;
   // Called again on a retry: start from a clean page.
   if (window.__pc) window.__pc.close();
@@ -160,7 +167,7 @@ async function view({ whepUrl, gatherMs }) {
   video.height = 480;
   document.body.append(label, video);
 
-  const pc = new RTCPeerConnection({ iceServers: [] });
+  const pc = new RTCPeerConnection({ iceServers, iceTransportPolicy });
   window.__pc = pc;
   window.__watch(pc);
   pc.addTransceiver('video', { direction: 'recvonly' });
@@ -215,6 +222,14 @@ async function sample() {
       framesDecoded += s.framesDecoded ?? 0;
     }
   });
+  let localCandidateType = null;
+  const all = await window.__pc.getStats();
+  all.forEach((s) => {
+    if (s.type !== 'transport' || !s.selectedCandidatePairId) return;
+    const pair = all.get(s.selectedCandidatePairId);
+    const local = pair && all.get(pair.localCandidateId);
+    if (local) localCandidateType = local.candidateType;
+  });
   const now = performance.now();
   // Playback of a live stream can start paused if autoplay was refused.
   if (video.paused) video.play().catch(() => {});
@@ -228,6 +243,7 @@ async function sample() {
     audioPackets,
     videoPackets,
     framesDecoded,
+    localCandidateType,
     firstFrameMs: window.__firstFrameAt === null ? null : Math.round(window.__firstFrameAt - window.__postAt),
     sincePostMs: Math.round(now - window.__postAt),
   };
@@ -259,7 +275,12 @@ async function main() {
   let sub;
   const whepStart = Date.now();
   for (;;) {
-    sub = await viewer.evaluate(view, { whepUrl, gatherMs: ICE_GATHER_MAX_MS });
+    sub = await viewer.evaluate(view, {
+      whepUrl,
+      gatherMs: ICE_GATHER_MAX_MS,
+      iceServers: viewerIceServers,
+      iceTransportPolicy: viewerIcePolicy,
+    });
     if (sub.ok || ![404, 409, 425, 503].includes(sub.status) || Date.now() - whepStart > WHEP_RETRY_MS) break;
     log(`WHEP POST returned ${sub.status} (${sub.body}), retrying`);
     await new Promise((r) => setTimeout(r, 500));
@@ -288,6 +309,7 @@ async function main() {
           frames_window_ms: Math.round(s.now - base.now),
           total_video_frames: s.totalVideoFrames,
           frames_decoded: s.framesDecoded,
+          local_candidate_type: s.localCandidateType,
           audio_packets: s.audioPackets,
           video_packets: s.videoPackets,
           first_frame_ms: s.firstFrameMs,
