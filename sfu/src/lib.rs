@@ -24,6 +24,7 @@
 //! Workers read the clock and pass `now` into everything below them.
 
 mod codecs;
+mod gop_cache;
 pub mod h264;
 pub mod metrics;
 mod peer;
@@ -218,7 +219,7 @@ impl Sfu {
             shared,
             streams: Arc::new(Mutex::new(HashMap::new())),
             next_stream_id: Arc::new(AtomicU64::new(1)),
-            next_epoch: Arc::new(AtomicU64::new(1)),
+            next_epoch: Arc::new(AtomicU64::new(1 << stream::EPOCH_LAYER_BITS)),
             next_worker: Arc::new(AtomicUsize::new(0)),
             threads: Arc::new(Mutex::new(threads)),
             max_sessions: cfg.max_sessions.max(1),
@@ -343,7 +344,9 @@ impl Sfu {
         if answer_rejects_everything(&answer.sdp) {
             return Err(SfuError::NoCommonCodec);
         }
-        let epoch = self.next_epoch.fetch_add(1 << 20, Ordering::Relaxed);
+        let epoch = self
+            .next_epoch
+            .fetch_add(1 << stream::EPOCH_LAYER_BITS, Ordering::Relaxed);
         let peer = Peer::new_publisher(
             answer.session,
             hub.clone(),

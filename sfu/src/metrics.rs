@@ -61,6 +61,8 @@ pub struct Metrics {
     keyframe_requests: IntCounterVec,
     /// Requests actually sent to a publisher after throttling.
     pub keyframe_requests_sent: IntCounter,
+    /// Joining viewers started from a cached GOP.
+    pub gop_bursts: IntCounter,
 }
 
 impl Metrics {
@@ -94,6 +96,10 @@ impl Metrics {
                 "relaycast_keyframe_requests_sent_total",
                 "Keyframe requests (PLI/FIR) sent to publishers after throttling",
             )?,
+            gop_bursts: IntCounter::new(
+                "relaycast_gop_bursts_total",
+                "Joining viewers started from the cached group of pictures",
+            )?,
         };
         registry.register(Box::new(m.publishers.clone()))?;
         registry.register(Box::new(m.viewers.clone()))?;
@@ -105,6 +111,7 @@ impl Metrics {
         registry.register(Box::new(m.drops.clone()))?;
         registry.register(Box::new(m.keyframe_requests.clone()))?;
         registry.register(Box::new(m.keyframe_requests_sent.clone()))?;
+        registry.register(Box::new(m.gop_bursts.clone()))?;
         // Make every label visible at zero from the start.
         for r in [
             DropReason::Malformed,

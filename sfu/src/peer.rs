@@ -144,6 +144,9 @@ pub(crate) struct Effects {
     pub frames: Vec<Arc<Frame>>,
     /// Ask the stream's publisher for a keyframe.
     pub keyframe_requests: Vec<KeyframeOrigin>,
+    /// A viewer with video just connected: give it the cached GOP, or ask
+    /// the publisher for a keyframe when there is none.
+    pub viewer_joined: bool,
 }
 
 impl Peer {
@@ -248,8 +251,7 @@ impl Peer {
                 tracing::debug!(session = %self.session, role = ?self.role(), "connected");
                 if let PeerKind::Viewer(v) = &mut self.kind {
                     if v.tracks.iter().any(|t| t.kind == MediaKind::Video) {
-                        v.last_keyframe_request = Some(now);
-                        fx.keyframe_requests.push(KeyframeOrigin::ViewerJoin);
+                        fx.viewer_joined = true;
                     }
                 }
             }
@@ -275,6 +277,11 @@ impl Peer {
                             pt_cache: None,
                             last_index: None,
                         });
+                        // str0m may report the media after the session
+                        // connected: the viewer joins when it has both.
+                        if added.kind == MediaKind::Video && self.connected {
+                            fx.viewer_joined = true;
+                        }
                     }
                 }
             },
@@ -340,6 +347,64 @@ impl Peer {
             }
             PeerKind::Viewer(_) => false,
         }
+    }
+
+    /// Records that this viewer asked the publisher for a keyframe now.
+    pub fn note_keyframe_request(&mut self, now: Instant) {
+        if let PeerKind::Viewer(v) = &mut self.kind {
+            v.last_keyframe_request = Some(now);
+        }
+    }
+
+    /// Sends a joining viewer the GOP so far (keyframe first) in one burst,
+    /// with RTP times squeezed just before the newest frame's live time: the
+    /// decoder gets every reference it needs, the player fast-forwards
+    /// through them and is at live with the next frame. Returns whether it
+    /// was sent.
+    pub fn write_gop(&mut self, gop: &[Arc<Frame>], now: Instant, metrics: &Metrics) -> bool {
+        let PeerKind::Viewer(v) = &mut self.kind else {
+            return false;
+        };
+        let (Some(first), Some(last)) = (gop.first(), gop.last()) else {
+            return false;
+        };
+        if !self.connected || !first.keyframe {
+            return false;
+        }
+        let Some(track) = v
+            .tracks
+            .iter_mut()
+            .find(|t| t.kind == MediaKind::Video && t.awaiting_keyframe)
+        else {
+            return false;
+        };
+        let Some(pt) = self.rtc.writer(track.mid).and_then(|w| {
+            w.payload_params()
+                .find(|p| p.spec().codec == last.codec)
+                .map(|p| p.pt())
+        }) else {
+            return false;
+        };
+        track.pt_cache = Some((last.codec, pt));
+        let live = track.timeline.map(last);
+        let tick = u64::from(live.frequency().get()) / 1000;
+        let n = gop.len() as u64;
+        for (i, frame) in gop.iter().enumerate() {
+            let back = (n - 1 - i as u64) * tick;
+            let time = MediaTime::new(live.numer().wrapping_sub(back), live.frequency());
+            let Some(writer) = self.rtc.writer(track.mid) else {
+                return false;
+            };
+            if let Err(e) = writer.write(pt, now, time, frame.data.clone()) {
+                tracing::warn!(session = %self.session, "GOP write failed, closing viewer: {e}");
+                self.rtc.disconnect();
+                return false;
+            }
+            metrics.frames_forwarded.inc();
+        }
+        track.awaiting_keyframe = false;
+        track.last_index = Some(last.index);
+        true
     }
 
     /// Writes a frame of the stream this viewer watches.
@@ -441,7 +506,8 @@ impl PublisherState {
                 if !self.select_layer(rid, keyframe, data.data.len(), data.network_time) {
                     return None;
                 }
-                epoch = self.epoch + self.layer.as_ref().map_or(0, |l| l.switches);
+                let switches = self.layer.as_ref().map_or(0, |l| l.switches);
+                epoch = self.epoch + (switches % (1 << crate::stream::EPOCH_LAYER_BITS));
             }
             if !data.contiguous {
                 fx.keyframe_requests.push(KeyframeOrigin::PacketLoss);
