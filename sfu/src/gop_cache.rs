@@ -12,8 +12,9 @@ use std::time::Duration;
 
 use crate::stream::Frame;
 
-/// A GOP longer than this is not kept (a viewer then waits for a keyframe).
-pub const MAX_GOP_BYTES: usize = 8 * 1024 * 1024;
+/// A GOP longer than this is not kept (a viewer then asks for a keyframe):
+/// a bigger burst to one viewer would do more harm than a short wait.
+pub const MAX_GOP_BYTES: usize = 2 * 1024 * 1024;
 pub const MAX_GOP_FRAMES: usize = 600;
 /// A joining viewer gets the cached GOP only while it spans at most this
 /// long; past that the burst would cost more than asking the publisher for

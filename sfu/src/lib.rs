@@ -175,8 +175,7 @@ impl Sfu {
             } else {
                 cfg.first_port.saturating_add(i as u16)
             };
-            let socket = std::net::UdpSocket::bind(SocketAddr::new(cfg.bind_ip, port))?;
-            socket.set_nonblocking(true)?;
+            let socket = bind_media_socket(SocketAddr::new(cfg.bind_ip, port))?;
             let local = socket.local_addr()?;
             let candidate_addr = SocketAddr::new(cfg.public_ip, local.port());
             let (tx, rx) = mpsc::channel(WORKER_QUEUE);
@@ -565,6 +564,26 @@ impl Sfu {
         })
         .await;
     }
+}
+
+/// Socket buffers for media: a worker sends GOP bursts to joining viewers
+/// and receives bursts from many peers between two reads.
+const SOCKET_BUFFER: usize = 4 * 1024 * 1024;
+
+fn bind_media_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    // The kernel caps these at net.core.{w,r}mem_max; a smaller buffer is
+    // not fatal, so failures are only logged.
+    if let Err(e) = socket.set_send_buffer_size(SOCKET_BUFFER) {
+        tracing::warn!("SO_SNDBUF: {e}");
+    }
+    if let Err(e) = socket.set_recv_buffer_size(SOCKET_BUFFER) {
+        tracing::warn!("SO_RCVBUF: {e}");
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
 }
 
 /// Whether an offer carries audio or video that can flow in the needed

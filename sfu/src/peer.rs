@@ -137,6 +137,15 @@ impl Timeline {
     }
 }
 
+/// A GOP being written to a joining viewer.
+pub(crate) struct GopBurst {
+    mid: Mid,
+    pt: str0m::media::Pt,
+    /// Output time of the newest GOP frame (live).
+    live: MediaTime,
+    frames: u64,
+}
+
 /// What handling an event asks of the worker.
 #[derive(Default)]
 pub(crate) struct Effects {
@@ -356,55 +365,67 @@ impl Peer {
         }
     }
 
-    /// Sends a joining viewer the GOP so far (keyframe first) in one burst,
-    /// with RTP times squeezed just before the newest frame's live time: the
-    /// decoder gets every reference it needs, the player fast-forwards
-    /// through them and is at live with the next frame. Returns whether it
-    /// was sent.
-    pub fn write_gop(&mut self, gop: &[Arc<Frame>], now: Instant, metrics: &Metrics) -> bool {
+    /// Starts sending a joining viewer the GOP so far (keyframe first),
+    /// with RTP times squeezed into the millisecond ticks just before the
+    /// newest frame's live time: the decoder gets every reference it needs,
+    /// the player fast-forwards through them and is at live with the next
+    /// frame. The caller then writes each frame with [`Peer::write_gop_frame`],
+    /// draining output in between so the burst never overruns the send
+    /// buffer. `None` when this viewer cannot take the GOP.
+    pub fn begin_gop(&mut self, gop: &[Arc<Frame>]) -> Option<GopBurst> {
         let PeerKind::Viewer(v) = &mut self.kind else {
-            return false;
+            return None;
         };
-        let (Some(first), Some(last)) = (gop.first(), gop.last()) else {
-            return false;
-        };
+        let (first, last) = (gop.first()?, gop.last()?);
         if !self.connected || !first.keyframe {
-            return false;
+            return None;
         }
-        let Some(track) = v
+        let track = v
             .tracks
             .iter_mut()
-            .find(|t| t.kind == MediaKind::Video && t.awaiting_keyframe)
-        else {
-            return false;
-        };
-        let Some(pt) = self.rtc.writer(track.mid).and_then(|w| {
+            .find(|t| t.kind == MediaKind::Video && t.awaiting_keyframe)?;
+        let pt = self.rtc.writer(track.mid).and_then(|w| {
             w.payload_params()
                 .find(|p| p.spec().codec == last.codec)
                 .map(|p| p.pt())
-        }) else {
-            return false;
-        };
+        })?;
         track.pt_cache = Some((last.codec, pt));
         let live = track.timeline.map(last);
-        let tick = u64::from(live.frequency().get()) / 1000;
-        let n = gop.len() as u64;
-        for (i, frame) in gop.iter().enumerate() {
-            let back = (n - 1 - i as u64) * tick;
-            let time = MediaTime::new(live.numer().wrapping_sub(back), live.frequency());
-            let Some(writer) = self.rtc.writer(track.mid) else {
-                return false;
-            };
-            if let Err(e) = writer.write(pt, now, time, frame.data.clone()) {
-                tracing::warn!(session = %self.session, "GOP write failed, closing viewer: {e}");
-                self.rtc.disconnect();
-                return false;
-            }
-            metrics.frames_forwarded.inc();
-        }
         track.awaiting_keyframe = false;
         track.last_index = Some(last.index);
-        true
+        Some(GopBurst {
+            mid: track.mid,
+            pt,
+            live,
+            frames: gop.len() as u64,
+        })
+    }
+
+    /// Writes frame `i` of a GOP burst begun with [`Peer::begin_gop`].
+    pub fn write_gop_frame(
+        &mut self,
+        burst: &GopBurst,
+        i: usize,
+        frame: &Frame,
+        now: Instant,
+        metrics: &Metrics,
+    ) {
+        let tick = u64::from(burst.live.frequency().get()) / 1000;
+        let back = burst.frames.saturating_sub(1 + i as u64) * tick;
+        let time = MediaTime::new(
+            burst.live.numer().wrapping_sub(back),
+            burst.live.frequency(),
+        );
+        let Some(writer) = self.rtc.writer(burst.mid) else {
+            return;
+        };
+        match writer.write(burst.pt, now, time, frame.data.clone()) {
+            Ok(()) => metrics.frames_forwarded.inc(),
+            Err(e) => {
+                tracing::warn!(session = %self.session, "GOP write failed, closing viewer: {e}");
+                self.rtc.disconnect();
+            }
+        }
     }
 
     /// Writes a frame of the stream this viewer watches.

@@ -338,18 +338,15 @@ impl Worker {
             return false;
         }
         let frames = gop.frames().to_vec();
-        let sent = self.peers[idx].write_gop(&frames, now, &self.shared.metrics);
-        tracing::debug!(
-            worker = self.index,
-            frames = frames.len(),
-            sent,
-            "GOP for a joining viewer"
-        );
-        if sent {
-            self.shared.metrics.gop_bursts.inc();
+        let Some(burst) = self.peers[idx].begin_gop(&frames) else {
+            return false;
+        };
+        for (i, frame) in frames.iter().enumerate() {
+            self.peers[idx].write_gop_frame(&burst, i, frame, now, &self.shared.metrics);
             self.poll(idx, now);
         }
-        sent
+        self.shared.metrics.gop_bursts.inc();
+        true
     }
 
     fn route_keyframe_request(&mut self, hub: &StreamHub, now: Instant) {
