@@ -98,7 +98,10 @@ mod tests {
             }
         }
         let expected = 125_000.0 * 10.0 + 16_000.0;
-        assert!((passed as f64 - expected).abs() < 5_000.0, "passed {passed}");
+        assert!(
+            (passed as f64 - expected).abs() < 5_000.0,
+            "passed {passed}"
+        );
     }
 
     #[test]

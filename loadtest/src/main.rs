@@ -114,7 +114,9 @@ struct Cli {
 /// Parses `60`, `60s`, `500ms`, `2m`.
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     let n: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
     let secs = match unit {
@@ -131,7 +133,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    if cli.viewers == 0 || !(cli.ramp_per_sec > 0.0) {
+    if cli.viewers == 0 || cli.ramp_per_sec.is_nan() || cli.ramp_per_sec <= 0.0 {
         bail!("--viewers and --ramp-per-sec must be positive");
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -166,6 +168,7 @@ struct Snapshot {
     rss: Option<u64>,
     metrics: Result<Metrics, String>,
     own_cpu: Option<f64>,
+    rcvbuf_errors: Option<u64>,
 }
 
 async fn snapshot(http: &reqwest::Client, base: &str, pid: Option<u32>) -> Snapshot {
@@ -178,6 +181,7 @@ async fn snapshot(http: &reqwest::Client, base: &str, pid: Option<u32>) -> Snaps
         rss: pid.and_then(|p| probe::rss_kib(p).ok()),
         metrics,
         own_cpu: probe::cpu_seconds(std::process::id()).ok(),
+        rcvbuf_errors: probe::udp_rcvbuf_errors(),
     }
 }
 
@@ -352,13 +356,16 @@ async fn drive(
         let _ = s.await;
     }
 
-    let viewers = summarise_viewers(&results, end.at);
+    let rids: Vec<String> = report_rids(&layer_info);
+    let viewers = summarise_viewers(&results, end.at, &rids);
     let delays: Vec<u32> = results
         .iter()
         .flat_map(|r| r.tracker.delays_us.iter().copied())
         .collect();
     let join_ms = Summary::from_durations(results.iter().filter_map(|r| r.tracker.join_time()));
-    let per_viewer = cli.per_viewer.then(|| results.iter().map(per_viewer).collect());
+    let per_viewer = cli
+        .per_viewer
+        .then(|| results.iter().map(per_viewer).collect());
 
     let server = pid.map(|pid| {
         server_section(
@@ -413,7 +420,12 @@ async fn drive(
     })
 }
 
-fn summarise_viewers(results: &[ViewerResult], end: Instant) -> ViewerSection {
+/// Layer index (as stamped) → rid.
+fn report_rids(layers: &[LayerInfo]) -> Vec<String> {
+    layers.iter().map(|l| l.rid.clone()).collect()
+}
+
+fn summarise_viewers(results: &[ViewerResult], end: Instant, rids: &[String]) -> ViewerSection {
     let mut v = ViewerSection {
         requested: results.len(),
         frames_min: u64::MAX,
@@ -441,8 +453,7 @@ fn summarise_viewers(results: &[ViewerResult], end: Instant) -> ViewerSection {
             v.lost_viewers += 1;
         }
         if joined
-            && t
-                .last_frame_at()
+            && t.last_frame_at()
                 .is_none_or(|at| end.saturating_duration_since(at) > Duration::from_secs(1))
         {
             v.stalled_at_end += 1;
@@ -461,6 +472,15 @@ fn summarise_viewers(results: &[ViewerResult], end: Instant) -> ViewerSection {
         v.longest_gap_ms = v.longest_gap_ms.max(t.longest_gap.as_secs_f64() * 1000.0);
         v.unstamped_frames += t.unstamped;
         v.layer_switches += t.layer_switches;
+        for (i, n) in t
+            .frames_by_layer
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+        {
+            let rid = rids.get(i).cloned().unwrap_or_else(|| format!("#{i}"));
+            *v.frames_by_layer.entry(rid).or_insert(0) += n;
+        }
         v.impairment_drops += r.impairment_drops;
         v.datagrams += r.datagrams;
         connects.extend(r.connected_after);
@@ -545,6 +565,10 @@ fn server_section(
         },
         metric_deltas,
         metrics_error,
+        system_udp_rcvbuf_errors: end
+            .rcvbuf_errors
+            .zip(start.rcvbuf_errors)
+            .map(|(e, s)| e.saturating_sub(s)),
     }
 }
 

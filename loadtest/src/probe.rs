@@ -68,8 +68,15 @@ pub fn cpu_by_thread_name(pid: u32) -> BTreeMap<String, f64> {
 pub fn find_pid(needle: &str) -> Result<u32> {
     let me = std::process::id();
     let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").context("reading /proc")?.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+    for entry in std::fs::read_dir("/proc")
+        .context("reading /proc")?
+        .flatten()
+    {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         if pid == me {
@@ -96,6 +103,24 @@ pub fn find_pid(needle: &str) -> Result<u32> {
                 .join(", ")
         ),
     }
+}
+
+/// UDP datagrams the kernel dropped because a socket's receive buffer was
+/// full (`RcvbufErrors` of `/proc/net/snmp`): system-wide, so on a machine
+/// running only the server and this tool it is their loss.
+pub fn udp_rcvbuf_errors() -> Option<u64> {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").ok()?;
+    parse_rcvbuf_errors(&snmp)
+}
+
+fn parse_rcvbuf_errors(snmp: &str) -> Option<u64> {
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let names = udp.next()?.split_whitespace();
+    let values = udp.next()?.split_whitespace();
+    names
+        .zip(values)
+        .find(|(n, _)| *n == "RcvbufErrors")
+        .and_then(|(_, v)| v.parse().ok())
 }
 
 /// A parsed `/metrics` page: series (name plus labels, as written) → value.
@@ -159,9 +184,24 @@ mod tests {
              relaycast_drops_total{reason=\"queue_full\"} 5\n",
         );
         assert_eq!(m.get("relaycast_udp_packets_out_total"), Some(1234.0));
-        assert_eq!(m.get("relaycast_drops_total{reason=\"queue_full\"}"), Some(5.0));
+        assert_eq!(
+            m.get("relaycast_drops_total{reason=\"queue_full\"}"),
+            Some(5.0)
+        );
         let later = Metrics::parse("relaycast_udp_packets_out_total 2000\n");
-        assert_eq!(later.delta(&m, "relaycast_udp_packets_out_total"), Some(766.0));
+        assert_eq!(
+            later.delta(&m, "relaycast_udp_packets_out_total"),
+            Some(766.0)
+        );
+    }
+
+    #[test]
+    fn rcvbuf_errors_come_from_the_udp_lines() {
+        let snmp = "Udp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors\n\
+                    Udp: 10 0 3 12 3 0\n\
+                    UdpLite: InDatagrams RcvbufErrors\nUdpLite: 0 9\n";
+        assert_eq!(parse_rcvbuf_errors(snmp), Some(3));
+        assert_eq!(parse_rcvbuf_errors(""), None);
     }
 
     #[test]

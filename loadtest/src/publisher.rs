@@ -10,8 +10,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
 use str0m::change::SdpAnswer;
 use str0m::format::Codec;
-use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid, Pt, Rid, Simulcast};
 use str0m::media::SimulcastLayer;
+use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid, Pt, Rid, Simulcast};
 use str0m::{Event, IceConnectionState, RtcConfig};
 use tokio::sync::{oneshot, watch};
 
@@ -64,7 +64,11 @@ pub async fn run(
     let layers: Vec<&EncodedLayer> = if cfg.simulcast {
         cfg.layers.iter().collect()
     } else {
-        cfg.layers.iter().max_by_key(|l| l.spec.width).into_iter().collect()
+        cfg.layers
+            .iter()
+            .max_by_key(|l| l.spec.width)
+            .into_iter()
+            .collect()
     };
     let simulcast = cfg.simulcast.then(|| {
         let mut s = Simulcast::new();
@@ -84,9 +88,15 @@ pub async fn run(
     let (offer, pending) = sdp.apply().context("no offer to make")?;
     let http = whip::client()?;
     let url = format!("{}/whip/{}", cfg.base, cfg.stream);
-    let session = whip::post_offer(&http, &cfg.base, &url, Some(&cfg.key), offer.to_sdp_string())
-        .await
-        .context("WHIP publish")?;
+    let session = whip::post_offer(
+        &http,
+        &cfg.base,
+        &url,
+        Some(&cfg.key),
+        offer.to_sdp_string(),
+    )
+    .await
+    .context("WHIP publish")?;
     let answer = SdpAnswer::from_sdp_string(&session.answer_sdp).context("WHIP answer SDP")?;
     peer.rtc
         .sdp_api()

@@ -93,6 +93,8 @@ pub struct ViewerSection {
     pub longest_gap_ms: f64,
     pub unstamped_frames: u64,
     pub layer_switches: u64,
+    /// Frames received per publisher layer (rid): which layer the server forwarded.
+    pub frames_by_layer: BTreeMap<String, u64>,
     pub connect_ms: Option<Summary>,
     pub impairment_drops: u64,
     pub datagrams: u64,
@@ -128,6 +130,9 @@ pub struct ServerSection {
     /// Counter increases over the whole run, from `/metrics`.
     pub metric_deltas: BTreeMap<String, f64>,
     pub metrics_error: Option<String>,
+    /// Datagrams the kernel dropped on full socket receive buffers during
+    /// the run, system-wide (server and this tool).
+    pub system_udp_rcvbuf_errors: Option<u64>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -180,7 +185,11 @@ impl Report {
             c.viewers,
             c.stream,
             c.url,
-            if c.simulcast { "simulcast q/h/f" } else { "one 720p layer" },
+            if c.simulcast {
+                "simulcast q/h/f"
+            } else {
+                "one 720p layer"
+            },
             c.ramp_per_sec,
             c.duration_s
         );
@@ -205,7 +214,11 @@ impl Report {
             "publisher: {} frames sent, {} keyframe requests answered{}",
             p.run.frames_sent,
             p.run.keyframe_requests,
-            if p.run.disconnected { ", DISCONNECTED" } else { "" }
+            if p.run.disconnected {
+                ", DISCONNECTED"
+            } else {
+                ""
+            }
         );
         let v = &self.viewers;
         let _ = writeln!(t, "\nviewers");
@@ -226,8 +239,23 @@ impl Report {
             v.frozen_s_total,
             v.longest_gap_ms
         );
+        let layers: Vec<String> = v
+            .frames_by_layer
+            .iter()
+            .map(|(rid, n)| format!("{rid} {n}"))
+            .collect();
+        let _ = writeln!(
+            t,
+            "  frames by layer: {}   layer switches {}",
+            layers.join(", "),
+            v.layer_switches
+        );
         if v.impairment_drops > 0 {
-            let _ = writeln!(t, "  datagrams dropped by impairment {}", v.impairment_drops);
+            let _ = writeln!(
+                t,
+                "  datagrams dropped by impairment {}",
+                v.impairment_drops
+            );
         }
         for (e, n) in &v.errors {
             let _ = writeln!(t, "  error ×{n}: {e}");
@@ -255,7 +283,8 @@ impl Report {
                 opt(w.packets_per_cpu_s, 0),
                 opt(w.cpu_us_per_packet, 2)
             );
-            let kib = |v: Option<u64>| v.map_or("-".into(), |v| format!("{:.1} MiB", v as f64 / 1024.0));
+            let kib =
+                |v: Option<u64>| v.map_or("-".into(), |v| format!("{:.1} MiB", v as f64 / 1024.0));
             let _ = writeln!(
                 t,
                 "  RSS start {}  end {}  peak {}  per viewer {} KiB   CPU whole run {} s",
@@ -273,6 +302,12 @@ impl Report {
                 .collect();
             if !drops.is_empty() {
                 let _ = writeln!(t, "  server drops: {}", drops.join(", "));
+            }
+            if let Some(n) = s.system_udp_rcvbuf_errors.filter(|n| *n > 0) {
+                let _ = writeln!(
+                    t,
+                    "  kernel: {n} UDP datagrams dropped on full receive buffers (system-wide)"
+                );
             }
             if let Some(e) = &s.metrics_error {
                 let _ = writeln!(t, "  /metrics: {e}");

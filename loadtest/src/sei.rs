@@ -214,7 +214,8 @@ mod tests {
         let types: Vec<u8> = nal_units(&au).map(|n| n[0] & 0x1f).collect();
         assert_eq!(types, vec![7, 8, 6, 5]);
         let without: Vec<&[u8]> = nal_units(&au).filter(|n| n[0] & 0x1f != 6).collect();
-        let original: Vec<&[u8]> = nal_units(&keyframe()).collect::<Vec<_>>();
+        let keyframe = keyframe();
+        let original: Vec<&[u8]> = nal_units(&keyframe).collect();
         assert_eq!(without, original);
     }
 
@@ -236,7 +237,7 @@ mod tests {
             };
             let nal = sei_nal(&stamp);
             assert_eq!(
-                find_start_code(&nal, 1),
+                find_start_code(&nal, 4),
                 None,
                 "no start code inside the SEI for {stamp:?}"
             );

@@ -1,8 +1,8 @@
 //! The synthetic video: one closed GOP per simulcast layer, encoded once at
-//! start with openh264 and looped. Every pixel gets fresh noise each frame so
-//! the encoder (in bitrate mode) spends its whole budget: the packet rate is
-//! the configured bitrate, as with a camera, not the few bytes a still
-//! pattern would cost.
+//! start with openh264 and looped. The picture is textured and moving, so the
+//! encoder (in bitrate mode) spends its budget: the packet rate is the
+//! configured bitrate, as with a camera, not the few bytes a still pattern
+//! would cost.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,6 +81,10 @@ pub fn encode_layers(specs: &[LayerSpec]) -> Result<Vec<EncodedLayer>> {
         .collect()
 }
 
+/// Frames encoded and thrown away before the loop, so rate control has
+/// settled and the loop's IDR is as large as a steady-state keyframe.
+const WARM_UP_FRAMES: usize = 30;
+
 fn encode_layer(spec: LayerSpec) -> Result<EncodedLayer> {
     let frames = (GOP.as_millis() as u64 * u64::from(FPS) / 1000) as usize;
     let config = EncoderConfig::new()
@@ -92,21 +96,31 @@ fn encode_layer(spec: LayerSpec) -> Result<EncodedLayer> {
         .skip_frames(false)
         .scene_change_detect(false)
         .complexity(Complexity::Low)
-        .intra_frame_period(IntraFramePeriod::from_num_frames(frames as u32))
+        // No periodic IDR: the loop's first frame is forced to be one.
+        .intra_frame_period(IntraFramePeriod::from_num_frames(0))
         .num_threads(1);
     let mut encoder = Encoder::with_api_config(OpenH264API::from_source(), config)
         .context("creating openh264 encoder")?;
     let mut picture = Picture::new(spec.width, spec.height);
     let mut out = Vec::with_capacity(frames);
-    for index in 0..frames {
+    for index in 0..WARM_UP_FRAMES + frames {
         let yuv = picture.next(index);
+        if index == WARM_UP_FRAMES {
+            encoder.force_intra_frame();
+        }
         let millis = index as u64 * 1000 / u64::from(FPS);
         let bitstream = encoder
             .encode_at(&yuv, Timestamp::from_millis(millis))
             .with_context(|| format!("encoding {} frame {index}", spec.rid))?;
         let data = bitstream.to_vec();
-        ensure!(!data.is_empty(), "openh264 skipped {} frame {index}", spec.rid);
-        out.push(Arc::from(data));
+        ensure!(
+            !data.is_empty(),
+            "openh264 skipped {} frame {index}",
+            spec.rid
+        );
+        if index >= WARM_UP_FRAMES {
+            out.push(Arc::from(data));
+        }
     }
     ensure!(
         out.first().is_some_and(|au| is_idr(au)),
@@ -125,20 +139,39 @@ pub fn is_idr(au: &[u8]) -> bool {
     crate::sei::nal_units(au).any(|n| n.first().is_some_and(|h| h & 0x1f == 5))
 }
 
-/// A moving gradient with a bouncing block, plus per-pixel noise.
+/// A scrolling noise texture with a bouncing block, plus light per-frame
+/// noise: motion the encoder can predict (P frames much smaller than the
+/// IDR, as from a camera) and enough entropy to use the bitrate.
 struct Picture {
     width: usize,
     height: usize,
+    texture: Vec<u8>,
     rng: u64,
 }
 
 impl Picture {
     fn new(width: usize, height: usize) -> Picture {
-        Picture {
+        let mut p = Picture {
             width,
             height,
+            texture: Vec::new(),
             rng: 0x9e37_79b9_7f4a_7c15 ^ (width as u64),
-        }
+        };
+        // Noise in 8x8 blocks over a gradient: detail the encoder must code,
+        // but far cheaper intra than per-pixel noise, so an IDR costs what a
+        // camera's does (several P frames, not a second of bitrate).
+        let (tw, th) = (width * 2, height);
+        let blocks: Vec<u8> = (0..(tw / 8 + 1) * (th / 8 + 1))
+            .map(|_| p.noise())
+            .collect();
+        p.texture = (0..tw * th)
+            .map(|i| {
+                let (x, y) = (i % tw, i / tw);
+                let b = blocks[(y / 8) * (tw / 8 + 1) + x / 8];
+                ((x + y) % 128) as u8 / 2 + b / 4
+            })
+            .collect();
+        p
     }
 
     fn noise(&mut self) -> u8 {
@@ -155,20 +188,22 @@ impl Picture {
         let block = h / 6;
         let bx = (index * w / 60) % (w - block);
         let by = h / 2 - block / 2;
+        let shift = (index * 2) % w;
         for y in 0..h {
+            let row = &self.texture[y * 2 * w..(y + 1) * 2 * w];
             for x in 0..w {
-                let base = ((x + index * 4) % 256) as u8 / 2 + 64;
-                let base = if (bx..bx + block).contains(&x) && (by..by + block).contains(&y) {
+                let v = if (bx..bx + block).contains(&x) && (by..by + block).contains(&y) {
                     235
                 } else {
-                    base
+                    row[x + shift] + 40
                 };
-                let n = self.noise() >> 4;
-                data[y * w + x] = base.saturating_add(n);
+                data[y * w + x] = v;
             }
         }
-        for c in data[w * h..].iter_mut() {
-            *c = 128u8.wrapping_add(self.noise() >> 5);
+        // Temporal noise on every 8th pixel: a little entropy per frame.
+        for i in (0..w * h).step_by(8) {
+            let n = self.noise() >> 6;
+            data[i] = data[i].saturating_add(n);
         }
         YUVBuffer::from_vec(data, w, h)
     }

@@ -86,10 +86,16 @@ impl SpawnedServer {
                 return Ok(url);
             }
             if let Some(status) = self.child.try_wait().context("checking the server")? {
-                bail!("relaycast exited ({status}) before listening:\n{}", tail(&log));
+                bail!(
+                    "relaycast exited ({status}) before listening:\n{}",
+                    tail(&log)
+                );
             }
             if Instant::now() > deadline {
-                bail!("relaycast did not report its address in 20 s:\n{}", tail(&log));
+                bail!(
+                    "relaycast did not report its address in 20 s:\n{}",
+                    tail(&log)
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }

@@ -35,6 +35,8 @@ pub struct FrameTracker {
     pub longest_gap: Duration,
     /// The forwarded layer changed (simulcast switch).
     pub layer_switches: u64,
+    /// Stamped frames per layer index.
+    pub frames_by_layer: [u64; 4],
     last: Option<(u8, u64)>,
     last_frame_at: Option<Instant>,
 }
@@ -80,6 +82,7 @@ impl FrameTracker {
             self.unstamped += 1;
             return;
         };
+        self.frames_by_layer[usize::from(stamp.layer.min(3))] += 1;
         if let Some(d) = delay {
             self.delays_us
                 .push(u32::try_from(d.as_micros()).unwrap_or(u32::MAX));

@@ -36,7 +36,10 @@ pub async fn post_offer(
     if let Some(token) = bearer {
         request = request.header(AUTHORIZATION, format!("Bearer {token}"));
     }
-    let response = request.send().await.with_context(|| format!("POST {url}"))?;
+    let response = request
+        .send()
+        .await
+        .with_context(|| format!("POST {url}"))?;
     let status = response.status();
     let location = response
         .headers()
