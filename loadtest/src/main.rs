@@ -341,6 +341,9 @@ async fn drive(
     tokio::time::sleep(cli.duration).await;
     let end = snapshot(&http, base, pid).await;
     let own_threads = probe::cpu_by_thread_name(std::process::id());
+    // Read while every socket is still open.
+    let server_socket_drops = pid.and_then(probe::udp_socket_drops);
+    let load_socket_drops = probe::udp_socket_drops(std::process::id());
 
     // 5. Stop and collect.
     let _ = stop_tx.send(true);
@@ -368,14 +371,16 @@ async fn drive(
         .then(|| results.iter().map(per_viewer).collect());
 
     let server = pid.map(|pid| {
-        server_section(
+        let mut section = server_section(
             pid,
             &start,
             &steady_start,
             &end,
             peak.load(std::sync::atomic::Ordering::Relaxed),
             viewers.joined.max(1),
-        )
+        );
+        section.udp_socket_drops = server_socket_drops;
+        section
     });
     let steady_s = end.at.duration_since(steady_start.at).as_secs_f64();
     let own_steady = end.own_cpu.zip(steady_start.own_cpu).map(|(e, s)| e - s);
@@ -415,6 +420,7 @@ async fn drive(
             steady_cpu_percent: own_steady.map(|c| c / steady_s * 100.0),
             threads_cpu_s: own_threads,
             process_cpu_s: end.own_cpu,
+            udp_socket_drops: load_socket_drops,
         },
         per_viewer,
     })
@@ -569,6 +575,7 @@ fn server_section(
             .rcvbuf_errors
             .zip(start.rcvbuf_errors)
             .map(|(e, s)| e.saturating_sub(s)),
+        udp_socket_drops: None,
     }
 }
 

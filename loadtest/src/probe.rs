@@ -123,6 +123,44 @@ fn parse_rcvbuf_errors(snmp: &str) -> Option<u64> {
         .and_then(|(_, v)| v.parse().ok())
 }
 
+/// Datagrams dropped on the receive buffers of the UDP sockets a process
+/// holds (the `drops` column of `/proc/net/udp` for the inodes in its fds):
+/// tells whether the server or the load tool was too slow to read.
+pub fn udp_socket_drops(pid: u32) -> Option<u64> {
+    let mut inodes = std::collections::HashSet::new();
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.flatten() {
+        if let Ok(target) = std::fs::read_link(fd.path()) {
+            if let Some(inode) = target
+                .to_str()
+                .and_then(|t| t.strip_prefix("socket:["))
+                .and_then(|t| t.strip_suffix(']'))
+            {
+                inodes.insert(inode.to_string());
+            }
+        }
+    }
+    let mut drops = 0;
+    for table in ["/proc/net/udp", "/proc/net/udp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        drops += sum_drops(&text, &inodes);
+    }
+    Some(drops)
+}
+
+fn sum_drops(table: &str, inodes: &std::collections::HashSet<String>) -> u64 {
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            // sl local rem st tx:rx tr:when retrnsmt uid timeout inode ref pointer drops
+            (inodes.contains(*f.get(9)?)).then(|| f.last()?.parse::<u64>().ok())?
+        })
+        .sum()
+}
+
 /// A parsed `/metrics` page: series (name plus labels, as written) → value.
 #[derive(Debug, Default, Clone)]
 pub struct Metrics(pub BTreeMap<String, f64>);
@@ -202,6 +240,15 @@ mod tests {
                     UdpLite: InDatagrams RcvbufErrors\nUdpLite: 0 9\n";
         assert_eq!(parse_rcvbuf_errors(snmp), Some(3));
         assert_eq!(parse_rcvbuf_errors(""), None);
+    }
+
+    #[test]
+    fn socket_drops_are_summed_for_the_given_inodes() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n\
+            1: 0100007F:A1B2 00000000:0000 07 00000000:00000000 00:00000000 00000000 0 0 111 2 0000000000000000 5\n\
+            2: 0100007F:A1B3 00000000:0000 07 00000000:00000000 00:00000000 00000000 0 0 222 2 0000000000000000 7\n";
+        let inodes = ["111".to_string()].into_iter().collect();
+        assert_eq!(sum_drops(table, &inodes), 5);
     }
 
     #[test]

@@ -133,6 +133,9 @@ pub struct ServerSection {
     /// Datagrams the kernel dropped on full socket receive buffers during
     /// the run, system-wide (server and this tool).
     pub system_udp_rcvbuf_errors: Option<u64>,
+    /// Datagrams dropped on the server's own full socket buffers (its read
+    /// loop fell behind: publisher packets lost on ingest), at the end.
+    pub udp_socket_drops: Option<u64>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -159,6 +162,9 @@ pub struct LoadToolSection {
     /// have exited and are only in the process total).
     pub threads_cpu_s: BTreeMap<String, f64>,
     pub process_cpu_s: Option<f64>,
+    /// Datagrams dropped on this tool's full socket buffers (viewers or the
+    /// publisher read too slowly: that loss is the load tool's, not the server's).
+    pub udp_socket_drops: Option<u64>,
 }
 
 fn opt(v: Option<f64>, digits: usize) -> String {
@@ -306,7 +312,12 @@ impl Report {
             if let Some(n) = s.system_udp_rcvbuf_errors.filter(|n| *n > 0) {
                 let _ = writeln!(
                     t,
-                    "  kernel: {n} UDP datagrams dropped on full receive buffers (system-wide)"
+                    "  kernel: {n} UDP datagrams dropped on full receive buffers (system-wide); \
+                     on the server's sockets {}, on the load tool's {}",
+                    s.udp_socket_drops.map_or("-".into(), |d| d.to_string()),
+                    self.load_tool
+                        .udp_socket_drops
+                        .map_or("-".into(), |d| d.to_string())
                 );
             }
             if let Some(e) = &s.metrics_error {
