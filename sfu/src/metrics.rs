@@ -34,6 +34,9 @@ impl DropReason {
 #[derive(Debug, Clone, Copy)]
 pub enum KeyframeOrigin {
     ViewerJoin,
+    /// A viewer holding back delta frames until a keyframe (after a gap,
+    /// a new source or layer).
+    ViewerWaiting,
     ViewerFeedback,
     PacketLoss,
 }
@@ -42,6 +45,7 @@ impl KeyframeOrigin {
     fn label(self) -> &'static str {
         match self {
             KeyframeOrigin::ViewerJoin => "viewer_join",
+            KeyframeOrigin::ViewerWaiting => "viewer_waiting",
             KeyframeOrigin::ViewerFeedback => "viewer_feedback",
             KeyframeOrigin::PacketLoss => "packet_loss",
         }
@@ -124,6 +128,7 @@ impl Metrics {
         }
         for o in [
             KeyframeOrigin::ViewerJoin,
+            KeyframeOrigin::ViewerWaiting,
             KeyframeOrigin::ViewerFeedback,
             KeyframeOrigin::PacketLoss,
         ] {

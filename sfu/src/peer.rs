@@ -482,7 +482,7 @@ impl Peer {
                     .is_none_or(|t| now.saturating_duration_since(t) >= KEYFRAME_REQUEST_INTERVAL)
                 {
                     v.last_keyframe_request = Some(now);
-                    fx.keyframe_requests.push(KeyframeOrigin::ViewerJoin);
+                    fx.keyframe_requests.push(KeyframeOrigin::ViewerWaiting);
                 }
                 return;
             }
