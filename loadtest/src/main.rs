@@ -477,6 +477,7 @@ fn summarise_viewers(results: &[ViewerResult], end: Instant, rids: &[String]) ->
         v.frozen_s_total += t.frozen.as_secs_f64();
         v.longest_gap_ms = v.longest_gap_ms.max(t.longest_gap.as_secs_f64() * 1000.0);
         v.unstamped_frames += t.unstamped;
+        v.catch_up_frames += t.catch_up;
         v.layer_switches += t.layer_switches;
         for (i, n) in t
             .frames_by_layer

@@ -92,6 +92,9 @@ pub struct ViewerSection {
     pub frozen_s_total: f64,
     pub longest_gap_ms: f64,
     pub unstamped_frames: u64,
+    /// Frames replayed from the server's GOP cache at join (excluded from
+    /// the forwarding delay).
+    pub catch_up_frames: u64,
     pub layer_switches: u64,
     /// Frames received per publisher layer (rid): which layer the server forwarded.
     pub frames_by_layer: BTreeMap<String, u64>,
@@ -252,9 +255,10 @@ impl Report {
             .collect();
         let _ = writeln!(
             t,
-            "  frames by layer: {}   layer switches {}",
+            "  frames by layer: {}   layer switches {}   replayed at join (GOP cache, not in delay) {}",
             layers.join(", "),
-            v.layer_switches
+            v.layer_switches,
+            v.catch_up_frames
         );
         if v.impairment_drops > 0 {
             let _ = writeln!(

@@ -26,8 +26,11 @@ pub struct FrameTracker {
     pub unstamped: u64,
     /// Frames before the first keyframe (not decodable, not counted as media).
     pub before_keyframe: u64,
-    /// Forwarding delay of each stamped frame after joining, µs.
+    /// Forwarding delay of each stamped live frame after joining, µs.
     pub delays_us: Vec<u32>,
+    /// Frames sent before this viewer's WHEP POST: the server's GOP replay
+    /// at join (old on purpose, so not forwarding delay).
+    pub catch_up: u64,
     /// Frames missing from the stamp sequence.
     pub lost: u64,
     pub freezes: u64,
@@ -57,6 +60,7 @@ impl FrameTracker {
         keyframe: bool,
         stamp: Option<Stamp>,
         delay: Option<Duration>,
+        catch_up: bool,
     ) {
         if self.joined.is_none() {
             if !keyframe {
@@ -83,7 +87,9 @@ impl FrameTracker {
             return;
         };
         self.frames_by_layer[usize::from(stamp.layer.min(3))] += 1;
-        if let Some(d) = delay {
+        if catch_up {
+            self.catch_up += 1;
+        } else if let Some(d) = delay {
             self.delays_us
                 .push(u32::try_from(d.as_micros()).unwrap_or(u32::MAX));
         }
@@ -208,18 +214,36 @@ mod tests {
         let t0 = Instant::now();
         let ms = |n| t0 + Duration::from_millis(n);
         let mut t = FrameTracker::new(t0);
-        t.on_frame(ms(10), false, stamp(2, 0), None);
+        t.on_frame(ms(10), false, stamp(2, 0), None, false);
         assert_eq!(t.joined, None, "a delta frame is not a join");
-        t.on_frame(ms(40), true, stamp(2, 1), Some(Duration::from_millis(3)));
+        t.on_frame(
+            ms(40),
+            true,
+            stamp(2, 1),
+            Some(Duration::from_millis(3)),
+            false,
+        );
         assert_eq!(t.join_time(), Some(Duration::from_millis(40)));
-        t.on_frame(ms(73), false, stamp(2, 2), Some(Duration::from_millis(4)));
-        t.on_frame(ms(140), false, stamp(2, 5), Some(Duration::from_millis(4)));
+        t.on_frame(
+            ms(73),
+            false,
+            stamp(2, 2),
+            Some(Duration::from_millis(4)),
+            false,
+        );
+        t.on_frame(
+            ms(140),
+            false,
+            stamp(2, 5),
+            Some(Duration::from_millis(4)),
+            false,
+        );
         assert_eq!(t.lost, 2, "3 and 4 missing");
-        t.on_frame(ms(150), false, stamp(2, 4), None);
+        t.on_frame(ms(150), false, stamp(2, 4), None, false);
         assert_eq!(t.lost, 2, "a late frame is not more loss");
         // Layer switch: the new layer's numbering starts fresh.
-        t.on_frame(ms(170), true, stamp(1, 900), None);
-        t.on_frame(ms(200), false, stamp(1, 901), None);
+        t.on_frame(ms(170), true, stamp(1, 900), None, false);
+        t.on_frame(ms(200), false, stamp(1, 901), None, false);
         assert_eq!(t.lost, 2);
         assert_eq!(t.layer_switches, 1);
         assert_eq!(t.frames, 6);
@@ -233,7 +257,7 @@ mod tests {
         let ms = |n| t0 + Duration::from_millis(n);
         let mut t = FrameTracker::new(t0);
         for (i, at) in [0u64, 33, 66, 266, 300, 600, 633].into_iter().enumerate() {
-            t.on_frame(ms(at), i == 0, stamp(0, i as u64), None);
+            t.on_frame(ms(at), i == 0, stamp(0, i as u64), None, false);
         }
         // 66→266 is exactly 200 ms: not a freeze; 300→600 is.
         assert_eq!(t.freezes, 1);

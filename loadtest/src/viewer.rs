@@ -110,11 +110,11 @@ async fn play(
             }
             Event::MediaData(d) => {
                 let stamp = read_stamp(&d.data);
-                let delay = stamp.map(|s| {
-                    let sent = cfg.epoch + Duration::from_micros(s.send_us);
-                    last_input.saturating_duration_since(sent)
-                });
-                tracker.on_frame(last_input, d.is_keyframe(), stamp, delay);
+                let sent = stamp.map(|s| cfg.epoch + Duration::from_micros(s.send_us));
+                let delay = sent.map(|sent| last_input.saturating_duration_since(sent));
+                // Sent before we even asked: replayed from the server's GOP cache.
+                let catch_up = sent.is_some_and(|sent| sent < started);
+                tracker.on_frame(last_input, d.is_keyframe(), stamp, delay, catch_up);
             }
             _ => {}
         });
