@@ -14,10 +14,13 @@ fn requests_since(log: &std::sync::Mutex<Vec<Instant>>, since: Instant) -> usize
     lock(log).iter().filter(|t| **t >= since).count()
 }
 
-/// A server with one WHIP publisher looping an H.264 test pattern on `stream`.
+/// A server with one WHIP publisher looping an H.264 test pattern on
+/// `stream`, with one IDR per 5 s loop: once the GOP spans more than the
+/// server will burst to a joining viewer, joins fall back to asking the
+/// publisher for a keyframe.
 async fn streaming_publisher(stream: &str) -> Result<(TestServer, String, Publisher, MediaSender)> {
     let frames = tokio::task::spawn_blocking(|| {
-        encode_h264_test_pattern(TestPattern::BRIGHT_TOP, 320, 240, 90, 30)
+        encode_h264_test_pattern_with_gop(TestPattern::BRIGHT_TOP, 320, 240, 150, 30, 150)
     })
     .await
     .context("encoder task")??;
@@ -42,9 +45,11 @@ async fn viewers_get_a_keyframe_request_on_join_and_their_plis_are_throttled() -
     with_timeout(TEST_TIMEOUT, async {
         let (server, base, publisher, video) = streaming_publisher("kf").await?;
         let log = Arc::clone(&publisher.media.keyframe_requests);
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Past the 3 s a cached GOP may span for a joining viewer.
+        tokio::time::sleep(Duration::from_millis(3500)).await;
 
-        // 1. A viewer joins: the publisher is asked for a keyframe right away.
+        // 1. A viewer joins mid-GOP with no usable cached GOP: the publisher is
+        // asked for a keyframe right away.
         let joined = Instant::now();
         let first = whep_view(
             &base,

@@ -24,6 +24,7 @@
 //! Workers read the clock and pass `now` into everything below them.
 
 mod codecs;
+mod gop_cache;
 pub mod h264;
 pub mod metrics;
 mod peer;
@@ -174,8 +175,7 @@ impl Sfu {
             } else {
                 cfg.first_port.saturating_add(i as u16)
             };
-            let socket = std::net::UdpSocket::bind(SocketAddr::new(cfg.bind_ip, port))?;
-            socket.set_nonblocking(true)?;
+            let socket = bind_media_socket(SocketAddr::new(cfg.bind_ip, port))?;
             let local = socket.local_addr()?;
             let candidate_addr = SocketAddr::new(cfg.public_ip, local.port());
             let (tx, rx) = mpsc::channel(WORKER_QUEUE);
@@ -218,7 +218,7 @@ impl Sfu {
             shared,
             streams: Arc::new(Mutex::new(HashMap::new())),
             next_stream_id: Arc::new(AtomicU64::new(1)),
-            next_epoch: Arc::new(AtomicU64::new(1)),
+            next_epoch: Arc::new(AtomicU64::new(1 << stream::EPOCH_LAYER_BITS)),
             next_worker: Arc::new(AtomicUsize::new(0)),
             threads: Arc::new(Mutex::new(threads)),
             max_sessions: cfg.max_sessions.max(1),
@@ -343,7 +343,9 @@ impl Sfu {
         if answer_rejects_everything(&answer.sdp) {
             return Err(SfuError::NoCommonCodec);
         }
-        let epoch = self.next_epoch.fetch_add(1 << 20, Ordering::Relaxed);
+        let epoch = self
+            .next_epoch
+            .fetch_add(1 << stream::EPOCH_LAYER_BITS, Ordering::Relaxed);
         let peer = Peer::new_publisher(
             answer.session,
             hub.clone(),
@@ -562,6 +564,26 @@ impl Sfu {
         })
         .await;
     }
+}
+
+/// Socket buffers for media: a worker sends GOP bursts to joining viewers
+/// and receives bursts from many peers between two reads.
+const SOCKET_BUFFER: usize = 4 * 1024 * 1024;
+
+fn bind_media_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    // The kernel caps these at net.core.{w,r}mem_max; a smaller buffer is
+    // not fatal, so failures are only logged.
+    if let Err(e) = socket.set_send_buffer_size(SOCKET_BUFFER) {
+        tracing::warn!("SO_SNDBUF: {e}");
+    }
+    if let Err(e) = socket.set_recv_buffer_size(SOCKET_BUFFER) {
+        tracing::warn!("SO_RCVBUF: {e}");
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
 }
 
 /// Whether an offer carries audio or video that can flow in the needed

@@ -34,6 +34,9 @@ impl DropReason {
 #[derive(Debug, Clone, Copy)]
 pub enum KeyframeOrigin {
     ViewerJoin,
+    /// A viewer holding back delta frames until a keyframe (after a gap,
+    /// a new source or layer).
+    ViewerWaiting,
     ViewerFeedback,
     PacketLoss,
 }
@@ -42,6 +45,7 @@ impl KeyframeOrigin {
     fn label(self) -> &'static str {
         match self {
             KeyframeOrigin::ViewerJoin => "viewer_join",
+            KeyframeOrigin::ViewerWaiting => "viewer_waiting",
             KeyframeOrigin::ViewerFeedback => "viewer_feedback",
             KeyframeOrigin::PacketLoss => "packet_loss",
         }
@@ -61,6 +65,8 @@ pub struct Metrics {
     keyframe_requests: IntCounterVec,
     /// Requests actually sent to a publisher after throttling.
     pub keyframe_requests_sent: IntCounter,
+    /// Joining viewers started from a cached GOP.
+    pub gop_bursts: IntCounter,
 }
 
 impl Metrics {
@@ -94,6 +100,10 @@ impl Metrics {
                 "relaycast_keyframe_requests_sent_total",
                 "Keyframe requests (PLI/FIR) sent to publishers after throttling",
             )?,
+            gop_bursts: IntCounter::new(
+                "relaycast_gop_bursts_total",
+                "Joining viewers started from the cached group of pictures",
+            )?,
         };
         registry.register(Box::new(m.publishers.clone()))?;
         registry.register(Box::new(m.viewers.clone()))?;
@@ -105,6 +115,7 @@ impl Metrics {
         registry.register(Box::new(m.drops.clone()))?;
         registry.register(Box::new(m.keyframe_requests.clone()))?;
         registry.register(Box::new(m.keyframe_requests_sent.clone()))?;
+        registry.register(Box::new(m.gop_bursts.clone()))?;
         // Make every label visible at zero from the start.
         for r in [
             DropReason::Malformed,
@@ -117,6 +128,7 @@ impl Metrics {
         }
         for o in [
             KeyframeOrigin::ViewerJoin,
+            KeyframeOrigin::ViewerWaiting,
             KeyframeOrigin::ViewerFeedback,
             KeyframeOrigin::PacketLoss,
         ] {

@@ -137,6 +137,15 @@ impl Timeline {
     }
 }
 
+/// A GOP being written to a joining viewer.
+pub(crate) struct GopBurst {
+    mid: Mid,
+    pt: str0m::media::Pt,
+    /// Output time of the newest GOP frame (live).
+    live: MediaTime,
+    frames: u64,
+}
+
 /// What handling an event asks of the worker.
 #[derive(Default)]
 pub(crate) struct Effects {
@@ -144,6 +153,9 @@ pub(crate) struct Effects {
     pub frames: Vec<Arc<Frame>>,
     /// Ask the stream's publisher for a keyframe.
     pub keyframe_requests: Vec<KeyframeOrigin>,
+    /// A viewer with video just connected: give it the cached GOP, or ask
+    /// the publisher for a keyframe when there is none.
+    pub viewer_joined: bool,
 }
 
 impl Peer {
@@ -248,8 +260,7 @@ impl Peer {
                 tracing::debug!(session = %self.session, role = ?self.role(), "connected");
                 if let PeerKind::Viewer(v) = &mut self.kind {
                     if v.tracks.iter().any(|t| t.kind == MediaKind::Video) {
-                        v.last_keyframe_request = Some(now);
-                        fx.keyframe_requests.push(KeyframeOrigin::ViewerJoin);
+                        fx.viewer_joined = true;
                     }
                 }
             }
@@ -275,6 +286,11 @@ impl Peer {
                             pt_cache: None,
                             last_index: None,
                         });
+                        // str0m may report the media after the session
+                        // connected: the viewer joins when it has both.
+                        if added.kind == MediaKind::Video && self.connected {
+                            fx.viewer_joined = true;
+                        }
                     }
                 }
             },
@@ -342,6 +358,76 @@ impl Peer {
         }
     }
 
+    /// Records that this viewer asked the publisher for a keyframe now.
+    pub fn note_keyframe_request(&mut self, now: Instant) {
+        if let PeerKind::Viewer(v) = &mut self.kind {
+            v.last_keyframe_request = Some(now);
+        }
+    }
+
+    /// Starts sending a joining viewer the GOP so far (keyframe first),
+    /// with RTP times squeezed into the millisecond ticks just before the
+    /// newest frame's live time: the decoder gets every reference it needs,
+    /// the player fast-forwards through them and is at live with the next
+    /// frame. The caller then writes each frame with [`Peer::write_gop_frame`],
+    /// draining output in between so the burst never overruns the send
+    /// buffer. `None` when this viewer cannot take the GOP.
+    pub fn begin_gop(&mut self, gop: &[Arc<Frame>]) -> Option<GopBurst> {
+        let PeerKind::Viewer(v) = &mut self.kind else {
+            return None;
+        };
+        let (first, last) = (gop.first()?, gop.last()?);
+        if !self.connected || !first.keyframe {
+            return None;
+        }
+        let track = v
+            .tracks
+            .iter_mut()
+            .find(|t| t.kind == MediaKind::Video && t.awaiting_keyframe)?;
+        let pt = self.rtc.writer(track.mid).and_then(|w| {
+            w.payload_params()
+                .find(|p| p.spec().codec == last.codec)
+                .map(|p| p.pt())
+        })?;
+        track.pt_cache = Some((last.codec, pt));
+        let live = track.timeline.map(last);
+        track.awaiting_keyframe = false;
+        track.last_index = Some(last.index);
+        Some(GopBurst {
+            mid: track.mid,
+            pt,
+            live,
+            frames: gop.len() as u64,
+        })
+    }
+
+    /// Writes frame `i` of a GOP burst begun with [`Peer::begin_gop`].
+    pub fn write_gop_frame(
+        &mut self,
+        burst: &GopBurst,
+        i: usize,
+        frame: &Frame,
+        now: Instant,
+        metrics: &Metrics,
+    ) {
+        let tick = u64::from(burst.live.frequency().get()) / 1000;
+        let back = burst.frames.saturating_sub(1 + i as u64) * tick;
+        let time = MediaTime::new(
+            burst.live.numer().wrapping_sub(back),
+            burst.live.frequency(),
+        );
+        let Some(writer) = self.rtc.writer(burst.mid) else {
+            return;
+        };
+        match writer.write(burst.pt, now, time, frame.data.clone()) {
+            Ok(()) => metrics.frames_forwarded.inc(),
+            Err(e) => {
+                tracing::warn!(session = %self.session, "GOP write failed, closing viewer: {e}");
+                self.rtc.disconnect();
+            }
+        }
+    }
+
     /// Writes a frame of the stream this viewer watches.
     pub fn write_frame(
         &mut self,
@@ -396,7 +482,7 @@ impl Peer {
                     .is_none_or(|t| now.saturating_duration_since(t) >= KEYFRAME_REQUEST_INTERVAL)
                 {
                     v.last_keyframe_request = Some(now);
-                    fx.keyframe_requests.push(KeyframeOrigin::ViewerJoin);
+                    fx.keyframe_requests.push(KeyframeOrigin::ViewerWaiting);
                 }
                 return;
             }
@@ -441,7 +527,8 @@ impl PublisherState {
                 if !self.select_layer(rid, keyframe, data.data.len(), data.network_time) {
                     return None;
                 }
-                epoch = self.epoch + self.layer.as_ref().map_or(0, |l| l.switches);
+                let switches = self.layer.as_ref().map_or(0, |l| l.switches);
+                epoch = self.epoch + (switches % (1 << crate::stream::EPOCH_LAYER_BITS));
             }
             if !data.contiguous {
                 fx.keyframe_requests.push(KeyframeOrigin::PacketLoss);

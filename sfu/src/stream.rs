@@ -16,6 +16,14 @@ use str0m::media::{MediaKind, MediaTime};
 use crate::h264::ProfileLevelId;
 use crate::SessionId;
 
+/// Epoch bits below this count simulcast layer switches within a session.
+pub(crate) const EPOCH_LAYER_BITS: u32 = 20;
+
+/// The publisher-session part of a frame epoch.
+pub(crate) fn session_epoch(epoch: u64) -> u64 {
+    epoch & !((1u64 << EPOCH_LAYER_BITS) - 1)
+}
+
 /// A depacketized media frame from a publisher, shared by reference with
 /// every worker that has viewers of the stream.
 #[derive(Debug)]

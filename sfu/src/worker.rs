@@ -13,15 +13,16 @@ use str0m::{Candidate, IceCreds, Input, Output};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::metrics::DropReason;
+use crate::gop_cache::{GopCache, MAX_BURST_SPAN};
+use crate::metrics::{DropReason, KeyframeOrigin};
 use crate::peer::{Effects, Peer, PeerKind, Role, CONNECT_DEADLINE};
-use crate::stream::{Frame, StreamHub};
+use crate::stream::{session_epoch, Frame, StreamHub};
 use crate::{SessionId, Shared};
 
 pub(crate) enum Command {
     AddPeer(Box<Peer>),
     Frame {
-        stream: u64,
+        hub: Arc<StreamHub>,
         frame: Arc<Frame>,
     },
     RequestKeyframe {
@@ -54,7 +55,9 @@ pub(crate) struct Worker {
     /// Position of each session in `peers`.
     positions: HashMap<SessionId, usize>,
     by_addr: HashMap<SocketAddr, SessionId>,
-    local_frames: Vec<(u64, Arc<Frame>)>,
+    local_frames: Vec<(Arc<StreamHub>, Arc<Frame>)>,
+    /// Current GOP of each stream whose video reaches this worker.
+    gops: HashMap<u64, (Arc<StreamHub>, GopCache)>,
     /// No session needs a timeout before this; lets the loop skip scanning
     /// every session on every datagram. May be early, never late.
     earliest: Instant,
@@ -81,6 +84,7 @@ impl Worker {
             positions: HashMap::new(),
             by_addr: HashMap::new(),
             local_frames: Vec::new(),
+            gops: HashMap::new(),
             earliest: Instant::now(),
         }
     }
@@ -136,8 +140,8 @@ impl Worker {
                 let idx = self.peers.len() - 1;
                 self.poll(idx, now);
             }
-            Command::Frame { stream, frame } => {
-                self.deliver(stream, &frame, now);
+            Command::Frame { hub, frame } => {
+                self.deliver(&hub, &frame, now);
             }
             Command::RequestKeyframe { session } => {
                 if let Some(idx) = self.find(session) {
@@ -302,6 +306,13 @@ impl Worker {
             }
         }
         let hub = self.peers[idx].hub.clone();
+        if fx.viewer_joined && !self.send_gop(idx, now) {
+            self.peers[idx].note_keyframe_request(now);
+            self.shared
+                .metrics
+                .keyframe_request(KeyframeOrigin::ViewerJoin);
+            self.route_keyframe_request(&hub, now);
+        }
         for origin in fx.keyframe_requests {
             self.shared.metrics.keyframe_request(origin);
             self.route_keyframe_request(&hub, now);
@@ -309,6 +320,33 @@ impl Worker {
         for frame in fx.frames {
             self.fan_out(&hub, frame);
         }
+    }
+
+    /// Gives a joining viewer its stream's cached GOP, if there is a live one.
+    fn send_gop(&mut self, idx: usize, now: Instant) -> bool {
+        let hub = self.peers[idx].hub.clone();
+        let Some((_, gop)) = self.gops.get(&hub.id) else {
+            return false;
+        };
+        if !gop
+            .epoch()
+            .is_some_and(|e| hub.is_active_epoch(session_epoch(e)))
+        {
+            return false;
+        }
+        if gop.span() > MAX_BURST_SPAN {
+            return false;
+        }
+        let frames = gop.frames().to_vec();
+        let Some(burst) = self.peers[idx].begin_gop(&frames) else {
+            return false;
+        };
+        for (i, frame) in frames.iter().enumerate() {
+            self.peers[idx].write_gop_frame(&burst, i, frame, now, &self.shared.metrics);
+            self.poll(idx, now);
+        }
+        self.shared.metrics.gop_bursts.inc();
+        true
     }
 
     fn route_keyframe_request(&mut self, hub: &StreamHub, now: Instant) {
@@ -334,16 +372,19 @@ impl Worker {
         }
     }
 
-    fn fan_out(&mut self, hub: &StreamHub, frame: Arc<Frame>) {
+    fn fan_out(&mut self, hub: &Arc<StreamHub>, frame: Arc<Frame>) {
+        // Video goes to every worker, viewers or not, so each keeps the
+        // stream's current GOP for viewers that join there.
+        let video = frame.kind == str0m::media::MediaKind::Video;
         for w in 0..hub.workers() {
-            if hub.viewers_on(w) == 0 {
+            if !video && hub.viewers_on(w) == 0 {
                 continue;
             }
             if w == self.index {
-                self.local_frames.push((hub.id, frame.clone()));
+                self.local_frames.push((hub.clone(), frame.clone()));
             } else if let Some(link) = self.shared.workers.get(w) {
                 let cmd = Command::Frame {
-                    stream: hub.id,
+                    hub: hub.clone(),
                     frame: frame.clone(),
                 };
                 if link.tx.try_send(cmd).is_err() {
@@ -356,13 +397,21 @@ impl Worker {
     fn flush_local(&mut self, now: Instant) {
         while !self.local_frames.is_empty() {
             let frames = std::mem::take(&mut self.local_frames);
-            for (stream, frame) in frames {
-                self.deliver(stream, &frame, now);
+            for (hub, frame) in frames {
+                self.deliver(&hub, &frame, now);
             }
         }
     }
 
-    fn deliver(&mut self, stream: u64, frame: &Frame, now: Instant) {
+    fn deliver(&mut self, hub: &Arc<StreamHub>, frame: &Arc<Frame>, now: Instant) {
+        let stream = hub.id;
+        if frame.kind == str0m::media::MediaKind::Video {
+            self.gops
+                .entry(stream)
+                .or_insert_with(|| (hub.clone(), GopCache::default()))
+                .1
+                .push(frame);
+        }
         for idx in 0..self.peers.len() {
             let peer = &mut self.peers[idx];
             if peer.hub.id != stream || peer.role() != Role::Viewer {
@@ -379,8 +428,13 @@ impl Worker {
         }
     }
 
-    /// Removes sessions that ended or never connected.
+    /// Removes sessions that ended or never connected, and GOPs of
+    /// publisher sessions that ended.
     fn reap(&mut self, now: Instant) {
+        self.gops.retain(|_, (hub, gop)| {
+            gop.epoch()
+                .is_some_and(|e| hub.is_active_epoch(session_epoch(e)))
+        });
         let mut i = 0;
         while i < self.peers.len() {
             let p = &mut self.peers[i];

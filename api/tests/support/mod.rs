@@ -1080,13 +1080,25 @@ pub fn encode_h264_test_pattern(
     frames: usize,
     fps: u32,
 ) -> Result<Vec<Bytes>> {
+    encode_h264_test_pattern_with_gop(pattern, width, height, frames, fps, fps)
+}
+
+/// [`encode_h264_test_pattern`] with an IDR every `gop` frames.
+pub fn encode_h264_test_pattern_with_gop(
+    pattern: TestPattern,
+    width: usize,
+    height: usize,
+    frames: usize,
+    fps: u32,
+    gop: u32,
+) -> Result<Vec<Bytes>> {
     let config = EncoderConfig::new()
         .profile(Profile::Baseline)
         .usage_type(UsageType::CameraVideoRealTime)
         .max_frame_rate(FrameRate::from_hz(fps as f32))
         .bitrate(BitRate::from_bps(600_000))
         .skip_frames(false)
-        .intra_frame_period(IntraFramePeriod::from_num_frames(fps))
+        .intra_frame_period(IntraFramePeriod::from_num_frames(gop))
         .num_threads(1);
     let mut encoder = Encoder::with_api_config(OpenH264API::from_source(), config)
         .context("creating openh264 encoder")?;
