@@ -7,6 +7,8 @@
 //! Payload after the UUID: send time in µs since the run's epoch (u64 BE),
 //! the frame's sequence number within its layer (u64 BE), the layer index (u8).
 
+use sfu::h264::find_start_code;
+
 /// Identifies our SEI among any others an encoder may emit
 /// (`relaycast-load` in ASCII, padded).
 pub const STAMP_UUID: [u8; 16] = *b"relaycast-load\x00\x01";
@@ -31,22 +33,6 @@ struct NalPos {
     start_code_at: usize,
     begin: usize,
     end: usize,
-}
-
-fn find_start_code(data: &[u8], from: usize) -> Option<(usize, usize)> {
-    let mut i = from;
-    while i + 3 <= data.len() {
-        if data[i] == 0 && data[i + 1] == 0 {
-            if data[i + 2] == 1 {
-                return Some((i, 3));
-            }
-            if data[i + 2] == 0 && data.get(i + 3) == Some(&1) {
-                return Some((i, 4));
-            }
-        }
-        i += 1;
-    }
-    None
 }
 
 fn nal_positions(data: &[u8]) -> impl Iterator<Item = NalPos> + '_ {

@@ -77,8 +77,9 @@ pub fn nal_units(data: &[u8]) -> impl Iterator<Item = &[u8]> {
     })
 }
 
-/// Returns (position, length) of the next start code at or after `from`.
-fn find_start_code(data: &[u8], from: usize) -> Option<(usize, usize)> {
+/// Returns (position, length) of the next Annex-B start code (three or
+/// four bytes) at or after `from`.
+pub fn find_start_code(data: &[u8], from: usize) -> Option<(usize, usize)> {
     let mut i = from;
     while i + 3 <= data.len() {
         if data[i] == 0 && data[i + 1] == 0 {
