@@ -63,6 +63,9 @@ pub(crate) struct Worker {
     earliest: Instant,
 }
 
+/// Datagrams read per loop turn after the one that woke it.
+const RECV_BATCH: usize = 64;
+
 /// Longest the loop sleeps without looking at its sessions (reaping, deadlines).
 const IDLE_TICK: Duration = Duration::from_millis(500);
 
@@ -113,6 +116,17 @@ impl Worker {
                         let now = Instant::now();
                         if let Some(data) = buf.get(..n) {
                             self.handle_datagram(data, source, now);
+                        }
+                        // Drain what else is queued before looking at timers
+                        // and commands again: one loop turn per datagram
+                        // would let the kernel queue overflow under load.
+                        for _ in 0..RECV_BATCH {
+                            let Ok((n, source)) = self.socket.try_recv_from(&mut buf) else {
+                                break;
+                            };
+                            if let Some(data) = buf.get(..n) {
+                                self.handle_datagram(data, source, Instant::now());
+                            }
                         }
                     }
                     Err(e) => {
