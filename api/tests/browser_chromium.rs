@@ -1,23 +1,29 @@
-//! End-to-end test with real browsers: headless Chromium publishes its fake
-//! camera and microphone over WHIP, a second Chromium page plays the stream
-//! over WHEP. The browser side lives in `tests/browser/whip_whep.mjs`
-//! (playwright-core driving Debian's `/usr/bin/chromium`).
+//! End-to-end tests with real browsers. Headless Chromium publishes its fake
+//! camera and microphone over WHIP, a second Chromium context plays the
+//! stream over WHEP — directly, and (second test) restricted to relay
+//! candidates (`iceTransportPolicy: "relay"`) through relaycast's own TURN
+//! server with credentials from `GET /api/ice-servers`. The browser side
+//! lives in `tests/browser/whip_whep.mjs` (playwright-core driving Debian's
+//! `/usr/bin/chromium`).
 //!
 //! Needs `/usr/bin/chromium`, `node` and `tests/browser/node_modules`
-//! (`cd tests/browser && npm ci`). Without them the test is skipped with a
-//! loud message, except under CI (env `CI` set), where it fails.
+//! (`cd tests/browser && npm ci`). Without them the tests are skipped with a
+//! loud message, except under CI (env `CI` set), where they fail.
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::{bail, ensure, Context};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 use tokio::process::Command;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
-const STREAM: &str = "browser";
+/// One browser run at a time: two Chromium pairs on a 2-core machine would
+/// make each other's frame-rate deadlines flaky.
+static BROWSERS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn workspace_root() -> PathBuf {
@@ -25,6 +31,10 @@ fn workspace_root() -> PathBuf {
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."))
+}
+
+fn browser_dir() -> PathBuf {
+    workspace_root().join("tests").join("browser")
 }
 
 fn in_ci() -> bool {
@@ -36,7 +46,7 @@ fn in_ci() -> bool {
         .unwrap_or(false)
 }
 
-/// Lists what is missing to run the browser test; empty when all is there.
+/// Lists what is missing to run the browser tests; empty when all is there.
 async fn missing_prerequisites(browser_dir: &Path) -> Vec<String> {
     let mut missing = Vec::new();
     if !Path::new(CHROMIUM).exists() {
@@ -61,11 +71,48 @@ async fn missing_prerequisites(browser_dir: &Path) -> Vec<String> {
     {
         missing.push(format!(
             "{} (run `npm ci` in {})",
-            browser_dir.join("node_modules").display(),
+            browser_dir.display(),
             browser_dir.display()
         ));
     }
     missing
+}
+
+/// `Ok(false)`: skip (prerequisites missing outside CI). Under CI a missing
+/// prerequisite is an error.
+async fn prerequisites(test: &str) -> anyhow::Result<bool> {
+    let missing = missing_prerequisites(&browser_dir()).await;
+    if missing.is_empty() {
+        return Ok(true);
+    }
+    let list = missing.join(", ");
+    if in_ci() {
+        bail!(
+            "browser test prerequisites missing under CI: {list}. \
+             .ci/run must install chromium and run `npm ci` in tests/browser."
+        );
+    }
+    eprintln!();
+    eprintln!("************************************************************************");
+    eprintln!("SKIPPED: {test}");
+    eprintln!("SKIPPED: missing {list}");
+    eprintln!("SKIPPED: install them to run the browser end-to-end test (CI requires it)");
+    eprintln!("************************************************************************");
+    eprintln!();
+    Ok(false)
+}
+
+fn scratch_dir(name: &str) -> anyhow::Result<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "{name}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    ));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
 }
 
 fn echo(label: &str, bytes: &[u8]) {
@@ -77,86 +124,39 @@ fn echo(label: &str, bytes: &[u8]) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chromium_publishes_over_whip_and_another_chromium_plays_over_whep() -> anyhow::Result<()> {
+/// Runs `whip_whep.mjs` against `server` for `stream` (with extra
+/// environment for the viewer) and returns its stdout (one JSON line).
+async fn run_script(
+    server: &api::Server,
+    stream: &str,
+    artifacts: &str,
+    env: &[(&str, String)],
+) -> anyhow::Result<String> {
+    let _one_at_a_time = BROWSERS.lock().await;
     let root = workspace_root();
-    let browser_dir = root.join("tests").join("browser");
-    let script = browser_dir.join("whip_whep.mjs");
-
-    let missing = missing_prerequisites(&browser_dir).await;
-    if !missing.is_empty() {
-        let list = missing.join(", ");
-        if in_ci() {
-            bail!(
-                "browser test prerequisites missing under CI: {list}. \
-                 .ci/run must install chromium and run `npm ci` in tests/browser."
-            );
-        }
-        eprintln!();
-        eprintln!("************************************************************************");
-        eprintln!("SKIPPED: chromium_publishes_over_whip_and_another_chromium_plays_over_whep");
-        eprintln!("SKIPPED: missing {list}");
-        eprintln!("SKIPPED: install them to run the browser end-to-end test (CI requires it)");
-        eprintln!("************************************************************************");
-        eprintln!();
-        return Ok(());
-    }
-
-    let data_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
-        "browser-chromium-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0)
-    ));
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("creating data dir {}", data_dir.display()))?;
-    let out_dir = root.join("target").join("browser-artifacts");
+    let script = browser_dir().join("whip_whep.mjs");
+    let out_dir = root.join("target").join(artifacts);
     std::fs::create_dir_all(&out_dir)
         .with_context(|| format!("creating artifacts dir {}", out_dir.display()))?;
-
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .context("binding 127.0.0.1:0")?;
-    let server = api::start(api::Config::for_test(data_dir.clone()), listener)
-        .await
-        .context("starting relaycast")?;
-    let addr = server.http_addr();
-
-    let result = run_browsers(&server, &root, &script, &out_dir, addr).await;
-
-    server.shutdown().await;
-    let _ = std::fs::remove_dir_all(&data_dir);
-    result
-}
-
-async fn run_browsers(
-    server: &api::Server,
-    root: &Path,
-    script: &Path,
-    out_dir: &Path,
-    addr: std::net::SocketAddr,
-) -> anyhow::Result<()> {
     let key = server
-        .create_stream(STREAM, false)
+        .create_stream(stream, false)
         .await
-        .context("creating stream `browser`")?;
-
-    let base_url = format!("http://{addr}");
+        .with_context(|| format!("creating stream `{stream}`"))?;
+    let base_url = format!("http://{}", server.http_addr());
     eprintln!(
-        "running: node {} {base_url} {STREAM} <key> {}",
+        "running: node {} {base_url} {stream} <key> {}",
         script.display(),
         out_dir.display()
     );
     let started = Instant::now();
     let mut child = Command::new("node")
-        .arg(script)
+        .arg(&script)
         .arg(&base_url)
-        .arg(STREAM)
+        .arg(stream)
         .arg(&key)
-        .arg(out_dir)
-        .current_dir(root)
+        .arg(&out_dir)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .current_dir(&root)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -205,7 +205,6 @@ async fn run_browsers(
         out_dir.join("publisher.png").display(),
         out_dir.join("viewer.png").display()
     );
-
     match status {
         None => bail!(
             "whip_whep.mjs did not finish within {}s (killed)",
@@ -215,9 +214,82 @@ async fn run_browsers(
             "whip_whep.mjs failed with {status} after {:.1}s (see its stderr above)",
             elapsed.as_secs_f64()
         ),
-        Some(_) => {
-            println!("{}", String::from_utf8_lossy(&out).trim_end());
-            Ok(())
-        }
+        Some(_) => Ok(String::from_utf8_lossy(&out).trim_end().to_string()),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_publishes_over_whip_and_another_chromium_plays_over_whep() -> anyhow::Result<()> {
+    if !prerequisites("chromium_publishes_over_whip_and_another_chromium_plays_over_whep").await? {
+        return Ok(());
+    }
+    let data_dir = scratch_dir("browser-chromium")?;
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("binding 127.0.0.1:0")?;
+    let server = api::start(api::Config::for_test(data_dir.clone()), listener)
+        .await
+        .context("starting relaycast")?;
+    let result = run_script(&server, "browser", "browser-artifacts", &[]).await;
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(&data_dir);
+    println!("{}", result?);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_viewer_forced_to_relay_plays_through_our_turn() -> anyhow::Result<()> {
+    if !prerequisites("chromium_viewer_forced_to_relay_plays_through_our_turn").await? {
+        return Ok(());
+    }
+    let data_dir = scratch_dir("browser-turn")?;
+    let mut config = api::Config::for_test(data_dir.clone());
+    let mut turn = turn_server::TurnConfig::new("browser-turn-secret");
+    turn.udp = Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
+    turn.allow_loopback_peers = true;
+    config.turn = Some(turn);
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let server = api::start(config, listener).await?;
+    let result = play_through_turn(&server).await;
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(&data_dir);
+    result
+}
+
+async fn play_through_turn(server: &api::Server) -> anyhow::Result<()> {
+    const STREAM: &str = "browser-turn";
+    let token = server.token(STREAM, "play", Duration::from_secs(300))?;
+    let body: serde_json::Value = reqwest::Client::new()
+        .get(format!("http://{}/api/ice-servers", server.http_addr()))
+        .bearer_auth(&token)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let turn: Vec<serde_json::Value> = body["iceServers"]
+        .as_array()
+        .context("iceServers")?
+        .iter()
+        .filter(|s| s["username"].is_string())
+        .cloned()
+        .collect();
+    ensure!(!turn.is_empty(), "no TURN entry in {body}");
+    let out = run_script(
+        server,
+        STREAM,
+        "browser-artifacts-turn",
+        &[
+            ("WHEP_ICE_SERVERS", serde_json::to_string(&turn)?),
+            ("WHEP_ICE_TRANSPORT_POLICY", "relay".to_string()),
+        ],
+    )
+    .await?;
+    ensure!(
+        out.contains(r#""local_candidate_type":"relay""#),
+        "the viewer did not play over a relay candidate: {out}"
+    );
+    let allocations = server.turn().context("TURN runs")?.allocation_count();
+    ensure!(allocations >= 1, "no TURN allocation held during playback");
+    Ok(())
 }
