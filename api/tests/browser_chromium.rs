@@ -250,13 +250,42 @@ async fn chromium_viewer_forced_to_relay_plays_through_our_turn() -> anyhow::Res
     config.turn = Some(turn);
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let server = api::start(config, listener).await?;
-    let result = play_through_turn(&server).await;
+    let result = play_through_turn(&server, "turn:").await;
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(&data_dir);
     result
 }
 
-async fn play_through_turn(server: &api::Server) -> anyhow::Result<()> {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_viewer_forced_to_relay_plays_through_our_turn_over_tls() -> anyhow::Result<()> {
+    if !prerequisites("chromium_viewer_forced_to_relay_plays_through_our_turn_over_tls").await? {
+        return Ok(());
+    }
+    let data_dir = scratch_dir("browser-turns")?;
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()])
+        .context("generating a test certificate")?;
+    let files = turn_server::TlsFiles {
+        cert: data_dir.join("turn-cert.pem"),
+        key: data_dir.join("turn-key.pem"),
+    };
+    std::fs::write(&files.cert, cert.cert.pem())?;
+    std::fs::write(&files.key, cert.key_pair.serialize_pem())?;
+    let mut config = api::Config::for_test(data_dir.clone());
+    let mut turn = turn_server::TurnConfig::new("browser-turns-secret");
+    turn.tls = Some((SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), files));
+    turn.allow_loopback_peers = true;
+    config.turn = Some(turn);
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let server = api::start(config, listener).await?;
+    let result = play_through_turn(&server, "turns:").await;
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(&data_dir);
+    result
+}
+
+/// Plays `STREAM` in a relay-only Chromium viewer given only the TURN URLs
+/// starting with `scheme` from `GET /api/ice-servers`.
+async fn play_through_turn(server: &api::Server, scheme: &str) -> anyhow::Result<()> {
     const STREAM: &str = "browser-turn";
     let token = server.token(STREAM, "play", Duration::from_secs(300))?;
     let body: serde_json::Value = reqwest::Client::new()
@@ -272,9 +301,21 @@ async fn play_through_turn(server: &api::Server) -> anyhow::Result<()> {
         .context("iceServers")?
         .iter()
         .filter(|s| s["username"].is_string())
-        .cloned()
+        .map(|s| {
+            let mut s = s.clone();
+            let urls: Vec<serde_json::Value> = s["urls"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|u| u.as_str().is_some_and(|u| u.starts_with(scheme)))
+                .cloned()
+                .collect();
+            s["urls"] = serde_json::Value::Array(urls);
+            s
+        })
+        .filter(|s| s["urls"].as_array().is_some_and(|u| !u.is_empty()))
         .collect();
-    ensure!(!turn.is_empty(), "no TURN entry in {body}");
+    ensure!(!turn.is_empty(), "no {scheme} TURN entry in {body}");
     let out = run_script(
         server,
         STREAM,
@@ -289,7 +330,24 @@ async fn play_through_turn(server: &api::Server) -> anyhow::Result<()> {
         out.contains(r#""local_candidate_type":"relay""#),
         "the viewer did not play over a relay candidate: {out}"
     );
-    let allocations = server.turn().context("TURN runs")?.allocation_count();
-    ensure!(allocations >= 1, "no TURN allocation held during playback");
+    // The media went through the relay (a TCP/TLS allocation ends with its
+    // connection, so count relayed bytes rather than live allocations).
+    let metrics = reqwest::get(format!("http://{}/metrics", server.http_addr()))
+        .await?
+        .text()
+        .await?;
+    let relayed: f64 = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("relaycast_turn_relayed_bytes_total ")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .context("relaycast_turn_relayed_bytes_total in /metrics")?;
+    ensure!(
+        relayed > 100_000.0,
+        "only {relayed} bytes relayed by our TURN during playback"
+    );
     Ok(())
 }

@@ -26,6 +26,8 @@ export const CHROMIUM_ARGS = [
   // Never hide host candidates behind mDNS names (the viewer page has no
   // getUserMedia stream of its own); the server could not resolve them.
   '--disable-features=WebRtcHideLocalIpsWithMdns',
+  // The TURN-over-TLS test serves a self-signed certificate for 127.0.0.1.
+  '--ignore-certificate-errors',
 ];
 
 export const chromiumExists = () => fs.existsSync(CHROMIUM);
