@@ -160,6 +160,11 @@ impl Server {
         self.http_addr
     }
 
+    /// The forwarder (taps, stream events, viewer counts).
+    pub fn sfu(&self) -> &Sfu {
+        &self.sfu
+    }
+
     /// UDP addresses advertised to peers, one per media worker.
     pub fn media_addrs(&self) -> Vec<SocketAddr> {
         self.sfu.media_addrs()

@@ -93,6 +93,7 @@ mod tests {
             index,
             contiguous: true,
             epoch,
+            wallclock: None,
         })
     }
 

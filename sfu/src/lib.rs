@@ -30,6 +30,7 @@ pub mod metrics;
 mod peer;
 mod stream;
 mod stun_binding;
+mod tap;
 mod worker;
 
 use std::collections::HashMap;
@@ -43,16 +44,23 @@ use parking_lot::Mutex;
 use str0m::change::SdpOffer;
 use str0m::config::DtlsCert;
 use str0m::{Candidate, IceCreds, RtcConfig};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 pub use crate::metrics::Metrics;
 use crate::peer::Peer;
 pub use crate::peer::Role;
+pub use crate::stream::Frame;
 use crate::stream::{PublisherSlot, StreamHub};
+pub use crate::tap::{StreamEvent, StreamEventKind, Tap, STALL_AFTER};
 use crate::worker::{Command, Worker};
+pub use str0m::format::Codec;
+pub use str0m::media::{MediaKind, MediaTime};
 
 /// Capacity of each worker's inbound queue (frames and commands).
 const WORKER_QUEUE: usize = 8192;
+
+/// Stream events buffered for a slow subscriber before it starts missing them.
+const EVENT_QUEUE: usize = 1024;
 
 /// Identifies one WebRTC session; also the last segment of its WHIP/WHEP
 /// resource URL, so it is random and unguessable.
@@ -146,6 +154,19 @@ pub(crate) struct Shared {
     pub workers: Vec<WorkerLink>,
     pub sessions: Mutex<HashMap<SessionId, SessionInfo>>,
     pub metrics: Metrics,
+    pub events: broadcast::Sender<StreamEvent>,
+}
+
+impl Shared {
+    pub fn emit(&self, stream: &str, kind: StreamEventKind) {
+        tracing::info!(stream, event = ?kind, "stream event");
+        // No receiver is not an error: nobody listens yet.
+        let _ = self.events.send(StreamEvent {
+            stream: stream.to_string(),
+            kind,
+            at: std::time::SystemTime::now(),
+        });
+    }
 }
 
 /// Handle to the running forwarder; cheap to clone.
@@ -186,6 +207,7 @@ impl Sfu {
             workers: links,
             sessions: Mutex::new(HashMap::new()),
             metrics,
+            events: broadcast::channel(EVENT_QUEUE).0,
         });
         let mut threads = Vec::new();
         for (i, (socket, candidate_addr, rx)) in pending.into_iter().enumerate() {
@@ -261,6 +283,46 @@ impl Sfu {
             .lock()
             .get(stream)
             .is_some_and(|h| h.publisher().is_some())
+    }
+
+    /// Subscribes to stream lifecycle events (live, stalled, resumed, ended).
+    pub fn events(&self) -> broadcast::Receiver<StreamEvent> {
+        self.shared.events.subscribe()
+    }
+
+    /// Attaches a tap to a stream (live or not yet): it receives the frames
+    /// viewers get (audio and the top video layer) through a queue of
+    /// `capacity` frames; when full, frames are dropped and counted, never
+    /// waited for.
+    pub fn tap(&self, stream: &str, capacity: usize) -> Tap {
+        let (tx, tap) = tap::tap_channel(capacity);
+        self.hub(stream).add_tap(tx);
+        tap
+    }
+
+    /// Asks the stream's publisher for a keyframe (throttled like viewer
+    /// requests). False when nobody publishes the stream.
+    pub fn request_keyframe(&self, stream: &str) -> bool {
+        let Some(publisher) = self.streams.lock().get(stream).and_then(|h| h.publisher()) else {
+            return false;
+        };
+        let Some(w) = self.shared.workers.get(publisher.worker) else {
+            return false;
+        };
+        w.tx.try_send(Command::RequestKeyframe {
+            session: publisher.session,
+        })
+        .is_ok()
+    }
+
+    /// Names of the streams with a publisher now.
+    pub fn live_streams(&self) -> Vec<String> {
+        self.streams
+            .lock()
+            .values()
+            .filter(|h| h.publisher().is_some())
+            .map(|h| h.name.clone())
+            .collect()
     }
 
     /// Number of viewers of a stream across workers.
@@ -493,8 +555,9 @@ impl Sfu {
         let info = self.shared.sessions.lock().remove(&session);
         if let Some(info) = info {
             if info.role == Role::Publisher {
-                if let Some(hub) = self.streams.lock().get(&info.stream) {
-                    hub.clear_publisher(session);
+                let hub = self.streams.lock().get(&info.stream).cloned();
+                if hub.is_some_and(|h| h.clear_publisher(session)) {
+                    self.shared.emit(&info.stream, StreamEventKind::Ended);
                 }
             }
         }

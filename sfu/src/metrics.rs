@@ -16,6 +16,8 @@ pub enum DropReason {
     SendFailed,
     /// A video frame that a viewer could not decode yet (waiting for a keyframe).
     AwaitingKeyframe,
+    /// A tap (the transcoder) did not keep up; the frame was not queued to it.
+    TapFull,
 }
 
 impl DropReason {
@@ -26,6 +28,7 @@ impl DropReason {
             DropReason::QueueFull => "queue_full",
             DropReason::SendFailed => "send_failed",
             DropReason::AwaitingKeyframe => "awaiting_keyframe",
+            DropReason::TapFull => "tap_full",
         }
     }
 }

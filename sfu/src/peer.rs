@@ -54,6 +54,9 @@ pub(crate) struct PublisherState {
     pending_keyframe_request: bool,
     /// Frames forwarded so far: audio, video.
     forwarded: [u64; 2],
+    /// When the last frame arrived, and whether a stall was reported since.
+    last_frame_at: Option<Instant>,
+    stalled: bool,
 }
 
 /// The simulcast layer being forwarded, and what was seen of each rid.
@@ -156,6 +159,8 @@ pub(crate) struct Effects {
     /// A viewer with video just connected: give it the cached GOP, or ask
     /// the publisher for a keyframe when there is none.
     pub viewer_joined: bool,
+    /// The stream went live (first frame of a publisher session) or resumed.
+    pub stream_event: Option<crate::StreamEventKind>,
 }
 
 impl Peer {
@@ -182,6 +187,8 @@ impl Peer {
                 last_keyframe_request: None,
                 pending_keyframe_request: false,
                 forwarded: [0; 2],
+                last_frame_at: None,
+                stalled: false,
             }),
         }
     }
@@ -313,6 +320,23 @@ impl Peer {
     }
 
     /// Sends a keyframe request to this publisher, throttled.
+    /// For a live publisher silent for [`crate::STALL_AFTER`]: reports the
+    /// stall once.
+    pub fn check_stall(&mut self, now: Instant) -> Option<crate::StreamEventKind> {
+        let PeerKind::Publisher(p) = &mut self.kind else {
+            return None;
+        };
+        let last = p.last_frame_at?;
+        if p.stalled || now.saturating_duration_since(last) < crate::STALL_AFTER {
+            return None;
+        }
+        if !self.hub.is_active_epoch(p.epoch) {
+            return None;
+        }
+        p.stalled = true;
+        Some(crate::StreamEventKind::Stalled)
+    }
+
     pub fn request_keyframe(&mut self, now: Instant, metrics: &Metrics) {
         let PeerKind::Publisher(p) = &mut self.kind else {
             return;
@@ -542,6 +566,16 @@ impl PublisherState {
                 }
             }
         }
+        if self.last_frame_at.is_none() {
+            fx.stream_event = Some(crate::StreamEventKind::Live);
+        } else if self.stalled {
+            fx.stream_event = Some(crate::StreamEventKind::Resumed);
+        }
+        self.last_frame_at = Some(data.network_time);
+        self.stalled = false;
+        let wallclock = data
+            .last_sender_info
+            .and_then(|sr| wallclock_of(data.time, sr.rtp_time, sr.ntp_time));
         let counter = &mut self.forwarded[usize::from(kind == MediaKind::Video)];
         let index = *counter;
         *counter += 1;
@@ -555,6 +589,7 @@ impl PublisherState {
             index,
             contiguous: data.contiguous,
             epoch,
+            wallclock,
         })
     }
 
@@ -595,6 +630,27 @@ impl PublisherState {
     }
 }
 
+/// Capture wall clock of an RTP time, from a sender report's RTP/NTP pair.
+/// RTP times compare modulo 2^32 (the report carries the 32-bit value).
+fn wallclock_of(
+    time: MediaTime,
+    sr_rtp: MediaTime,
+    sr_ntp: std::time::SystemTime,
+) -> Option<std::time::SystemTime> {
+    let rate = i64::from(time.frequency().get());
+    if rate == 0 {
+        return None;
+    }
+    let delta = i64::from((time.numer() as u32).wrapping_sub(sr_rtp.numer() as u32) as i32);
+    let micros = delta.saturating_mul(1_000_000) / rate;
+    let d = Duration::from_micros(micros.unsigned_abs());
+    if micros >= 0 {
+        sr_ntp.checked_add(d)
+    } else {
+        sr_ntp.checked_sub(d)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -611,6 +667,7 @@ mod tests {
             index: 0,
             contiguous: true,
             epoch,
+            wallclock: None,
         }
     }
 
@@ -664,6 +721,8 @@ mod tests {
             last_keyframe_request: None,
             pending_keyframe_request: false,
             forwarded: [0; 2],
+            last_frame_at: None,
+            stalled: false,
         };
         let t = Instant::now();
         let ms = |n| t + Duration::from_millis(n);
@@ -693,5 +752,25 @@ mod tests {
             "silent layer abandoned"
         );
         assert_eq!(p.layer.as_ref().map(|l| l.switches), Some(2));
+    }
+
+    #[test]
+    fn wallclock_maps_rtp_through_the_sender_report() {
+        use std::time::UNIX_EPOCH;
+        let ntp = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let sr_rtp = MediaTime::new(u64::from(u32::MAX) - 45_000, Frequency::NINETY_KHZ);
+        // 90,000 ticks later, across the 32-bit wrap, in extended form.
+        let later = MediaTime::new(
+            u64::from(u32::MAX) + 45_000 + (5u64 << 32),
+            Frequency::NINETY_KHZ,
+        );
+        let at = wallclock_of(later, sr_rtp, ntp).expect("mapped");
+        assert_eq!(at.duration_since(ntp).ok(), Some(Duration::from_secs(1)));
+        let earlier = MediaTime::new(u64::from(u32::MAX) - 90_000, Frequency::NINETY_KHZ);
+        let at = wallclock_of(earlier, sr_rtp, ntp).expect("mapped");
+        assert_eq!(
+            ntp.duration_since(at).ok(),
+            Some(Duration::from_millis(500))
+        );
     }
 }

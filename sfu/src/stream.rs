@@ -7,13 +7,14 @@
 
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use str0m::format::Codec;
 use str0m::media::{MediaKind, MediaTime};
 
 use crate::h264::ProfileLevelId;
+use crate::tap::{Offered, TapSender};
 use crate::SessionId;
 
 /// Epoch bits below this count simulcast layer switches within a session.
@@ -44,6 +45,9 @@ pub struct Frame {
     /// Changes whenever timestamps may jump: a new publisher session or a
     /// switch to another simulcast layer. Viewers rebase their timeline on it.
     pub epoch: u64,
+    /// Wall-clock capture time from the publisher's RTCP sender reports
+    /// (RTP → NTP mapping); `None` until the first report arrives.
+    pub wallclock: Option<SystemTime>,
 }
 
 /// Another credential publishes the stream.
@@ -68,6 +72,9 @@ pub(crate) struct StreamHub {
     active_epoch: AtomicU64,
     /// H.264 profile read from the publisher's SPS (0 when unknown).
     h264_profile: AtomicU32,
+    /// Consumers of the stream's frames beside viewers (the transcoder).
+    taps: RwLock<Vec<TapSender>>,
+    tap_count: AtomicUsize,
 }
 
 impl StreamHub {
@@ -79,6 +86,8 @@ impl StreamHub {
             publisher: Mutex::new(None),
             active_epoch: AtomicU64::new(0),
             h264_profile: AtomicU32::new(0),
+            taps: RwLock::new(Vec::new()),
+            tap_count: AtomicUsize::new(0),
         }
     }
 
@@ -161,5 +170,34 @@ impl StreamHub {
 
     pub fn set_h264_profile(&self, p: ProfileLevelId) {
         self.h264_profile.store(p.0, Ordering::Relaxed);
+    }
+
+    pub fn add_tap(&self, tap: TapSender) {
+        let mut taps = self.taps.write();
+        taps.push(tap);
+        self.tap_count.store(taps.len(), Ordering::Relaxed);
+    }
+
+    /// Offers a frame to every tap without waiting; returns how many were
+    /// dropped because a tap was full. Taps whose receiver is gone are removed.
+    pub fn offer_to_taps(&self, frame: &Arc<Frame>) -> usize {
+        if self.tap_count.load(Ordering::Relaxed) == 0 {
+            return 0;
+        }
+        let mut dropped = 0;
+        let mut closed = false;
+        for tap in self.taps.read().iter() {
+            match tap.offer(frame) {
+                Offered::Sent => {}
+                Offered::Dropped => dropped += 1,
+                Offered::Closed => closed = true,
+            }
+        }
+        if closed {
+            let mut taps = self.taps.write();
+            taps.retain(|t| !t.is_closed());
+            self.tap_count.store(taps.len(), Ordering::Relaxed);
+        }
+        dropped
     }
 }

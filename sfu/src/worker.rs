@@ -67,7 +67,8 @@ pub(crate) struct Worker {
 const RECV_BATCH: usize = 64;
 
 /// Longest the loop sleeps without looking at its sessions (reaping, deadlines).
-const IDLE_TICK: Duration = Duration::from_millis(500);
+/// Short enough that a stalled publisher is reported within a second.
+const IDLE_TICK: Duration = Duration::from_millis(200);
 
 impl Worker {
     pub fn new(
@@ -331,7 +332,14 @@ impl Worker {
             self.shared.metrics.keyframe_request(origin);
             self.route_keyframe_request(&hub, now);
         }
+        if let Some(kind) = fx.stream_event {
+            self.shared.emit(&hub.name, kind);
+        }
         for frame in fx.frames {
+            let dropped = hub.offer_to_taps(&frame);
+            for _ in 0..dropped {
+                self.shared.metrics.drop(DropReason::TapFull);
+            }
             self.fan_out(&hub, frame);
         }
     }
@@ -449,6 +457,11 @@ impl Worker {
             gop.epoch()
                 .is_some_and(|e| hub.is_active_epoch(session_epoch(e)))
         });
+        for p in &mut self.peers {
+            if let Some(kind) = p.check_stall(now) {
+                self.shared.emit(&p.hub.name, kind);
+            }
+        }
         let mut i = 0;
         while i < self.peers.len() {
             let p = &mut self.peers[i];
@@ -474,7 +487,9 @@ impl Worker {
         tracing::info!(session = %p.session, stream = %p.hub.name, role = ?p.role(), "session ended");
         match p.kind {
             PeerKind::Publisher(_) => {
-                p.hub.clear_publisher(p.session);
+                if p.hub.clear_publisher(p.session) {
+                    self.shared.emit(&p.hub.name, crate::StreamEventKind::Ended);
+                }
                 self.shared.metrics.publishers.dec();
             }
             PeerKind::Viewer(_) => {
