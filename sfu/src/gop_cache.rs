@@ -93,6 +93,8 @@ mod tests {
             index,
             contiguous: true,
             epoch,
+            layer: 0,
+            top: true,
             wallclock: None,
         })
     }

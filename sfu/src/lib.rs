@@ -26,6 +26,7 @@
 mod codecs;
 mod gop_cache;
 pub mod h264;
+pub mod layers;
 pub mod metrics;
 mod peer;
 mod stream;
@@ -46,6 +47,7 @@ use str0m::config::DtlsCert;
 use str0m::{Candidate, IceCreds, RtcConfig};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+pub use crate::layers::{LayerCap, LayerInfo, LayerTable};
 pub use crate::metrics::Metrics;
 use crate::peer::Peer;
 pub use crate::peer::Role;
@@ -58,6 +60,10 @@ pub use str0m::media::{MediaKind, MediaTime};
 
 /// Capacity of each worker's inbound queue (frames and commands).
 const WORKER_QUEUE: usize = 8192;
+
+/// Bandwidth a simulcast viewer is assumed to have until its estimator
+/// knows better: enough for a typical middle layer.
+const INITIAL_ESTIMATE_BPS: u64 = 1_200_000;
 
 /// Stream events buffered for a slow subscriber before it starts missing them.
 const EVENT_QUEUE: usize = 1024;
@@ -300,6 +306,22 @@ impl Sfu {
         tap
     }
 
+    /// Changes a viewer's simulcast layer cap (WHEP layer control).
+    pub async fn set_layer_cap(&self, session: SessionId, cap: LayerCap) -> Result<(), SfuError> {
+        let worker = self.session_worker(session)?;
+        self.send(worker, Command::SetLayerCap { session, cap })
+            .await
+    }
+
+    /// The stream's simulcast layers as last measured (lowest first).
+    pub fn layers(&self, stream: &str) -> LayerTable {
+        self.streams
+            .lock()
+            .get(stream)
+            .map(|h| h.layers())
+            .unwrap_or_default()
+    }
+
     /// Asks the stream's publisher for a keyframe (throttled like viewer
     /// requests). False when nobody publishes the stream.
     pub fn request_keyframe(&self, stream: &str) -> bool {
@@ -311,6 +333,7 @@ impl Sfu {
         };
         w.tx.try_send(Command::RequestKeyframe {
             session: publisher.session,
+            layer: None,
         })
         .is_ok()
     }
@@ -427,6 +450,9 @@ impl Sfu {
                     owner: owner.to_string(),
                 },
                 epoch,
+                offer_sdp
+                    .lines()
+                    .any(|l| l.trim_start().starts_with("a=simulcast:")),
             )
             .map_err(|_| SfuError::StreamBusy)?;
         self.shared.sessions.lock().insert(
@@ -464,6 +490,16 @@ impl Sfu {
         stream: &str,
         offer_sdp: &str,
     ) -> Result<SessionAnswer, SfuError> {
+        self.subscribe_with(stream, offer_sdp, LayerCap::Auto).await
+    }
+
+    /// [`Sfu::subscribe`] with a cap on the simulcast layer the viewer gets.
+    pub async fn subscribe_with(
+        &self,
+        stream: &str,
+        offer_sdp: &str,
+        cap: LayerCap,
+    ) -> Result<SessionAnswer, SfuError> {
         if !offer_has_media(offer_sdp, false) {
             return Err(SfuError::NoMedia { action: "receive" });
         }
@@ -471,14 +507,29 @@ impl Sfu {
         let hub = self.hub(stream);
         let now = Instant::now();
         let worker = self.least_loaded_worker(&hub);
-        let cfg = codecs::viewer_config(self.base_config(), offer_sdp, hub.h264_profile());
+        let mut cfg = codecs::viewer_config(self.base_config(), offer_sdp, hub.h264_profile());
+        // Bandwidth estimation (TWCC) drives the layer choice; without
+        // simulcast there is nothing to choose, and its pacing would only
+        // slow the join burst.
+        let bwe = hub.is_simulcast();
+        if bwe {
+            cfg = cfg.enable_bwe(Some(str0m::bwe::Bitrate::bps(INITIAL_ESTIMATE_BPS)));
+        }
         let (rtc, answer) = self.build_session(cfg, worker, offer_sdp, now)?;
         if answer_rejects_everything(&answer.sdp)
             || !answer_has_forwardable_video_or_audio(&answer.sdp)
         {
             return Err(SfuError::NoCommonCodec);
         }
-        let peer = Peer::new_viewer(answer.session, hub.clone(), rtc, offer_sdp.to_string(), now);
+        let peer = Peer::new_viewer(
+            answer.session,
+            hub.clone(),
+            rtc,
+            offer_sdp.to_string(),
+            now,
+            cap,
+            bwe,
+        );
         let permit = self.reserve(worker).await?;
         self.shared.sessions.lock().insert(
             answer.session,

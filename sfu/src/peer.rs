@@ -4,14 +4,16 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::SdpOffer;
 use str0m::format::Codec;
 use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, MediaTime, Mid, Rid};
 use str0m::{Event, IceConnectionState, IceCreds, Rtc};
 
 use crate::h264;
+use crate::layers::{LayerCap, LayerInfo, LayerSelect, LayerTable, LAYER_SILENCE, STATS_INTERVAL};
 use crate::metrics::{DropReason, KeyframeOrigin, Metrics};
-use crate::stream::{Frame, StreamHub};
+use crate::stream::{session_epoch, Frame, StreamHub};
 use crate::SessionId;
 
 /// Keyframe requests to a publisher are throttled to one per this interval.
@@ -44,56 +46,58 @@ pub(crate) enum PeerKind {
 }
 
 pub(crate) struct PublisherState {
-    /// Base epoch of this session; simulcast layer switches add to it.
+    /// Base epoch of this session; a frame's layer id is added to it.
     pub epoch: u64,
     video_mid: Option<Mid>,
-    layer: Option<Layer>,
-    last_keyframe_request: Option<Instant>,
-    /// A request that arrived inside the throttle window, served when it ends
-    /// unless a keyframe arrives first.
-    pending_keyframe_request: bool,
-    /// Frames forwarded so far: audio, video.
-    forwarded: [u64; 2],
+    /// Every video encoding seen, by layer id (one, without a rid, when the
+    /// publisher does not send simulcast).
+    layers: Vec<LayerSeen>,
+    /// The main layer (what taps get): the one with the largest keyframes,
+    /// or, when it falls silent, one still sending.
+    top: Option<u8>,
+    top_switches: u64,
+    /// Audio frames forwarded so far (video counts per layer).
+    audio_index: u64,
+    /// Keyframe request throttle, per layer id.
+    kf: [KfThrottle; MAX_LAYERS],
+    /// When layer statistics were last published to the stream hub.
+    stats_at: Option<Instant>,
     /// When the last frame arrived, and whether a stall was reported since.
     last_frame_at: Option<Instant>,
     stalled: bool,
 }
 
-/// The simulcast layer being forwarded, and what was seen of each rid.
-struct Layer {
-    rid: Rid,
-    switches: u64,
-    seen: Vec<RidSeen>,
-}
+/// Encodings beyond this many are not forwarded (browsers send at most three).
+const MAX_LAYERS: usize = 4;
 
-struct RidSeen {
-    rid: Rid,
+struct LayerSeen {
+    rid: Option<Rid>,
     last_frame: Instant,
     keyframe_size: usize,
+    /// Frames of this layer forwarded so far (`Frame::index`).
+    index: u64,
+    /// Bytes and frames since the statistics were last published.
+    bytes: u64,
+    frames: u32,
 }
 
-/// A forwarded layer silent this long is abandoned for one still sending
-/// (a browser drops its top layer under congestion).
-const LAYER_SILENCE: Duration = Duration::from_secs(1);
-
-impl Layer {
-    /// The rid keyframe requests should name: the forwarded one, or while it
-    /// is silent the most recently active one.
-    fn request_rid(&self, now: Instant) -> Rid {
-        let current = self.seen.iter().find(|s| s.rid == self.rid);
-        if current.is_some_and(|c| now.saturating_duration_since(c.last_frame) < LAYER_SILENCE) {
-            return self.rid;
-        }
-        self.seen
-            .iter()
-            .max_by_key(|s| s.last_frame)
-            .map_or(self.rid, |s| s.rid)
-    }
+#[derive(Default, Clone, Copy)]
+struct KfThrottle {
+    last: Option<Instant>,
+    /// A request that arrived inside the throttle window, served when it
+    /// ends unless a keyframe of the layer arrives first.
+    pending: bool,
 }
 
 pub(crate) struct ViewerState {
     tracks: Vec<OutTrack>,
     last_keyframe_request: Option<Instant>,
+    /// Which simulcast layer this viewer gets.
+    pub select: LayerSelect,
+    /// When the layer choice was last re-evaluated.
+    last_eval: Option<Instant>,
+    /// Whether bandwidth estimation runs for this viewer (simulcast streams).
+    bwe: bool,
 }
 
 struct OutTrack {
@@ -154,8 +158,9 @@ pub(crate) struct GopBurst {
 pub(crate) struct Effects {
     /// Frames to fan out to viewers of the publisher's stream.
     pub frames: Vec<Arc<Frame>>,
-    /// Ask the stream's publisher for a keyframe.
-    pub keyframe_requests: Vec<KeyframeOrigin>,
+    /// Ask the stream's publisher for a keyframe (of this layer, or of its
+    /// main layer).
+    pub keyframe_requests: Vec<(KeyframeOrigin, Option<u8>)>,
     /// A viewer with video just connected: give it the cached GOP, or ask
     /// the publisher for a keyframe when there is none.
     pub viewer_joined: bool,
@@ -180,16 +185,7 @@ impl Peer {
             created: now,
             connected: false,
             next_timeout: now,
-            kind: PeerKind::Publisher(PublisherState {
-                epoch,
-                video_mid: None,
-                layer: None,
-                last_keyframe_request: None,
-                pending_keyframe_request: false,
-                forwarded: [0; 2],
-                last_frame_at: None,
-                stalled: false,
-            }),
+            kind: PeerKind::Publisher(PublisherState::new(epoch)),
         }
     }
 
@@ -199,6 +195,8 @@ impl Peer {
         rtc: Rtc,
         offer_sdp: String,
         now: Instant,
+        cap: LayerCap,
+        bwe: bool,
     ) -> Peer {
         Peer {
             session,
@@ -211,6 +209,9 @@ impl Peer {
             kind: PeerKind::Viewer(ViewerState {
                 tracks: Vec::new(),
                 last_keyframe_request: None,
+                select: LayerSelect::new(cap),
+                last_eval: None,
+                bwe,
             }),
         }
     }
@@ -308,10 +309,23 @@ impl Peer {
                     }
                 }
             }
+            Event::EgressBitrateEstimate(estimate) => {
+                if let PeerKind::Viewer(v) = &mut self.kind {
+                    let bps = match estimate {
+                        BweKind::Twcc { estimate, .. } => estimate.as_u64(),
+                        BweKind::Remb { estimate, .. } => estimate.as_u64(),
+                        _ => return,
+                    };
+                    v.select.estimate = Some(bps);
+                    // Acted on with the next video frame.
+                    v.last_eval = None;
+                }
+            }
             Event::KeyframeRequest(_) => {
                 if let PeerKind::Viewer(v) = &mut self.kind {
                     if v.throttle_request(now) {
-                        fx.keyframe_requests.push(KeyframeOrigin::ViewerFeedback);
+                        fx.keyframe_requests
+                            .push((KeyframeOrigin::ViewerFeedback, v.select.current));
                     }
                 }
             }
@@ -337,20 +351,31 @@ impl Peer {
         Some(crate::StreamEventKind::Stalled)
     }
 
-    pub fn request_keyframe(&mut self, now: Instant, metrics: &Metrics) {
+    /// Asks this publisher for a keyframe of `layer` (default: its main
+    /// layer), at most once per [`KEYFRAME_REQUEST_INTERVAL`] per layer; a
+    /// request inside the window is kept and served when it ends.
+    pub fn request_keyframe(&mut self, now: Instant, metrics: &Metrics, layer: Option<u8>) {
         let PeerKind::Publisher(p) = &mut self.kind else {
             return;
         };
-        if p.last_keyframe_request
+        let id = match layer {
+            Some(id) if usize::from(id) < p.layers.len() => id,
+            _ => p.default_request_layer(now),
+        };
+        let Some(slot) = p.kf.get_mut(usize::from(id)) else {
+            return;
+        };
+        if slot
+            .last
             .is_some_and(|t| now.saturating_duration_since(t) < KEYFRAME_REQUEST_INTERVAL)
         {
-            p.pending_keyframe_request = true;
+            slot.pending = true;
             return;
         }
         let Some(mid) = p.video_mid else {
             return;
         };
-        let rid = p.layer.as_ref().map(|l| l.request_rid(now));
+        let rid = p.layers.get(usize::from(id)).and_then(|l| l.rid);
         let Some(mut writer) = self.rtc.writer(mid) else {
             return;
         };
@@ -362,23 +387,32 @@ impl Peer {
         match writer.request_keyframe(rid, kind) {
             Ok(()) => {
                 metrics.keyframe_requests_sent.inc();
-                p.last_keyframe_request = Some(now);
-                p.pending_keyframe_request = false;
+                slot.last = Some(now);
+                slot.pending = false;
             }
             Err(e) => tracing::debug!(session = %self.session, "keyframe request not sent: {e}"),
         }
     }
 
-    /// Serves a keyframe request deferred by the throttle, once it may go.
-    pub fn pending_keyframe_due(&self, now: Instant) -> bool {
-        match &self.kind {
+    /// Serves keyframe requests deferred by the throttle, once they may go.
+    pub fn serve_pending_keyframe_requests(&mut self, now: Instant, metrics: &Metrics) {
+        let due: Vec<u8> = match &self.kind {
             PeerKind::Publisher(p) => {
-                p.pending_keyframe_request
-                    && p.last_keyframe_request.is_none_or(|t| {
-                        now.saturating_duration_since(t) >= KEYFRAME_REQUEST_INTERVAL
+                p.kf.iter()
+                    .enumerate()
+                    .filter(|(_, k)| {
+                        k.pending
+                            && k.last.is_none_or(|t| {
+                                now.saturating_duration_since(t) >= KEYFRAME_REQUEST_INTERVAL
+                            })
                     })
+                    .filter_map(|(i, _)| u8::try_from(i).ok())
+                    .collect()
             }
-            PeerKind::Viewer(_) => false,
+            PeerKind::Viewer(_) => return,
+        };
+        for id in due {
+            self.request_keyframe(now, metrics, Some(id));
         }
     }
 
@@ -386,6 +420,30 @@ impl Peer {
     pub fn note_keyframe_request(&mut self, now: Instant) {
         if let PeerKind::Viewer(v) = &mut self.kind {
             v.last_keyframe_request = Some(now);
+        }
+    }
+
+    /// The layer a joining viewer starts on (chosen now from the stream's
+    /// layers, its cap and its initial bandwidth estimate).
+    pub fn join_layer(&mut self, now: Instant) -> Option<u8> {
+        let PeerKind::Viewer(v) = &mut self.kind else {
+            return None;
+        };
+        let table = self.hub.layers();
+        v.select.evaluate(&table, now);
+        v.last_eval = Some(now);
+        if v.bwe {
+            let (min, desired) = bwe_targets(&v.select, &table);
+            self.rtc.bwe().set_bitrate(min, desired);
+        }
+        v.select.target
+    }
+
+    /// Changes this viewer's layer cap (takes effect with the next frame).
+    pub fn set_layer_cap(&mut self, cap: LayerCap) {
+        if let PeerKind::Viewer(v) = &mut self.kind {
+            v.select.cap = cap;
+            v.last_eval = None;
         }
     }
 
@@ -401,7 +459,7 @@ impl Peer {
             return None;
         };
         let (first, last) = (gop.first()?, gop.last()?);
-        if !self.connected || !first.keyframe {
+        if !self.connected || !first.keyframe || v.select.target != Some(first.layer) {
             return None;
         }
         let track = v
@@ -414,6 +472,7 @@ impl Peer {
                 .map(|p| p.pt())
         })?;
         track.pt_cache = Some((last.codec, pt));
+        v.select.admit(first.layer, true);
         let live = track.timeline.map(last);
         track.awaiting_keyframe = false;
         track.last_index = Some(last.index);
@@ -469,24 +528,57 @@ impl Peer {
         let Some(track) = v.tracks.iter_mut().find(|t| t.kind == frame.kind) else {
             return;
         };
-        let Some(writer) = self.rtc.writer(track.mid) else {
-            return;
-        };
         // Payload type first: a codec this viewer cannot take is skipped
         // without touching its keyframe state (nor asking for keyframes).
         let pt = match track.pt_cache {
             Some((codec, pt)) if codec == frame.codec => pt,
             _ => {
-                let Some(pt) = writer
-                    .payload_params()
-                    .find(|p| p.spec().codec == frame.codec)
-                    .map(|p| p.pt())
-                else {
+                let Some(pt) = self.rtc.writer(track.mid).and_then(|w| {
+                    w.payload_params()
+                        .find(|p| p.spec().codec == frame.codec)
+                        .map(|p| p.pt())
+                }) else {
                     return;
                 };
                 track.pt_cache = Some((frame.codec, pt));
                 pt
             }
+        };
+        let mid = track.mid;
+        if frame.kind == MediaKind::Video {
+            if track
+                .timeline
+                .epoch
+                .is_some_and(|e| session_epoch(e) != session_epoch(frame.epoch))
+                && v.select.current.is_some()
+            {
+                // A new publisher session numbers its layers anew.
+                v.select.reset();
+                v.last_eval = None;
+            }
+            if v.last_eval
+                .is_none_or(|t| now.saturating_duration_since(t) >= STATS_INTERVAL)
+            {
+                v.last_eval = Some(now);
+                let table = self.hub.layers();
+                v.select.evaluate(&table, now);
+                if v.bwe {
+                    let (min, desired) = bwe_targets(&v.select, &table);
+                    self.rtc.bwe().set_bitrate(min, desired);
+                }
+            }
+            if !v.select.admit(frame.layer, frame.keyframe) {
+                // Another layer, or the target's delta frames before its
+                // keyframe: ask for that keyframe (throttled).
+                if v.select.waiting_for() == Some(frame.layer) && v.throttle_request(now) {
+                    fx.keyframe_requests
+                        .push((KeyframeOrigin::ViewerWaiting, Some(frame.layer)));
+                }
+                return;
+            }
+        }
+        let Some(track) = v.tracks.iter_mut().find(|t| t.mid == mid) else {
+            return;
         };
         if frame.kind == MediaKind::Video {
             let new_source = track.timeline.epoch != Some(frame.epoch);
@@ -506,13 +598,17 @@ impl Peer {
                     .is_none_or(|t| now.saturating_duration_since(t) >= KEYFRAME_REQUEST_INTERVAL)
                 {
                     v.last_keyframe_request = Some(now);
-                    fx.keyframe_requests.push(KeyframeOrigin::ViewerWaiting);
+                    fx.keyframe_requests
+                        .push((KeyframeOrigin::ViewerWaiting, Some(frame.layer)));
                 }
                 return;
             }
             track.awaiting_keyframe = false;
         }
         let time = track.timeline.map(frame);
+        let Some(writer) = self.rtc.writer(mid) else {
+            return;
+        };
         match writer.write(pt, frame.network_time, time, frame.data.clone()) {
             Ok(()) => metrics.frames_forwarded.inc(),
             Err(e) => {
@@ -537,6 +633,21 @@ impl ViewerState {
 }
 
 impl PublisherState {
+    fn new(epoch: u64) -> PublisherState {
+        PublisherState {
+            epoch,
+            video_mid: None,
+            layers: Vec::new(),
+            top: None,
+            top_switches: 0,
+            audio_index: 0,
+            kf: [KfThrottle::default(); MAX_LAYERS],
+            stats_at: None,
+            last_frame_at: None,
+            stalled: false,
+        }
+    }
+
     fn ingest(&mut self, hub: &StreamHub, data: MediaData, fx: &mut Effects) -> Option<Frame> {
         if !hub.is_active_epoch(self.epoch) {
             // Replaced by a newer session of the same publisher.
@@ -545,89 +656,182 @@ impl PublisherState {
         let spec = data.params.spec();
         let kind = spec.codec.kind();
         let keyframe = data.is_keyframe();
-        let mut epoch = self.epoch;
-        if kind == MediaKind::Video {
-            if let Some(rid) = data.rid {
-                if !self.select_layer(rid, keyframe, data.data.len(), data.network_time) {
-                    return None;
-                }
-                let switches = self.layer.as_ref().map_or(0, |l| l.switches);
-                epoch = self.epoch + (switches % (1 << crate::stream::EPOCH_LAYER_BITS));
-            }
+        let at = data.network_time;
+        let (layer, top, index) = if kind == MediaKind::Video {
+            let id = self.layer_id(data.rid, at, hub)?;
+            let top = self.update_top(id, keyframe, data.data.len(), at);
             if !data.contiguous {
-                fx.keyframe_requests.push(KeyframeOrigin::PacketLoss);
+                fx.keyframe_requests
+                    .push((KeyframeOrigin::PacketLoss, Some(id)));
             }
             if keyframe {
-                self.pending_keyframe_request = false;
-                if spec.codec == Codec::H264 {
+                if let Some(k) = self.kf.get_mut(usize::from(id)) {
+                    k.pending = false;
+                }
+                if top && spec.codec == Codec::H264 {
                     if let Some(p) = h264::sps_profile(&data.data) {
                         hub.set_h264_profile(p);
                     }
                 }
             }
+            let l = &mut self.layers[usize::from(id)];
+            l.bytes += data.data.len() as u64;
+            l.frames += 1;
+            let index = l.index;
+            l.index += 1;
+            (id, top, index)
+        } else {
+            let index = self.audio_index;
+            self.audio_index += 1;
+            (0, true, index)
+        };
+        if self
+            .stats_at
+            .is_none_or(|t| at.saturating_duration_since(t) >= STATS_INTERVAL)
+        {
+            self.publish_stats(hub, at);
         }
         if self.last_frame_at.is_none() {
             fx.stream_event = Some(crate::StreamEventKind::Live);
         } else if self.stalled {
             fx.stream_event = Some(crate::StreamEventKind::Resumed);
         }
-        self.last_frame_at = Some(data.network_time);
+        self.last_frame_at = Some(at);
         self.stalled = false;
         let wallclock = data
             .last_sender_info
             .and_then(|sr| wallclock_of(data.time, sr.rtp_time, sr.ntp_time));
-        let counter = &mut self.forwarded[usize::from(kind == MediaKind::Video)];
-        let index = *counter;
-        *counter += 1;
         Some(Frame {
             kind,
             codec: spec.codec,
             time: data.time,
-            network_time: data.network_time,
+            network_time: at,
             keyframe,
             data: data.data,
             index,
             contiguous: data.contiguous,
-            epoch,
+            epoch: self.epoch + u64::from(layer),
+            layer,
+            top,
             wallclock,
         })
     }
 
-    /// Simulcast: forwards one layer, the one with the largest keyframes
-    /// seen (per-viewer layer choice comes with bandwidth estimation), or,
-    /// when it falls silent, one still sending. Switches only on a keyframe
-    /// of the new layer.
-    fn select_layer(&mut self, rid: Rid, keyframe: bool, size: usize, at: Instant) -> bool {
-        let layer = self.layer.get_or_insert_with(|| Layer {
-            rid,
-            switches: 0,
-            seen: Vec::new(),
-        });
-        match layer.seen.iter_mut().find(|s| s.rid == rid) {
-            Some(s) => {
-                s.last_frame = at;
-                if keyframe {
-                    s.keyframe_size = size;
-                }
-            }
-            None => layer.seen.push(RidSeen {
-                rid,
-                last_frame: at,
-                keyframe_size: if keyframe { size } else { 0 },
-            }),
+    /// The layer id of an encoding, registering it when new (the stream's
+    /// layer table is republished at once so viewers can choose it).
+    fn layer_id(&mut self, rid: Option<Rid>, at: Instant, hub: &StreamHub) -> Option<u8> {
+        if let Some(i) = self.layers.iter().position(|l| l.rid == rid) {
+            self.layers[i].last_frame = at;
+            return u8::try_from(i).ok();
         }
-        if keyframe && rid != layer.rid {
-            let current = layer.seen.iter().find(|s| s.rid == layer.rid);
+        if self.layers.len() >= MAX_LAYERS {
+            return None;
+        }
+        self.layers.push(LayerSeen {
+            rid,
+            last_frame: at,
+            keyframe_size: 0,
+            index: 0,
+            bytes: 0,
+            frames: 0,
+        });
+        let id = u8::try_from(self.layers.len() - 1).ok();
+        self.publish_stats(hub, at);
+        id
+    }
+
+    /// Keeps the main layer: the first seen, replaced on a keyframe of a
+    /// layer with clearly larger keyframes, or of any layer when the main one
+    /// fell silent. Returns whether `id` is the main layer.
+    fn update_top(&mut self, id: u8, keyframe: bool, size: usize, at: Instant) -> bool {
+        if keyframe {
+            self.layers[usize::from(id)].keyframe_size = size;
+        }
+        let top = *self.top.get_or_insert(id);
+        if keyframe && id != top {
+            let current = self.layers.get(usize::from(top));
             let silent =
                 current.is_none_or(|c| at.saturating_duration_since(c.last_frame) >= LAYER_SILENCE);
             let bigger = size > current.map_or(0, |c| c.keyframe_size).saturating_mul(3) / 2;
             if silent || bigger {
-                layer.rid = rid;
-                layer.switches += 1;
+                self.top = Some(id);
+                self.top_switches += 1;
             }
         }
-        layer.rid == rid
+        self.top == Some(id)
     }
+
+    /// The layer a request that names none is for: the main layer, or while
+    /// it is silent the most recently active one.
+    fn default_request_layer(&self, now: Instant) -> u8 {
+        let top = self.top.unwrap_or(0);
+        let current = self.layers.get(usize::from(top));
+        if current.is_some_and(|c| now.saturating_duration_since(c.last_frame) < LAYER_SILENCE) {
+            return top;
+        }
+        self.layers
+            .iter()
+            .enumerate()
+            .max_by_key(|(_, l)| l.last_frame)
+            .and_then(|(i, _)| u8::try_from(i).ok())
+            .unwrap_or(top)
+    }
+
+    /// Publishes each layer's bitrate, frame rate and activity to the hub.
+    fn publish_stats(&mut self, hub: &StreamHub, at: Instant) {
+        let elapsed = self
+            .stats_at
+            .map(|t| at.saturating_duration_since(t).as_secs_f64())
+            .filter(|e| *e > 0.0);
+        self.stats_at = Some(at);
+        let mut table = LayerTable {
+            layers: self
+                .layers
+                .iter_mut()
+                .enumerate()
+                .map(|(i, l)| {
+                    let (bitrate_bps, fps) = match elapsed {
+                        Some(e) => (
+                            (l.bytes as f64 * 8.0 / e) as u64,
+                            (f64::from(l.frames) / e) as f32,
+                        ),
+                        None => (0, 0.0),
+                    };
+                    l.bytes = 0;
+                    l.frames = 0;
+                    LayerInfo {
+                        id: i as u8,
+                        rid: l.rid.map(|r| r.to_string()).unwrap_or_default(),
+                        bitrate_bps,
+                        fps,
+                        keyframe_bytes: l.keyframe_size,
+                        active: at.saturating_duration_since(l.last_frame) < LAYER_SILENCE,
+                    }
+                })
+                .collect(),
+        };
+        table.sort();
+        hub.set_layers(table);
+    }
+}
+
+/// What the bandwidth estimator of a simulcast viewer should aim for:
+/// enough to carry the next layer up (padding fills the gap, so the
+/// estimate can grow to it), probing up to the highest layer allowed.
+fn bwe_targets(select: &LayerSelect, table: &LayerTable) -> (Bitrate, Bitrate) {
+    const HEADROOM: f64 = 1.3;
+    let desired = select.desired_bps(table).unwrap_or(0) as f64 * HEADROOM;
+    let target = select
+        .target
+        .and_then(|t| table.layers.iter().position(|l| l.id == t));
+    let next_up = target
+        .and_then(|i| table.layers.iter().skip(i + 1).find(|l| l.active))
+        .map_or(0.0, |l| l.bitrate_bps as f64 * HEADROOM);
+    let desired = desired.max(300_000.0);
+    (
+        Bitrate::bps(next_up.min(desired) as u64),
+        Bitrate::bps(desired as u64),
+    )
 }
 
 /// Capture wall clock of an RTP time, from a sender report's RTP/NTP pair.
@@ -667,6 +871,8 @@ mod tests {
             index: 0,
             contiguous: true,
             epoch,
+            layer: 0,
+            top: true,
             wallclock: None,
         }
     }
@@ -713,45 +919,53 @@ mod tests {
     }
 
     #[test]
-    fn simulcast_forwards_the_largest_layer_and_switches_only_on_its_keyframe() {
-        let mut p = PublisherState {
-            epoch: 1 << 20,
-            video_mid: None,
-            layer: None,
-            last_keyframe_request: None,
-            pending_keyframe_request: false,
-            forwarded: [0; 2],
-            last_frame_at: None,
-            stalled: false,
-        };
+    fn simulcast_forwards_every_layer_and_taps_the_largest_switching_on_its_keyframe() {
+        let hub = StreamHub::new(1, "s".into(), 1);
+        let mut p = PublisherState::new(1 << 20);
         let t = Instant::now();
         let ms = |n| t + Duration::from_millis(n);
         let (q, h) = (Rid::from("q"), Rid::from("h"));
-        assert!(
-            p.select_layer(q, true, 1_000, ms(0)),
-            "first layer seen is forwarded"
+        let mut see = |rid: Rid, keyframe: bool, size: usize, at: Instant| {
+            let id = p.layer_id(Some(rid), at, &hub).expect("layer id");
+            (id, p.update_top(id, keyframe, size, at))
+        };
+        assert_eq!(
+            see(q, true, 1_000, ms(0)),
+            (0, true),
+            "first layer is the main one"
         );
-        assert!(
-            !p.select_layer(h, false, 5_000, ms(10)),
+        assert_eq!(
+            see(h, false, 5_000, ms(10)),
+            (1, false),
             "no switch on a delta frame"
         );
-        assert!(p.select_layer(q, false, 300, ms(20)));
-        assert!(
-            p.select_layer(h, true, 9_000, ms(30)),
+        assert_eq!(
+            hub.layers().layers.len(),
+            2,
+            "both layers are offered to viewers"
+        );
+        assert_eq!(see(q, false, 300, ms(20)), (0, true));
+        assert_eq!(
+            see(h, true, 9_000, ms(30)),
+            (1, true),
             "switch on the bigger keyframe"
         );
-        assert!(!p.select_layer(q, true, 1_000, ms(40)));
-        assert_eq!(p.layer.as_ref().map(|l| l.switches), Some(1));
-        // The top layer stops (congestion): keyframe requests go to the live
+        assert_eq!(see(q, true, 1_000, ms(40)), (0, false));
+        // The main layer stops (congestion): keyframe requests go to the live
         // layer, and its next keyframe takes over.
-        assert!(!p.select_layer(q, false, 300, ms(1500)));
-        let layer = p.layer.as_ref().expect("layer");
-        assert_eq!(layer.request_rid(ms(1500)), q);
-        assert!(
-            p.select_layer(q, true, 1_000, ms(1600)),
+        assert_eq!(see(q, false, 300, ms(1500)), (0, false));
+        assert_eq!(p.default_request_layer(ms(1500)), 0);
+        assert_eq!(p.top_switches, 1);
+        let mut see = |rid: Rid, keyframe: bool, size: usize, at: Instant| {
+            let id = p.layer_id(Some(rid), at, &hub).expect("layer id");
+            (id, p.update_top(id, keyframe, size, at))
+        };
+        assert_eq!(
+            see(q, true, 1_000, ms(1600)),
+            (0, true),
             "silent layer abandoned"
         );
-        assert_eq!(p.layer.as_ref().map(|l| l.switches), Some(2));
+        assert_eq!(p.top_switches, 2);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! publisher slot, touched on publish/unpublish and on (throttled) keyframe
 //! requests.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -14,6 +14,7 @@ use str0m::format::Codec;
 use str0m::media::{MediaKind, MediaTime};
 
 use crate::h264::ProfileLevelId;
+use crate::layers::LayerTable;
 use crate::tap::{Offered, TapSender};
 use crate::SessionId;
 
@@ -45,6 +46,12 @@ pub struct Frame {
     /// Changes whenever timestamps may jump: a new publisher session or a
     /// switch to another simulcast layer. Viewers rebase their timeline on it.
     pub epoch: u64,
+    /// Simulcast layer id (position of the rid among those the publisher
+    /// session has sent; 0 without simulcast). Part of `epoch`.
+    pub layer: u8,
+    /// Whether the frame belongs to the stream's main layer (the largest
+    /// one still sending): what taps receive.
+    pub top: bool,
     /// Wall-clock capture time from the publisher's RTCP sender reports
     /// (RTP → NTP mapping); `None` until the first report arrives.
     pub wallclock: Option<SystemTime>,
@@ -75,6 +82,11 @@ pub(crate) struct StreamHub {
     /// Consumers of the stream's frames beside viewers (the transcoder).
     taps: RwLock<Vec<TapSender>>,
     tap_count: AtomicUsize,
+    /// The publisher's layers as last measured (read when viewers choose,
+    /// not per packet).
+    layers: RwLock<LayerTable>,
+    /// Whether the current publisher sends simulcast.
+    simulcast: AtomicBool,
 }
 
 impl StreamHub {
@@ -88,6 +100,8 @@ impl StreamHub {
             h264_profile: AtomicU32::new(0),
             taps: RwLock::new(Vec::new()),
             tap_count: AtomicUsize::new(0),
+            layers: RwLock::new(LayerTable::default()),
+            simulcast: AtomicBool::new(false),
         }
     }
 
@@ -128,12 +142,19 @@ impl StreamHub {
     /// Installs a publisher unless another credential holds the stream
     /// (checked and swapped under one lock, so two credentials racing for an
     /// empty slot cannot both win). Returns the session it replaces.
-    pub fn claim(&self, slot: PublisherSlot, epoch: u64) -> Result<Option<PublisherSlot>, Busy> {
+    pub fn claim(
+        &self,
+        slot: PublisherSlot,
+        epoch: u64,
+        simulcast: bool,
+    ) -> Result<Option<PublisherSlot>, Busy> {
         let mut guard = self.publisher.lock();
         if guard.as_ref().is_some_and(|cur| cur.owner != slot.owner) {
             return Err(Busy);
         }
         self.active_epoch.store(epoch, Ordering::Release);
+        *self.layers.write() = LayerTable::default();
+        self.simulcast.store(simulcast, Ordering::Relaxed);
         Ok(guard.replace(slot))
     }
 
@@ -170,6 +191,22 @@ impl StreamHub {
 
     pub fn set_h264_profile(&self, p: ProfileLevelId) {
         self.h264_profile.store(p.0, Ordering::Relaxed);
+    }
+
+    pub fn layers(&self) -> LayerTable {
+        self.layers.read().clone()
+    }
+
+    pub fn set_layers(&self, table: LayerTable) {
+        self.simulcast
+            .store(table.is_simulcast(), Ordering::Relaxed);
+        *self.layers.write() = table;
+    }
+
+    /// Whether the publisher sends simulcast (viewers then get bandwidth
+    /// estimation to choose a layer).
+    pub fn is_simulcast(&self) -> bool {
+        self.simulcast.load(Ordering::Relaxed)
     }
 
     pub fn add_tap(&self, tap: TapSender) {

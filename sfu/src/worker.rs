@@ -14,6 +14,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::gop_cache::{GopCache, MAX_BURST_SPAN};
+use crate::layers::LayerCap;
 use crate::metrics::{DropReason, KeyframeOrigin};
 use crate::peer::{Effects, Peer, PeerKind, Role, CONNECT_DEADLINE};
 use crate::stream::{session_epoch, Frame, StreamHub};
@@ -27,6 +28,12 @@ pub(crate) enum Command {
     },
     RequestKeyframe {
         session: SessionId,
+        /// Layer id, or `None` for the publisher's main layer.
+        layer: Option<u8>,
+    },
+    SetLayerCap {
+        session: SessionId,
+        cap: LayerCap,
     },
     Close {
         session: SessionId,
@@ -56,8 +63,8 @@ pub(crate) struct Worker {
     positions: HashMap<SessionId, usize>,
     by_addr: HashMap<SocketAddr, SessionId>,
     local_frames: Vec<(Arc<StreamHub>, Arc<Frame>)>,
-    /// Current GOP of each stream whose video reaches this worker.
-    gops: HashMap<u64, (Arc<StreamHub>, GopCache)>,
+    /// Current GOP of each stream and layer whose video reaches this worker.
+    gops: HashMap<(u64, u8), (Arc<StreamHub>, GopCache)>,
     /// No session needs a timeout before this; lets the loop skip scanning
     /// every session on every datagram. May be early, never late.
     earliest: Instant,
@@ -158,10 +165,15 @@ impl Worker {
             Command::Frame { hub, frame } => {
                 self.deliver(&hub, &frame, now);
             }
-            Command::RequestKeyframe { session } => {
+            Command::RequestKeyframe { session, layer } => {
                 if let Some(idx) = self.find(session) {
-                    self.peers[idx].request_keyframe(now, &self.shared.metrics);
+                    self.peers[idx].request_keyframe(now, &self.shared.metrics, layer);
                     self.poll(idx, now);
+                }
+            }
+            Command::SetLayerCap { session, cap } => {
+                if let Some(idx) = self.find(session) {
+                    self.peers[idx].set_layer_cap(cap);
                 }
             }
             Command::Close { session } => {
@@ -283,9 +295,7 @@ impl Worker {
                     tracing::debug!(session = %self.peers[idx].session, "timeout handling failed: {e}");
                     self.peers[idx].rtc.disconnect();
                 }
-                if self.peers[idx].pending_keyframe_due(now) {
-                    self.peers[idx].request_keyframe(now, &self.shared.metrics);
-                }
+                self.peers[idx].serve_pending_keyframe_requests(now, &self.shared.metrics);
                 self.poll(idx, now);
             }
         }
@@ -321,33 +331,41 @@ impl Worker {
             }
         }
         let hub = self.peers[idx].hub.clone();
-        if fx.viewer_joined && !self.send_gop(idx, now) {
-            self.peers[idx].note_keyframe_request(now);
-            self.shared
-                .metrics
-                .keyframe_request(KeyframeOrigin::ViewerJoin);
-            self.route_keyframe_request(&hub, now);
+        if fx.viewer_joined {
+            let layer = self.peers[idx].join_layer(now);
+            if !self.send_gop(idx, layer, now) {
+                self.peers[idx].note_keyframe_request(now);
+                self.shared
+                    .metrics
+                    .keyframe_request(KeyframeOrigin::ViewerJoin);
+                self.route_keyframe_request(&hub, now, layer);
+            }
         }
-        for origin in fx.keyframe_requests {
+        for (origin, layer) in fx.keyframe_requests {
             self.shared.metrics.keyframe_request(origin);
-            self.route_keyframe_request(&hub, now);
+            self.route_keyframe_request(&hub, now, layer);
         }
         if let Some(kind) = fx.stream_event {
             self.shared.emit(&hub.name, kind);
         }
         for frame in fx.frames {
-            let dropped = hub.offer_to_taps(&frame);
-            for _ in 0..dropped {
-                self.shared.metrics.drop(DropReason::TapFull);
+            if frame.top {
+                let dropped = hub.offer_to_taps(&frame);
+                for _ in 0..dropped {
+                    self.shared.metrics.drop(DropReason::TapFull);
+                }
             }
             self.fan_out(&hub, frame);
         }
     }
 
     /// Gives a joining viewer its stream's cached GOP, if there is a live one.
-    fn send_gop(&mut self, idx: usize, now: Instant) -> bool {
+    fn send_gop(&mut self, idx: usize, layer: Option<u8>, now: Instant) -> bool {
         let hub = self.peers[idx].hub.clone();
-        let Some((_, gop)) = self.gops.get(&hub.id) else {
+        let Some(layer) = layer else {
+            return false;
+        };
+        let Some((_, gop)) = self.gops.get(&(hub.id, layer)) else {
             return false;
         };
         if !gop
@@ -371,13 +389,13 @@ impl Worker {
         true
     }
 
-    fn route_keyframe_request(&mut self, hub: &StreamHub, now: Instant) {
+    fn route_keyframe_request(&mut self, hub: &StreamHub, now: Instant, layer: Option<u8>) {
         let Some(publisher) = hub.publisher() else {
             return;
         };
         if publisher.worker == self.index {
             if let Some(idx) = self.find(publisher.session) {
-                self.peers[idx].request_keyframe(now, &self.shared.metrics);
+                self.peers[idx].request_keyframe(now, &self.shared.metrics, layer);
                 // Output is drained by the loop's next timeout pass.
                 self.peers[idx].next_timeout = now;
                 self.earliest = now;
@@ -386,6 +404,7 @@ impl Worker {
             if w.tx
                 .try_send(Command::RequestKeyframe {
                     session: publisher.session,
+                    layer,
                 })
                 .is_err()
             {
@@ -429,7 +448,7 @@ impl Worker {
         let stream = hub.id;
         if frame.kind == str0m::media::MediaKind::Video {
             self.gops
-                .entry(stream)
+                .entry((stream, frame.layer))
                 .or_insert_with(|| (hub.clone(), GopCache::default()))
                 .1
                 .push(frame);
@@ -442,9 +461,9 @@ impl Worker {
             let mut fx = Effects::default();
             peer.write_frame(frame, now, &self.shared.metrics, &mut fx);
             let hub = peer.hub.clone();
-            for origin in fx.keyframe_requests {
+            for (origin, layer) in fx.keyframe_requests {
                 self.shared.metrics.keyframe_request(origin);
-                self.route_keyframe_request(&hub, now);
+                self.route_keyframe_request(&hub, now, layer);
             }
             self.poll(idx, now);
         }

@@ -26,7 +26,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use parking_lot::Mutex;
-use sfu::{Role, SessionId, Sfu, SfuError};
+use sfu::{LayerCap, Role, SessionId, Sfu, SfuError};
 use signaling::{Store, Tokens};
 use tower_http::cors::{Any, CorsLayer};
 
@@ -123,7 +123,13 @@ impl Kind {
 pub fn router(state: WhipWhepState) -> Router {
     let cors = CorsLayer::new()
         .allow_origin(Any)
-        .allow_methods([Method::POST, Method::PATCH, Method::DELETE, Method::OPTIONS])
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
         .allow_headers([
             header::AUTHORIZATION,
             header::CONTENT_TYPE,
@@ -154,6 +160,10 @@ pub fn router(state: WhipWhepState) -> Router {
             "/whep/{stream}/{session}",
             axum::routing::patch(|s, p, h, b| patch(Kind::Whep, s, p, h, b))
                 .delete(|s, p| delete(Kind::Whep, s, p)),
+        )
+        .route(
+            "/whep/{stream}/{session}/layer",
+            post(select_layer).get(list_layers),
         )
         .layer(cors)
         .layer(axum::middleware::from_fn(accept_headers))
@@ -191,6 +201,21 @@ fn content_type_is(headers: &HeaderMap, want: &str) -> bool {
 
 /// The bearer credential: `Authorization: Bearer …`, or (OBS users do this)
 /// a `key`, `token` or `access_token` query parameter on the WHIP URL.
+fn insert_link(h: &mut HeaderMap, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        h.append(header::LINK, v);
+    }
+}
+
+/// A query parameter's value (no percent-decoding: the values taken here
+/// are plain tokens).
+fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    query?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == name).then(|| v.to_string())
+    })
+}
+
 fn bearer(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
     if let Some(v) = headers
         .get(header::AUTHORIZATION)
@@ -297,7 +322,15 @@ async fn create(
                 .authorize_play(&state.tokens, &info, bearer.as_deref())
                 .await?;
             check_sdp(&offer)?;
-            state.sfu.subscribe(&stream, &offer).await
+            let cap = match query_param(query.as_deref(), "layer") {
+                None => LayerCap::Auto,
+                Some(v) => LayerCap::parse(&v).ok_or_else(|| {
+                    ApiError::BadRequest(format!(
+                        "layer must be auto, low, mid, high or a rid, not {v:?}"
+                    ))
+                })?,
+            };
+            state.sfu.subscribe_with(&stream, &offer, cap).await
         }
     }
     .map_err(|e| match (kind, e) {
@@ -330,6 +363,13 @@ async fn create(
         HeaderName::from_static("accept-patch"),
         HeaderValue::from_static("application/trickle-ice-sdpfrag"),
     );
+    if kind == Kind::Whep {
+        // WHEP layer extension: POST {"encodingId": rid} or {"layer": …}.
+        insert_link(
+            h,
+            &format!("<{location}/layer>; rel=\"urn:ietf:params:whep:ext:core:layer\""),
+        );
+    }
     // One ICE server per Link header line (OBS parses them that way).
     for url in state.ice_servers.iter() {
         if let Ok(v) = HeaderValue::from_str(&format!("<{url}>; rel=\"ice-server\"")) {
@@ -379,6 +419,66 @@ fn session_of(
         Some((s, role)) if s == stream && role == kind.role() => Ok(id),
         _ => Err(ApiError::NotFound("session")),
     }
+}
+
+/// Body of `POST /whep/{stream}/{session}/layer`: `encodingId` names a rid
+/// (the WHEP layer extension's field), `layer` is `auto`, `low`, `mid`,
+/// `high` or a rid; an empty object returns to automatic choice.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LayerRequest {
+    #[serde(default, rename = "encodingId")]
+    encoding_id: Option<String>,
+    #[serde(default)]
+    layer: Option<String>,
+    /// Accepted for compatibility with the extension; one video track.
+    #[serde(default, rename = "mediaId")]
+    _media_id: Option<String>,
+}
+
+async fn select_layer(
+    State(state): State<WhipWhepState>,
+    Path((stream, session)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let id = session_of(Kind::Whep, &state, &stream, &session)?;
+    let body = read_body(body, "application/json", &headers).await?;
+    let req: LayerRequest = serde_json::from_str(&body)
+        .map_err(|e| ApiError::BadRequest(format!("layer request: {e}")))?;
+    let cap = match req.encoding_id.or(req.layer) {
+        None => LayerCap::Auto,
+        Some(v) => LayerCap::parse(&v).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "layer must be auto, low, mid, high or a rid, not {v:?}"
+            ))
+        })?,
+    };
+    state.sfu.set_layer_cap(id, cap).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// The stream's layers as last measured, lowest first.
+async fn list_layers(
+    State(state): State<WhipWhepState>,
+    Path((stream, session)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    session_of(Kind::Whep, &state, &stream, &session)?;
+    let layers: Vec<serde_json::Value> = state
+        .sfu
+        .layers(&stream)
+        .layers
+        .iter()
+        .map(|l| {
+            serde_json::json!({
+                "encodingId": l.rid,
+                "bitrate": l.bitrate_bps,
+                "fps": l.fps,
+                "active": l.active,
+            })
+        })
+        .collect();
+    Ok(axum::Json(serde_json::json!({ "layers": layers })).into_response())
 }
 
 async fn delete(
