@@ -29,6 +29,8 @@ pub mod h264;
 pub mod layers;
 pub mod metrics;
 mod peer;
+#[cfg(test)]
+mod sim_tests;
 mod stream;
 mod stun_binding;
 mod tap;
