@@ -177,7 +177,7 @@ fn a_viewer_moves_down_a_layer_when_its_bandwidth_falls_and_back_up_when_it_reco
             let mut fx = Effects::default();
             for &(id, bps) in &LAYERS {
                 let i = usize::from(id);
-                let keyframe = keyframe_due[i] || frame_no % (2 * FPS) == 0;
+                let keyframe = keyframe_due[i] || frame_no.is_multiple_of(2 * FPS);
                 keyframe_due[i] = false;
                 let size = (bps / 8 / FPS) as usize * if keyframe { 3 } else { 1 };
                 let frame = Frame {
