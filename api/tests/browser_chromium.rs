@@ -132,9 +132,22 @@ async fn run_script(
     artifacts: &str,
     env: &[(&str, String)],
 ) -> anyhow::Result<String> {
+    run_named_script("whip_whep.mjs", &[], server, stream, artifacts, env).await
+}
+
+/// Runs a script of `tests/browser` as `node <script> <base_url> <stream>
+/// <key> <out_dir> <extra…>` and returns its stdout (one JSON line).
+async fn run_named_script(
+    script_name: &str,
+    extra_args: &[&str],
+    server: &api::Server,
+    stream: &str,
+    artifacts: &str,
+    env: &[(&str, String)],
+) -> anyhow::Result<String> {
     let _one_at_a_time = BROWSERS.lock().await;
     let root = workspace_root();
-    let script = browser_dir().join("whip_whep.mjs");
+    let script = browser_dir().join(script_name);
     let out_dir = root.join("target").join(artifacts);
     std::fs::create_dir_all(&out_dir)
         .with_context(|| format!("creating artifacts dir {}", out_dir.display()))?;
@@ -155,6 +168,7 @@ async fn run_script(
         .arg(stream)
         .arg(&key)
         .arg(&out_dir)
+        .args(extra_args)
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .current_dir(&root)
         .stdin(Stdio::null())
@@ -207,11 +221,11 @@ async fn run_script(
     );
     match status {
         None => bail!(
-            "whip_whep.mjs did not finish within {}s (killed)",
+            "{script_name} did not finish within {}s (killed)",
             SCRIPT_TIMEOUT.as_secs()
         ),
         Some(status) if !status.success() => bail!(
-            "whip_whep.mjs failed with {status} after {:.1}s (see its stderr above)",
+            "{script_name} failed with {status} after {:.1}s (see its stderr above)",
             elapsed.as_secs_f64()
         ),
         Some(_) => Ok(String::from_utf8_lossy(&out).trim_end().to_string()),
@@ -235,6 +249,48 @@ async fn chromium_publishes_over_whip_and_another_chromium_plays_over_whep() -> 
     let _ = std::fs::remove_dir_all(&data_dir);
     println!("{}", result?);
     Ok(())
+}
+
+/// Chromium publishes 3-layer simulcast; a WHEP viewer capped with
+/// `?layer=low` plays the low layer while an uncapped one gets a larger
+/// layer from its bandwidth estimate; the capped one is then raised through
+/// the WHEP layer endpoint.
+async fn simulcast_with(codec: &str) -> anyhow::Result<()> {
+    let test = format!("chromium_simulcast_{codec}");
+    if !prerequisites(&test).await? {
+        return Ok(());
+    }
+    let data_dir = scratch_dir(&format!("browser-simulcast-{codec}"))?;
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("binding 127.0.0.1:0")?;
+    let server = api::start(api::Config::for_test(data_dir.clone()), listener)
+        .await
+        .context("starting relaycast")?;
+    let stream = format!("simulcast-{}", codec.to_lowercase());
+    let result = run_named_script(
+        "simulcast.mjs",
+        &[codec],
+        &server,
+        &stream,
+        "browser-artifacts-simulcast",
+        &[],
+    )
+    .await;
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(&data_dir);
+    println!("{}", result?);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_simulcast_vp8_layers_per_viewer() -> anyhow::Result<()> {
+    simulcast_with("VP8").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_simulcast_h264_layers_per_viewer() -> anyhow::Result<()> {
+    simulcast_with("H264").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -115,12 +115,14 @@ export function pageInit() {
   document.body.style.font = '14px sans-serif';
 }
 
-// Publishes the fake camera (640x480) + microphone over WHIP; the PC is
-// window.__pc, the session URL window.__resource.
-export async function publish({ whipUrl, streamKey, gatherMs }) {
+// Publishes the fake camera (640x480, or 1280x720 in three simulcast layers
+// q/h/f when `simulcast`) + microphone over WHIP; `codec` (e.g. 'VP8',
+// 'H264') is preferred when given. The PC is window.__pc, the session URL
+// window.__resource.
+export async function publish({ whipUrl, streamKey, gatherMs, simulcast = false, codec = null }) {
   const note = window.__note;
   const media = await navigator.mediaDevices.getUserMedia({
-    video: { width: 640, height: 480 },
+    video: simulcast ? { width: 1280, height: 720 } : { width: 640, height: 480 },
     audio: true,
   });
   note(`getUserMedia: ${media.getTracks().map((t) => `${t.kind}:${t.label}`).join(', ')}`);
@@ -141,7 +143,21 @@ export async function publish({ whipUrl, streamKey, gatherMs }) {
   window.__pc = pc;
   window.__watch(pc);
   for (const track of media.getTracks()) {
-    pc.addTransceiver(track, { direction: 'sendonly', streams: [media] });
+    const init = { direction: 'sendonly', streams: [media] };
+    if (simulcast && track.kind === 'video') {
+      init.sendEncodings = [
+        { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150_000 },
+        { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500_000 },
+        { rid: 'f', maxBitrate: 1_500_000 },
+      ];
+    }
+    const tr = pc.addTransceiver(track, init);
+    if (codec && track.kind === 'video' && tr.setCodecPreferences) {
+      const all = RTCRtpReceiver.getCapabilities('video').codecs;
+      const wanted = all.filter((c) => c.mimeType.toLowerCase() === `video/${codec.toLowerCase()}`);
+      const rest = all.filter((c) => !wanted.includes(c));
+      if (wanted.length) tr.setCodecPreferences([...wanted, ...rest]);
+    }
   }
   await pc.setLocalDescription(await pc.createOffer());
   const gathered = await window.__waitGathering(pc, gatherMs);
