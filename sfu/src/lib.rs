@@ -67,12 +67,6 @@ const WORKER_QUEUE: usize = 8192;
 /// knows better: enough for a typical middle layer.
 const INITIAL_ESTIMATE_BPS: u64 = 1_200_000;
 
-/// Video packets kept per viewer for retransmission when no pacer holds
-/// packets back (str0m's default is 1000, ≈ 1.2 MB per viewer once full).
-/// 512 packets ≈ 600 kB cover a 1080p keyframe and ~1.5 s of NACK history
-/// at 3 Mbit/s.
-const UNPACED_VIDEO_SEND_BUFFER: usize = 512;
-
 /// Stream events buffered for a slow subscriber before it starts missing them.
 const EVENT_QUEUE: usize = 1024;
 
@@ -522,10 +516,6 @@ impl Sfu {
         let bwe = hub.is_simulcast();
         if bwe {
             cfg = cfg.enable_bwe(Some(str0m::bwe::Bitrate::bps(INITIAL_ESTIMATE_BPS)));
-        } else {
-            // Unpaced: packets leave at the next poll, so the buffer only
-            // serves NACKs (and must hold the largest frame's packets).
-            cfg = cfg.set_send_buffer_video(UNPACED_VIDEO_SEND_BUFFER);
         }
         let (rtc, answer) = self.build_session(cfg, worker, offer_sdp, now)?;
         if answer_rejects_everything(&answer.sdp)

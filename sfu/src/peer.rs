@@ -18,6 +18,12 @@ use crate::SessionId;
 
 /// Keyframe requests to a publisher are throttled to one per this interval.
 pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_secs(1);
+/// Video packets a viewer keeps for retransmission, and for how long.
+/// str0m's default (2000 packets, 3 s) holds ≈ 0.6 MB per viewer of a
+/// 1.5 Mbit/s layer; a packet repaired more than ~600 ms after it was sent
+/// arrives too late for a sub-second player anyway (RTT up to ~500 ms).
+pub const RTX_CACHE_PACKETS: usize = 512;
+pub const RTX_CACHE_AGE: Duration = Duration::from_millis(600);
 /// A session that has not connected by then is given up.
 pub const CONNECT_DEADLINE: Duration = Duration::from_secs(20);
 
@@ -294,6 +300,15 @@ impl Peer {
                             pt_cache: None,
                             last_index: None,
                         });
+                        if added.kind == MediaKind::Video {
+                            // Retransmission history: what a NACK can still
+                            // usefully repair for a sub-second viewer.
+                            if let Some(tx) =
+                                self.rtc.direct_api().stream_tx_by_mid(added.mid, None)
+                            {
+                                tx.set_rtx_cache(RTX_CACHE_PACKETS, RTX_CACHE_AGE, Some(0.15));
+                            }
+                        }
                         // str0m may report the media after the session
                         // connected: the viewer joins when it has both.
                         if added.kind == MediaKind::Video && self.connected {
