@@ -42,6 +42,9 @@ pub struct LayerInfo {
     /// Size of the last keyframe, bytes (a proxy for resolution when
     /// bitrates are close).
     pub keyframe_bytes: usize,
+    /// Picture size from the last keyframe (H.264 SPS, VP8 header).
+    pub width: u32,
+    pub height: u32,
     pub active: bool,
 }
 
@@ -65,11 +68,14 @@ impl LayerTable {
         self.layers.iter().find(|l| l.id == id)
     }
 
-    /// Orders layers lowest bitrate first (ties: smaller keyframes first).
+    /// Orders layers lowest first: by picture size when the bitstream told
+    /// it (bitrates of neighbouring layers can cross on a still picture),
+    /// then by bitrate, then by keyframe size.
     pub fn sort(&mut self) {
         self.layers.sort_by(|a, b| {
-            a.bitrate_bps
-                .cmp(&b.bitrate_bps)
+            (u64::from(a.width) * u64::from(a.height))
+                .cmp(&(u64::from(b.width) * u64::from(b.height)))
+                .then(a.bitrate_bps.cmp(&b.bitrate_bps))
                 .then(a.keyframe_bytes.cmp(&b.keyframe_bytes))
         });
     }
@@ -288,6 +294,8 @@ mod tests {
             bitrate_bps: kbps * 1000,
             fps: 30.0,
             keyframe_bytes: 0,
+            width: 0,
+            height: 0,
             active: true,
         };
         LayerTable {

@@ -29,6 +29,7 @@ pub mod h264;
 pub mod layers;
 pub mod metrics;
 mod peer;
+mod picture;
 #[cfg(test)]
 mod sim_tests;
 mod stream;

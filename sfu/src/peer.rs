@@ -80,6 +80,8 @@ struct LayerSeen {
     rid: Option<Rid>,
     last_frame: Instant,
     keyframe_size: usize,
+    /// Picture size read from the last keyframe.
+    size: Option<(u32, u32)>,
     /// Frames of this layer forwarded so far (`Frame::index`).
     index: u64,
     /// Bytes and frames since the statistics were last published.
@@ -683,6 +685,9 @@ impl PublisherState {
                 if let Some(k) = self.kf.get_mut(usize::from(id)) {
                     k.pending = false;
                 }
+                if let Some(size) = crate::picture::keyframe_size(spec.codec, &data.data) {
+                    self.layers[usize::from(id)].size = Some(size);
+                }
                 if top && spec.codec == Codec::H264 {
                     if let Some(p) = h264::sps_profile(&data.data) {
                         hub.set_h264_profile(p);
@@ -746,6 +751,7 @@ impl PublisherState {
             rid,
             last_frame: at,
             keyframe_size: 0,
+            size: None,
             index: 0,
             bytes: 0,
             frames: 0,
@@ -820,6 +826,8 @@ impl PublisherState {
                         bitrate_bps,
                         fps,
                         keyframe_bytes: l.keyframe_size,
+                        width: l.size.map_or(0, |s| s.0),
+                        height: l.size.map_or(0, |s| s.1),
                         active: at.saturating_duration_since(l.last_frame) < LAYER_SILENCE,
                     }
                 })

@@ -127,6 +127,8 @@ fn a_viewer_moves_down_a_layer_when_its_bandwidth_falls_and_back_up_when_it_reco
                 bitrate_bps: bps,
                 fps: FPS as f32,
                 keyframe_bytes: 0,
+                width: 0,
+                height: 0,
                 active: true,
             })
             .collect(),

@@ -161,6 +161,20 @@ async function main() {
     return finish(1, 'WHEP answer lacks the layer extension Link', links);
   }
   const low = await waitFor('low', (s) => s.width > 0 && s.width <= 400, deadline);
+  // The server reports the layers it sees, with the picture sizes read from
+  // the bitstream.
+  let layers = null;
+  for (let i = 0; i < 30; i += 1) {
+    layers = await pages.low.evaluate(async (base) => {
+      const res = await fetch(new URL(`${window.__resource}/layer`, base).toString());
+      return res.ok ? (await res.json()).layers : { status: res.status };
+    }, baseUrl);
+    const widths = Array.isArray(layers) ? layers.map((l) => l.width).join(',') : '';
+    if (widths === '320,640,1280') break;
+    layers = { unexpected: layers };
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  if (layers?.unexpected) return finish(1, 'GET layer did not list q/h/f at 320/640/1280', layers);
   if (!low.ok) return finish(1, 'the viewer capped to low did not play the low layer', low);
   const auto = await waitFor('auto', (s) => s.width > low.width, deadline);
   if (!auto.ok) return finish(1, 'the auto viewer did not get a larger layer than the capped one', { low, auto });
@@ -171,7 +185,7 @@ async function main() {
   if (!raised.ok) return finish(1, 'the viewer switched to high did not grow', raised);
 
   process.stdout.write(
-    `${JSON.stringify({ result: 'pass', codec, low_width: low.width, auto_width: auto.width, raised_width: raised.width, auto_seen: auto.seen })}\n`,
+    `${JSON.stringify({ result: 'pass', codec, layers, low_width: low.width, auto_width: auto.width, raised_width: raised.width, auto_seen: auto.seen })}\n`,
   );
   return finish(0);
 }

@@ -474,6 +474,8 @@ async fn list_layers(
                 "encodingId": l.rid,
                 "bitrate": l.bitrate_bps,
                 "fps": l.fps,
+                "width": l.width,
+                "height": l.height,
                 "active": l.active,
             })
         })
