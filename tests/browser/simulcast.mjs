@@ -169,12 +169,15 @@ async function main() {
       const res = await fetch(new URL(`${window.__resource}/layer`, base).toString());
       return res.ok ? (await res.json()).layers : { status: res.status };
     }, baseUrl);
-    const widths = Array.isArray(layers) ? layers.map((l) => l.width).join(',') : '';
-    if (widths === '320,640,1280') break;
+    // Chromium drops its top layer when short of CPU or bandwidth (a loaded
+    // 2-core machine often is): at least q and h, sizes from the bitstream,
+    // lowest first.
+    const widths = Array.isArray(layers) ? layers.filter((l) => l.width > 0).map((l) => l.width).join(',') : '';
+    if (widths === '320,640' || widths === '320,640,1280') break;
     layers = { unexpected: layers };
     await new Promise((r) => setTimeout(r, 500));
   }
-  if (layers?.unexpected) return finish(1, 'GET layer did not list q/h/f at 320/640/1280', layers);
+  if (layers?.unexpected) return finish(1, 'GET layer did not list q/h(/f) at 320/640(/1280)', layers);
   if (!low.ok) return finish(1, 'the viewer capped to low did not play the low layer', low);
   const auto = await waitFor('auto', (s) => s.width > low.width, deadline);
   if (!auto.ok) return finish(1, 'the auto viewer did not get a larger layer than the capped one', { low, auto });
