@@ -1,13 +1,18 @@
 //! # api — the composition root of relaycast
 //!
 //! Builds every part from one [`Config`] and serves them on one HTTP
-//! listener: WHIP/WHEP (`whip-whep`), `/healthz`, `/readyz`, `/metrics`
-//! (Prometheus text), `/api/ice-servers`. Media runs on the `sfu` workers'
+//! listener: WHIP/WHEP (`whip-whep`), the control-plane REST API under
+//! `/api` ([`rest`]: accounts, streams, keys, entitlements, payments,
+//! OpenAPI), `/healthz`, `/readyz`, `/metrics` (Prometheus text),
+//! `/api/ice-servers`. The [`stream_recorder`] turns stream events into
+//! `stream_sessions` rows. Media runs on the `sfu` workers'
 //! UDP sockets; TURN (`turn-server`), when configured, on its own sockets.
 //! [`start`] takes an already-bound listener so tests run servers on
 //! port 0 in-process.
 
 pub mod cli;
+pub mod rest;
+pub mod stream_recorder;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -52,6 +57,11 @@ pub struct Config {
     /// TURN server run alongside (WHIP/WHEP answers then carry `turn:`
     /// Link headers with fresh credentials).
     pub turn: Option<turn_server::TurnConfig>,
+    /// MaxMind country database for country rules (without one, country
+    /// rules refuse every viewer: see `signaling::access`).
+    pub geoip_db: Option<PathBuf>,
+    /// REST API settings (token lifetimes, login limits, payment webhook).
+    pub rest: rest::RestConfig,
 }
 
 impl Config {
@@ -68,6 +78,8 @@ impl Config {
             workers: 2,
             max_sessions: 1000,
             turn: None,
+            geoip_db: None,
+            rest: rest::RestConfig::default(),
         }
     }
 }
@@ -168,6 +180,7 @@ pub struct Server {
     turn: Option<Arc<turn_server::TurnServer>>,
     shutdown: Option<oneshot::Sender<()>>,
     http: Option<JoinHandle<()>>,
+    recorder: Option<JoinHandle<()>>,
 }
 
 impl Server {
@@ -198,6 +211,16 @@ impl Server {
             .issue("test", Some(stream), role, unix_now(), ttl.as_secs())?)
     }
 
+    /// The control-plane store (database handle via `Store::db`).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The JWT signer/verifier.
+    pub fn tokens(&self) -> &Tokens {
+        &self.tokens
+    }
+
     /// The TURN server, when one runs in this process.
     pub fn turn(&self) -> Option<&turn_server::TurnServer> {
         self.turn.as_deref()
@@ -214,6 +237,10 @@ impl Server {
         }
         if let Some(h) = self.http.take() {
             let _ = h.await;
+        }
+        if let Some(r) = self.recorder.take() {
+            r.abort();
+            let _ = r.await;
         }
         self.sfu.shutdown().await;
         if let Some(turn) = self.turn.take() {
@@ -257,6 +284,18 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
         config.jwt_secret.as_deref(),
     )
     .await?;
+    let store = match &config.geoip_db {
+        Some(path) => store.with_geoip(
+            signaling::GeoIp::open(path)
+                .with_context(|| format!("opening GeoIP database {}", path.display()))?,
+        ),
+        None => {
+            tracing::info!(
+                "no --geoip-db: streams or play tokens with country rules refuse every viewer"
+            );
+            store
+        }
+    };
     let registry = Registry::new();
     let metrics = sfu::Metrics::new(&registry).context("registering metrics")?;
     let public_ip = config.public_ip.unwrap_or_else(default_public_ip);
@@ -307,6 +346,13 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
         stun: Arc::new(ice_servers),
         turn: turn.clone(),
     };
+    let recorder = stream_recorder::spawn(sfu.clone(), store.clone()).await;
+    let rest_state = rest::RestState::new(
+        store.clone(),
+        tokens.clone(),
+        sfu.clone(),
+        config.rest.clone(),
+    );
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ready" }))
@@ -319,6 +365,7 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
         )
         .route("/api/ice-servers", get(ice_servers_handler).with_state(ice))
         .merge(whip_whep::router(whip))
+        .merge(rest::router(rest_state))
         .fallback(|| async {
             (
                 StatusCode::NOT_FOUND,
@@ -349,6 +396,7 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
         turn,
         shutdown: Some(tx),
         http: Some(http),
+        recorder: Some(recorder),
     })
 }
 

@@ -38,6 +38,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 workers,
                 max_sessions: a.max_sessions,
                 turn: a.turn.to_config(a.public_ip),
+                geoip_db: a.geoip_db,
+                rest: api::rest::RestConfig {
+                    session_ttl: a.session_ttl,
+                    payment_webhook_secret: a.payment_webhook_secret,
+                    ..Default::default()
+                },
             };
             let listener = tokio::net::TcpListener::bind(config.http_addr)
                 .await
