@@ -342,6 +342,7 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
         }));
     }
     let ice = IceServersState {
+        store: store.clone(),
         tokens: tokens.clone(),
         stun: Arc::new(ice_servers),
         turn: turn.clone(),
@@ -415,12 +416,13 @@ fn turn_link(s: &turn_server::IceServer) -> whip_whep::TurnServerLink {
 
 #[derive(Clone)]
 struct IceServersState {
+    store: Store,
     tokens: Tokens,
     stun: Arc<Vec<String>>,
     turn: Option<Arc<turn_server::TurnServer>>,
 }
 
-/// `GET /api/ice-servers` (Bearer: any valid relaycast JWT): the ICE
+/// `GET /api/ice-servers` (Bearer: any valid, unrevoked relaycast JWT): the ICE
 /// servers in the RTCIceServer shape, TURN with fresh REST credentials.
 async fn ice_servers_handler(
     axum::extract::State(st): axum::extract::State<IceServersState>,
@@ -431,7 +433,11 @@ async fn ice_servers_handler(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    let claims = match bearer.map(|b| st.tokens.verify(b)) {
+    let verified = match bearer {
+        Some(b) => Some(st.store.verify_token(&st.tokens, b).await),
+        None => None,
+    };
+    let claims = match verified {
         Some(Ok(c)) => c,
         _ => {
             return (

@@ -366,6 +366,12 @@ async fn register_login_logout_and_revocation(db: &TestDb) -> Result<()> {
         .await?
         .expect(204)?;
     ensure!(api.get("/api/auth/me", Some(&token)).await?.error(401)? == "token revoked");
+    api.get("/api/ice-servers", Some(&token))
+        .await?
+        .error(401)?;
+    api.get("/api/ice-servers", Some(&reg_token))
+        .await?
+        .expect(200)?;
     api.get("/api/auth/me", Some(&reg_token))
         .await?
         .expect(200)?;
@@ -1154,6 +1160,20 @@ async fn bad_input_gets_json_errors(db: &TestDb) -> Result<()> {
     .await?
     .error(422)?;
     api.get("/api/nothing-here", None).await?.error(404)?;
+    api.call(Method::PUT, "/api/streams", Some(&a), None)
+        .await?
+        .error(405)?;
+    api.get("/api/streams/x/sessions?limit=many", Some(&a))
+        .await?
+        .error(400)?;
+    let r = api
+        .http
+        .post(format!("{}/api/payments/webhook", api.base))
+        .header("stripe-signature", "t=1,v1=00")
+        .body(vec![b'x'; 100_000])
+        .send()
+        .await?;
+    check(r, 413).await?;
     api.stop().await;
     Ok(())
 }

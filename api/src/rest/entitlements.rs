@@ -1,7 +1,7 @@
 //! Entitlements by hand (admins, integrators): grant, list, revoke. The
 //! payment webhook ([`super::payments`]) makes the same grants.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::json;
 use signaling::{EntitlementKind, NewEntitlement, Role, Target};
 
-use super::{ApiError, JsonBody, Principal, RestState};
+use super::{ApiError, JsonBody, Principal, QueryParams, RestState};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -79,7 +79,7 @@ pub struct ListQuery {
 pub async fn list(
     State(state): State<RestState>,
     who: Principal,
-    Query(q): Query<ListQuery>,
+    QueryParams(q): QueryParams<ListQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let user = match who.role {
         Role::Admin | Role::Integrator => q.user_id,

@@ -149,6 +149,7 @@ pub fn router(state: RestState) -> Router {
         .route("/api/entitlements/{id}", delete(entitlements::revoke))
         .route("/api/payments/webhook", post(payments::webhook))
         .route("/api/openapi.json", get(openapi::document))
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
@@ -285,6 +286,23 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
                 .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
                 .map(|c| c.0.ip()),
         ))
+    }
+}
+
+/// `Query<T>` whose rejections are [`ApiError`]s (400 with a JSON body).
+pub struct QueryParams<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for QueryParams<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| QueryParams(q.0))
+            .map_err(|e| ApiError::BadRequest(e.body_text()))
     }
 }
 

@@ -2,7 +2,7 @@
 //! see all, integrators read all), live streams with viewer counts, stream
 //! keys (create, rotate, revoke), recorded sessions, and play tokens.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -11,7 +11,7 @@ use serde_json::json;
 use signaling::access::{normalize_cidrs, normalize_countries};
 use signaling::{Claims, NewStream, Role, StreamInfo, StreamUpdate, Visibility};
 
-use super::{unix_now, ApiError, JsonBody, JsonOrEmpty, Principal, RestState};
+use super::{unix_now, ApiError, JsonBody, JsonOrEmpty, Principal, QueryParams, RestState};
 
 /// Names that would collide with fixed routes under `/api/streams/`.
 const RESERVED: &[&str] = &["live"];
@@ -277,7 +277,7 @@ pub async fn sessions(
     State(state): State<RestState>,
     who: Principal,
     Path(id): Path<String>,
-    Query(q): Query<SessionsQuery>,
+    QueryParams(q): QueryParams<SessionsQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     load(&state, &who, &id, false).await?;
     let limit = q.limit.unwrap_or(50);
