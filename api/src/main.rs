@@ -117,7 +117,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Token(t) => {
             let role: Role = t.role.parse()?;
-            if role != Role::Admin && t.stream.is_none() {
+            if !role.is_account() && t.stream.is_none() {
                 anyhow::bail!("--stream is required for publish and play tokens");
             }
             let secret = match t.jwt_secret {
