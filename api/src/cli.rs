@@ -1,4 +1,5 @@
-//! The `relaycast` command line: `serve`, `turn`, `keys create`, `token`.
+//! The `relaycast` command line: `serve`, `turn`, `keys create`, `token`,
+//! `migrate`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -20,7 +21,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server (HTTP API, WHIP/WHEP, media workers).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manage stream keys.
     Keys {
         #[command(subcommand)]
@@ -30,6 +31,11 @@ pub enum Command {
     Token(TokenArgs),
     /// Run only the TURN server (needs --turn-secret and a listener).
     Turn(TurnArgs),
+    /// Apply pending database migrations and exit (`serve` also applies them).
+    Migrate {
+        #[command(flatten)]
+        data: DataDir,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -37,6 +43,10 @@ pub struct DataDir {
     /// Data directory (SQLite database, JWT secret).
     #[arg(long, env = "RELAYCAST_DATA_DIR", default_value = "./relaycast-data")]
     pub data_dir: PathBuf,
+    /// Database URL, `postgres://user:pass@host/db` (default: SQLite file
+    /// `relaycast.db` in the data directory).
+    #[arg(long, env = "RELAYCAST_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -62,6 +72,17 @@ pub struct ServeArgs {
     /// JWT signing secret (default: generated once and kept in the data directory).
     #[arg(long, env = "RELAYCAST_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
+    /// MaxMind country database (.mmdb) for country rules on streams and
+    /// play tokens; without it, country rules refuse every viewer.
+    #[arg(long, env = "RELAYCAST_GEOIP_DB")]
+    pub geoip_db: Option<PathBuf>,
+    /// Lifetime of session tokens issued by login and register.
+    #[arg(long, env = "RELAYCAST_SESSION_TTL", default_value = "1h", value_parser = parse_ttl)]
+    pub session_ttl: Duration,
+    /// Signing secret of the payment provider's webhook (Stripe's whsec_…);
+    /// without it POST /api/payments/webhook answers 503.
+    #[arg(long, env = "RELAYCAST_PAYMENT_WEBHOOK_SECRET", hide_env_values = true)]
+    pub payment_webhook_secret: Option<String>,
     #[command(flatten)]
     pub data: DataDir,
     #[command(flatten)]
@@ -174,7 +195,9 @@ pub struct TokenArgs {
     /// Stream the token is for (admin tokens without it cover every stream).
     #[arg(long)]
     pub stream: Option<String>,
-    /// publish, play or admin.
+    /// publish or play (with --stream), or an account role: admin,
+    /// viewer, broadcaster, integrator (the subject should then be a
+    /// user id; an admin token bootstraps the first accounts).
     #[arg(long)]
     pub role: String,
     /// Lifetime: e.g. 90s, 30m, 1h, 2d.

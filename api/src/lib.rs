@@ -1,13 +1,18 @@
 //! # api — the composition root of relaycast
 //!
 //! Builds every part from one [`Config`] and serves them on one HTTP
-//! listener: WHIP/WHEP (`whip-whep`), `/healthz`, `/readyz`, `/metrics`
-//! (Prometheus text), `/api/ice-servers`. Media runs on the `sfu` workers'
+//! listener: WHIP/WHEP (`whip-whep`), the control-plane REST API under
+//! `/api` ([`rest`]: accounts, streams, keys, entitlements, payments,
+//! OpenAPI), `/healthz`, `/readyz`, `/metrics` (Prometheus text),
+//! `/api/ice-servers`. The [`stream_recorder`] turns stream events into
+//! `stream_sessions` rows. Media runs on the `sfu` workers'
 //! UDP sockets; TURN (`turn-server`), when configured, on its own sockets.
 //! [`start`] takes an already-bound listener so tests run servers on
 //! port 0 in-process.
 
 pub mod cli;
+pub mod rest;
+pub mod stream_recorder;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -39,6 +44,9 @@ pub struct Config {
     /// Address the media sockets bind to.
     pub bind_ip: IpAddr,
     pub data_dir: PathBuf,
+    /// `postgres://…` or `sqlite://…`; `None` is `relaycast.db` in the data
+    /// directory.
+    pub database_url: Option<String>,
     /// JWT signing secret; when absent one is generated once and kept in
     /// the data directory.
     pub jwt_secret: Option<String>,
@@ -49,6 +57,11 @@ pub struct Config {
     /// TURN server run alongside (WHIP/WHEP answers then carry `turn:`
     /// Link headers with fresh credentials).
     pub turn: Option<turn_server::TurnConfig>,
+    /// MaxMind country database for country rules (without one, country
+    /// rules refuse every viewer: see `signaling::access`).
+    pub geoip_db: Option<PathBuf>,
+    /// REST API settings (token lifetimes, login limits, payment webhook).
+    pub rest: rest::RestConfig,
 }
 
 impl Config {
@@ -60,10 +73,13 @@ impl Config {
             public_ip: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
             bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             data_dir,
+            database_url: None,
             jwt_secret: None,
             workers: 2,
             max_sessions: 1000,
             turn: None,
+            geoip_db: None,
+            rest: rest::RestConfig::default(),
         }
     }
 }
@@ -121,14 +137,25 @@ pub fn load_or_create_secret(data_dir: &Path) -> anyhow::Result<String> {
     Ok(secret)
 }
 
-/// Opens the data directory: database and signing keys.
+/// The database URL: `database_url` when given, else the SQLite file in
+/// the data directory.
+pub fn database_url(data_dir: &Path, database_url: Option<&str>) -> String {
+    match database_url {
+        Some(u) => u.to_string(),
+        None => signaling::db::sqlite_url(data_dir),
+    }
+}
+
+/// Opens the data directory and the database (migrating it): store and
+/// signing keys. `database_url` `None` is the SQLite file in `data_dir`.
 pub async fn open_data(
     data_dir: &Path,
+    database_url: Option<&str>,
     jwt_secret: Option<&str>,
 ) -> anyhow::Result<(Store, Tokens)> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
-    let store = Store::open(data_dir)
+    let store = Store::connect(&self::database_url(data_dir, database_url))
         .await
         .context("opening the database")?;
     let secret = match jwt_secret {
@@ -153,6 +180,7 @@ pub struct Server {
     turn: Option<Arc<turn_server::TurnServer>>,
     shutdown: Option<oneshot::Sender<()>>,
     http: Option<JoinHandle<()>>,
+    recorder: Option<JoinHandle<()>>,
 }
 
 impl Server {
@@ -183,6 +211,16 @@ impl Server {
             .issue("test", Some(stream), role, unix_now(), ttl.as_secs())?)
     }
 
+    /// The control-plane store (database handle via `Store::db`).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The JWT signer/verifier.
+    pub fn tokens(&self) -> &Tokens {
+        &self.tokens
+    }
+
     /// The TURN server, when one runs in this process.
     pub fn turn(&self) -> Option<&turn_server::TurnServer> {
         self.turn.as_deref()
@@ -199,6 +237,10 @@ impl Server {
         }
         if let Some(h) = self.http.take() {
             let _ = h.await;
+        }
+        if let Some(r) = self.recorder.take() {
+            r.abort();
+            let _ = r.await;
         }
         self.sfu.shutdown().await;
         if let Some(turn) = self.turn.take() {
@@ -236,7 +278,24 @@ impl Server {
 
 /// Starts relaycast on `listener` with `config`.
 pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow::Result<Server> {
-    let (store, tokens) = open_data(&config.data_dir, config.jwt_secret.as_deref()).await?;
+    let (store, tokens) = open_data(
+        &config.data_dir,
+        config.database_url.as_deref(),
+        config.jwt_secret.as_deref(),
+    )
+    .await?;
+    let store = match &config.geoip_db {
+        Some(path) => store.with_geoip(
+            signaling::GeoIp::open(path)
+                .with_context(|| format!("opening GeoIP database {}", path.display()))?,
+        ),
+        None => {
+            tracing::info!(
+                "no --geoip-db: streams or play tokens with country rules refuse every viewer"
+            );
+            store
+        }
+    };
     let registry = Registry::new();
     let metrics = sfu::Metrics::new(&registry).context("registering metrics")?;
     let public_ip = config.public_ip.unwrap_or_else(default_public_ip);
@@ -283,10 +342,18 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
         }));
     }
     let ice = IceServersState {
+        store: store.clone(),
         tokens: tokens.clone(),
         stun: Arc::new(ice_servers),
         turn: turn.clone(),
     };
+    let recorder = stream_recorder::spawn(sfu.clone(), store.clone()).await;
+    let rest_state = rest::RestState::new(
+        store.clone(),
+        tokens.clone(),
+        sfu.clone(),
+        config.rest.clone(),
+    );
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ready" }))
@@ -299,6 +366,7 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
         )
         .route("/api/ice-servers", get(ice_servers_handler).with_state(ice))
         .merge(whip_whep::router(whip))
+        .merge(rest::router(rest_state))
         .fallback(|| async {
             (
                 StatusCode::NOT_FOUND,
@@ -308,7 +376,12 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
     let http_addr = listener.local_addr()?;
     let (tx, rx) = oneshot::channel::<()>();
     let http = tokio::spawn(async move {
-        let serve = axum::serve(listener, app).with_graceful_shutdown(async {
+        // Connect info: WHEP address rules need the viewer's address.
+        let serve = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async {
             let _ = rx.await;
         });
         if let Err(e) = serve.await {
@@ -324,6 +397,7 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
         turn,
         shutdown: Some(tx),
         http: Some(http),
+        recorder: Some(recorder),
     })
 }
 
@@ -342,12 +416,13 @@ fn turn_link(s: &turn_server::IceServer) -> whip_whep::TurnServerLink {
 
 #[derive(Clone)]
 struct IceServersState {
+    store: Store,
     tokens: Tokens,
     stun: Arc<Vec<String>>,
     turn: Option<Arc<turn_server::TurnServer>>,
 }
 
-/// `GET /api/ice-servers` (Bearer: any valid relaycast JWT): the ICE
+/// `GET /api/ice-servers` (Bearer: any valid, unrevoked relaycast JWT): the ICE
 /// servers in the RTCIceServer shape, TURN with fresh REST credentials.
 async fn ice_servers_handler(
     axum::extract::State(st): axum::extract::State<IceServersState>,
@@ -358,7 +433,11 @@ async fn ice_servers_handler(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    let claims = match bearer.map(|b| st.tokens.verify(b)) {
+    let verified = match bearer {
+        Some(b) => Some(st.store.verify_token(&st.tokens, b).await),
+        None => None,
+    };
+    let claims = match verified {
         Some(Ok(c)) => c,
         _ => {
             return (

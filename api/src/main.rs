@@ -33,10 +33,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 public_ip: a.public_ip,
                 bind_ip: a.bind_ip,
                 data_dir: a.data.data_dir,
+                database_url: a.data.database_url,
                 jwt_secret: a.jwt_secret,
                 workers,
                 max_sessions: a.max_sessions,
                 turn: a.turn.to_config(a.public_ip),
+                geoip_db: a.geoip_db,
+                rest: api::rest::RestConfig {
+                    session_ttl: a.session_ttl,
+                    payment_webhook_secret: a.payment_webhook_secret,
+                    ..Default::default()
+                },
             };
             let listener = tokio::net::TcpListener::bind(config.http_addr)
                 .await
@@ -65,10 +72,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     data,
                 },
         } => {
-            let (store, _) = api::open_data(&data.data_dir, Some("unused")).await?;
+            let (store, _) =
+                api::open_data(&data.data_dir, data.database_url.as_deref(), Some("unused"))
+                    .await?;
             let key = store.create_key(&name, private.then_some(true)).await?;
             store.close().await;
             println!("{key}");
+            Ok(())
+        }
+        Command::Migrate { data } => {
+            let url = api::database_url(&data.data_dir, data.database_url.as_deref());
+            if data.database_url.is_none() {
+                std::fs::create_dir_all(&data.data_dir)
+                    .with_context(|| format!("creating {}", data.data_dir.display()))?;
+            }
+            let db = signaling::Db::connect(&url)
+                .await
+                .context("connecting to the database")?;
+            db.migrate().await.context("migrating")?;
+            db.close().await;
+            eprintln!("database migrated ({:?})", db.backend());
             Ok(())
         }
         Command::Turn(t) => {
@@ -94,7 +117,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Token(t) => {
             let role: Role = t.role.parse()?;
-            if role != Role::Admin && t.stream.is_none() {
+            if !role.is_account() && t.stream.is_none() {
                 anyhow::bail!("--stream is required for publish and play tokens");
             }
             let secret = match t.jwt_secret {
