@@ -8,6 +8,7 @@
 //! port 0 in-process.
 
 pub mod cli;
+pub mod realtime;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -49,6 +50,13 @@ pub struct Config {
     /// TURN server run alongside (WHIP/WHEP answers then carry `turn:`
     /// Link headers with fresh credentials).
     pub turn: Option<turn_server::TurnConfig>,
+    /// Redis shared by the nodes of a deployment (chat, viewer counts,
+    /// events); `None` keeps the realtime bus in this process.
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key and channel relaycast uses.
+    pub redis_prefix: String,
+    /// Chat rate limit, message size and history length.
+    pub chat: signaling::ChatLimits,
 }
 
 impl Config {
@@ -64,6 +72,9 @@ impl Config {
             workers: 2,
             max_sessions: 1000,
             turn: None,
+            redis_url: None,
+            redis_prefix: "relaycast".into(),
+            chat: signaling::ChatLimits::default(),
         }
     }
 }
@@ -151,6 +162,8 @@ pub struct Server {
     store: Store,
     tokens: Tokens,
     turn: Option<Arc<turn_server::TurnServer>>,
+    bus: signaling::Bus,
+    _watch: realtime::StreamWatch,
     shutdown: Option<oneshot::Sender<()>>,
     http: Option<JoinHandle<()>>,
 }
@@ -181,6 +194,27 @@ impl Server {
         Ok(self
             .tokens
             .issue("test", Some(stream), role, unix_now(), ttl.as_secs())?)
+    }
+
+    /// Mints a JWT for `subject` (the chat user name) on `stream` (`None`:
+    /// every stream, for admin and integrator tokens).
+    pub fn token_for(
+        &self,
+        subject: &str,
+        stream: Option<&str>,
+        role: &str,
+        ttl: Duration,
+    ) -> anyhow::Result<String> {
+        let role: Role = role.parse()?;
+        Ok(self
+            .tokens
+            .issue(subject, stream, role, unix_now(), ttl.as_secs())?)
+    }
+
+    /// The realtime bus (chat, presence, status, integrator events; the
+    /// per-stream event feed is [`signaling::Bus::event_feed`]).
+    pub fn bus(&self) -> &signaling::Bus {
+        &self.bus
     }
 
     /// The TURN server, when one runs in this process.
@@ -282,6 +316,22 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
             vec![turn_link(&t.ice_server(user, TURN_CREDENTIAL_TTL))]
         }));
     }
+    let bus = match &config.redis_url {
+        Some(url) => signaling::Bus::with_redis(url, &config.redis_prefix, config.chat)
+            .await
+            .context("connecting to Redis")?,
+        None => signaling::Bus::local(config.chat),
+    };
+    bus.start_presence(Arc::new(realtime::stream_watch_viewers(sfu.clone())));
+    let clock = Arc::new(realtime::MediaClock::default());
+    let watch =
+        realtime::StreamWatch::start(sfu.clone(), bus.clone(), Arc::clone(&clock), Vec::new());
+    let rt = realtime::RealtimeState {
+        bus: bus.clone(),
+        tokens: tokens.clone(),
+        store: store.clone(),
+        clock,
+    };
     let ice = IceServersState {
         tokens: tokens.clone(),
         stun: Arc::new(ice_servers),
@@ -299,6 +349,7 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
         )
         .route("/api/ice-servers", get(ice_servers_handler).with_state(ice))
         .merge(whip_whep::router(whip))
+        .merge(realtime::router(rt))
         .fallback(|| async {
             (
                 StatusCode::NOT_FOUND,
@@ -322,6 +373,8 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
         store,
         tokens,
         turn,
+        bus,
+        _watch: watch,
         shutdown: Some(tx),
         http: Some(http),
     })

@@ -37,6 +37,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 workers,
                 max_sessions: a.max_sessions,
                 turn: a.turn.to_config(a.public_ip),
+                redis_url: a.redis_url,
+                redis_prefix: a.redis_prefix,
+                chat: signaling::ChatLimits::default(),
             };
             let listener = tokio::net::TcpListener::bind(config.http_addr)
                 .await
@@ -94,7 +97,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Token(t) => {
             let role: Role = t.role.parse()?;
-            if role != Role::Admin && t.stream.is_none() {
+            if !matches!(role, Role::Admin | Role::Integrator) && t.stream.is_none() {
                 anyhow::bail!("--stream is required for publish and play tokens");
             }
             let secret = match t.jwt_secret {

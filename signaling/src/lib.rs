@@ -4,10 +4,38 @@
 //! keys kept hashed in the embedded SQLite database (`sqlx`). The HTTP edge
 //! asks [`Store::authorize_publish`] / [`Store::authorize_play`] and gets a
 //! typed answer; nothing here touches RTP.
+//!
+//! The realtime side lives here too: [`Bus`] carries each stream's chat,
+//! moderation, viewer counts, status and integrator events to WebSocket
+//! clients and [`EventFeed`]s, in-process or across nodes through Redis
+//! pub/sub; [`ChatRules`] decides what a chatter may post (rate limit,
+//! slow mode, bans) with time passed in.
+//!
+//! ## The per-stream event feed
+//!
+//! `bus.event_feed("show")` returns an [`EventFeed`]; `feed.recv().await`
+//! yields each [`IntegratorEvent`] posted on the stream (on any node) from
+//! then on, in `seq` order as posted on one node: `seq` (strictly
+//! increasing per stream), `at_ms` (wall clock), `media` (RTP time, clock
+//! rate and the capture wall clock of the newest frame when it was
+//! accepted) and the integrator's JSON `payload`. A consumer that falls
+//! more than 256 messages behind gets `Err(Lagged(n))` and continues with
+//! the oldest kept event. The LL-HLS packager turns each into an
+//! `EXT-X-DATERANGE` (start: `media.capture_ms`, else `at_ms`); the SFU
+//! sends each as JSON on a WebRTC data channel.
 
+mod bus;
+mod chat;
+mod message;
 mod store;
 mod token;
 
+pub use bus::{
+    body_hash, unix_ms, Author, Bus, BusError, EventError, EventFeed, Joined, Lagged, PostError,
+    ViewerSource, MAX_EVENT_BYTES,
+};
+pub use chat::{ChatError, ChatLimits, ChatRules};
+pub use message::{ChatMessage, IntegratorEvent, MediaStamp, Message, StreamStatus};
 pub use store::{valid_stream_name, Store, StoreError, StreamInfo};
 pub use token::{Claims, Role, TokenError, Tokens};
 

@@ -14,6 +14,9 @@ pub enum Role {
     Play,
     /// May do anything on any stream.
     Admin,
+    /// May post integrator events to the stream named in the token, or to
+    /// every stream when the token names none.
+    Integrator,
 }
 
 impl std::str::FromStr for Role {
@@ -23,6 +26,7 @@ impl std::str::FromStr for Role {
             "publish" => Ok(Role::Publish),
             "play" => Ok(Role::Play),
             "admin" => Ok(Role::Admin),
+            "integrator" => Ok(Role::Integrator),
             _ => Err(TokenError::UnknownRole),
         }
     }
@@ -42,7 +46,7 @@ pub struct Claims {
 
 impl Claims {
     pub fn allows(&self, stream: &str, want: Role) -> bool {
-        if self.role == Role::Admin {
+        if self.role == Role::Admin || (self.role == Role::Integrator && want == Role::Integrator) {
             return self.stream.as_deref().is_none_or(|s| s == stream);
         }
         self.role == want && self.stream.as_deref() == Some(stream)
@@ -56,7 +60,7 @@ pub enum TokenError {
     Expired,
     #[error("invalid token")]
     Invalid,
-    #[error("unknown role (expected publish, play or admin)")]
+    #[error("unknown role (expected publish, play, admin or integrator)")]
     UnknownRole,
     #[error("signing failed")]
     Signing,
