@@ -163,16 +163,20 @@ impl RedisLink {
     }
 }
 
+/// (stream, key) → (body hash, event), and insertion order for eviction.
+#[derive(Default)]
+struct IdempotencyMemory {
+    records: HashMap<(String, String), (String, Arc<IntegratorEvent>)>,
+    order: VecDeque<(String, String)>,
+}
+
 struct Inner {
     node: String,
     limits: ChatLimits,
     rooms: Mutex<HashMap<String, Room>>,
     redis: Option<RedisLink>,
     /// Memory idempotency records: (stream, key) → (body hash, event).
-    idempotency: Mutex<(
-        HashMap<(String, String), (String, Arc<IntegratorEvent>)>,
-        VecDeque<(String, String)>,
-    )>,
+    idempotency: Mutex<IdempotencyMemory>,
     /// Serialises sequence allocation and publication per node so local
     /// subscribers see events in `seq` order.
     event_order: tokio::sync::Mutex<()>,
@@ -235,7 +239,7 @@ impl Bus {
                 limits,
                 rooms: Mutex::new(HashMap::new()),
                 redis: None,
-                idempotency: Mutex::new((HashMap::new(), VecDeque::new())),
+                idempotency: Mutex::new(IdempotencyMemory::default()),
                 event_order: tokio::sync::Mutex::new(()),
                 tasks: Mutex::new(Vec::new()),
             }),
@@ -261,7 +265,7 @@ impl Bus {
                 limits,
                 rooms: Mutex::new(HashMap::new()),
                 redis: Some(link),
-                idempotency: Mutex::new((HashMap::new(), VecDeque::new())),
+                idempotency: Mutex::new(IdempotencyMemory::default()),
                 event_order: tokio::sync::Mutex::new(()),
                 tasks: Mutex::new(Vec::new()),
             }),
@@ -611,7 +615,7 @@ impl Bus {
             .inner
             .idempotency
             .lock()
-            .0
+            .records
             .get(&(stream.to_string(), key.to_string()))
             .cloned())
     }
@@ -648,7 +652,10 @@ impl Bus {
             return self.idempotent_lookup(stream, key).await;
         }
         let mut guard = self.inner.idempotency.lock();
-        let (map, order) = &mut *guard;
+        let IdempotencyMemory {
+            records: map,
+            order,
+        } = &mut *guard;
         let k = (stream.to_string(), key.to_string());
         if let Some(prev) = map.get(&k) {
             return Ok(Some(prev.clone()));
