@@ -1,4 +1,5 @@
-//! The `relaycast` command line: `serve`, `turn`, `keys create`, `token`.
+//! The `relaycast` command line: `serve`, `turn`, `keys create`, `token`,
+//! `migrate`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -30,6 +31,11 @@ pub enum Command {
     Token(TokenArgs),
     /// Run only the TURN server (needs --turn-secret and a listener).
     Turn(TurnArgs),
+    /// Apply pending database migrations and exit (`serve` also applies them).
+    Migrate {
+        #[command(flatten)]
+        data: DataDir,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -37,6 +43,10 @@ pub struct DataDir {
     /// Data directory (SQLite database, JWT secret).
     #[arg(long, env = "RELAYCAST_DATA_DIR", default_value = "./relaycast-data")]
     pub data_dir: PathBuf,
+    /// Database URL, `postgres://user:pass@host/db` (default: SQLite file
+    /// `relaycast.db` in the data directory).
+    #[arg(long, env = "RELAYCAST_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
 }
 
 #[derive(Debug, Args)]

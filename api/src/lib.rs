@@ -40,6 +40,9 @@ pub struct Config {
     /// Address the media sockets bind to.
     pub bind_ip: IpAddr,
     pub data_dir: PathBuf,
+    /// `postgres://…` or `sqlite://…`; `None` is `relaycast.db` in the data
+    /// directory.
+    pub database_url: Option<String>,
     /// JWT signing secret; when absent one is generated once and kept in
     /// the data directory.
     pub jwt_secret: Option<String>,
@@ -68,6 +71,7 @@ impl Config {
             public_ip: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
             bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             data_dir,
+            database_url: None,
             jwt_secret: None,
             workers: 2,
             max_sessions: 1000,
@@ -132,14 +136,25 @@ pub fn load_or_create_secret(data_dir: &Path) -> anyhow::Result<String> {
     Ok(secret)
 }
 
-/// Opens the data directory: database and signing keys.
+/// The database URL: `database_url` when given, else the SQLite file in
+/// the data directory.
+pub fn database_url(data_dir: &Path, database_url: Option<&str>) -> String {
+    match database_url {
+        Some(u) => u.to_string(),
+        None => signaling::db::sqlite_url(data_dir),
+    }
+}
+
+/// Opens the data directory and the database (migrating it): store and
+/// signing keys. `database_url` `None` is the SQLite file in `data_dir`.
 pub async fn open_data(
     data_dir: &Path,
+    database_url: Option<&str>,
     jwt_secret: Option<&str>,
 ) -> anyhow::Result<(Store, Tokens)> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
-    let store = Store::open(data_dir)
+    let store = Store::connect(&self::database_url(data_dir, database_url))
         .await
         .context("opening the database")?;
     let secret = match jwt_secret {
@@ -270,7 +285,12 @@ impl Server {
 
 /// Starts relaycast on `listener` with `config`.
 pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow::Result<Server> {
-    let (store, tokens) = open_data(&config.data_dir, config.jwt_secret.as_deref()).await?;
+    let (store, tokens) = open_data(
+        &config.data_dir,
+        config.database_url.as_deref(),
+        config.jwt_secret.as_deref(),
+    )
+    .await?;
     let registry = Registry::new();
     let metrics = sfu::Metrics::new(&registry).context("registering metrics")?;
     let public_ip = config.public_ip.unwrap_or_else(default_public_ip);
@@ -359,7 +379,12 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
     let http_addr = listener.local_addr()?;
     let (tx, rx) = oneshot::channel::<()>();
     let http = tokio::spawn(async move {
-        let serve = axum::serve(listener, app).with_graceful_shutdown(async {
+        // Connect info: WHEP address rules need the viewer's address.
+        let serve = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async {
             let _ = rx.await;
         });
         if let Err(e) = serve.await {

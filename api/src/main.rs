@@ -33,6 +33,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 public_ip: a.public_ip,
                 bind_ip: a.bind_ip,
                 data_dir: a.data.data_dir,
+                database_url: a.data.database_url,
                 jwt_secret: a.jwt_secret,
                 workers,
                 max_sessions: a.max_sessions,
@@ -68,10 +69,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     data,
                 },
         } => {
-            let (store, _) = api::open_data(&data.data_dir, Some("unused")).await?;
+            let (store, _) =
+                api::open_data(&data.data_dir, data.database_url.as_deref(), Some("unused"))
+                    .await?;
             let key = store.create_key(&name, private.then_some(true)).await?;
             store.close().await;
             println!("{key}");
+            Ok(())
+        }
+        Command::Migrate { data } => {
+            let url = api::database_url(&data.data_dir, data.database_url.as_deref());
+            if data.database_url.is_none() {
+                std::fs::create_dir_all(&data.data_dir)
+                    .with_context(|| format!("creating {}", data.data_dir.display()))?;
+            }
+            let db = signaling::Db::connect(&url)
+                .await
+                .context("connecting to the database")?;
+            db.migrate().await.context("migrating")?;
+            db.close().await;
+            eprintln!("database migrated ({:?})", db.backend());
             Ok(())
         }
         Command::Turn(t) => {

@@ -1,9 +1,15 @@
-//! # signaling — who may publish and play
+//! # signaling — who may publish and play, and the control-plane data
 //!
-//! JWT claims and their verification (`jsonwebtoken`, HS256), and stream
-//! keys kept hashed in the embedded SQLite database (`sqlx`). The HTTP edge
-//! asks [`Store::authorize_publish`] / [`Store::authorize_play`] and gets a
-//! typed answer; nothing here touches RTP.
+//! JWT claims and their verification (`jsonwebtoken`, HS256), and the
+//! control-plane database ([`db`]: SQLite by default, PostgreSQL by URL,
+//! one set of queries through `sqlx`'s `Any` driver): stream keys and API
+//! keys kept hashed, accounts (argon2id passwords), streams, entitlements,
+//! stream sessions. The HTTP edge asks [`Store::authorize_publish`] /
+//! [`Store::authorize_play`] and gets a typed answer; nothing here touches
+//! RTP.
+//!
+//! Other modules that need tables of their own take the pool from
+//! [`Store::db`] and follow the rules in [`db`].
 //!
 //! The realtime side lives here too: [`Bus`] carries each stream's chat,
 //! moderation, viewer counts, status and integrator events to WebSocket
@@ -24,19 +30,35 @@
 //! `EXT-X-DATERANGE` (start: `media.capture_ms`, else `at_ms`); the SFU
 //! sends each as JSON on a WebRTC data channel.
 
+pub mod access;
+mod accounts;
 mod bus;
 mod chat;
+pub mod db;
+mod entitlements;
 mod message;
+mod sessions;
 mod store;
+mod streams;
+pub mod testing;
 mod token;
 
+pub use accounts::{valid_password, valid_username, ApiKeyInfo, User, API_KEY_PREFIX};
 pub use bus::{
     body_hash, unix_ms, Author, Bus, BusError, EventError, EventFeed, Joined, Lagged, PostError,
     ViewerSource, MAX_EVENT_BYTES,
 };
 pub use chat::{ChatError, ChatLimits, ChatRules};
+pub use entitlements::{
+    Entitlement, EntitlementKind, NewEntitlement, PaymentAction, PaymentOutcome, Target,
+};
 pub use message::{ChatMessage, IntegratorEvent, MediaStamp, Message, StreamStatus};
-pub use store::{valid_stream_name, Store, StoreError, StreamInfo};
+pub use sessions::StreamSession;
+pub use streams::{KeyInfo, NewStream, StreamUpdate, MAX_TITLE};
+
+pub use access::{GeoIp, Visibility};
+pub use db::{Backend, Db};
+pub use store::{valid_stream_name, Store, StoreError, StreamInfo, Viewer};
 pub use token::{Claims, Role, TokenError, Tokens};
 
 /// Who is allowed in, as decided from the request's bearer credential.
@@ -77,6 +99,12 @@ pub enum AuthError {
     /// The token has expired.
     #[error("token expired")]
     Expired,
+    /// The token was revoked (logout or an administrator).
+    #[error("token revoked")]
+    Revoked,
+    /// The viewer's address is outside the stream's or token's rules.
+    #[error("{reason}")]
+    Location { reason: &'static str },
     #[error(transparent)]
     Store(#[from] StoreError),
 }

@@ -14,9 +14,36 @@ pub enum Role {
     Play,
     /// May do anything on any stream.
     Admin,
-    /// May post integrator events to the stream named in the token, or to
-    /// every stream when the token names none.
+    /// A signed-in account that watches.
+    Viewer,
+    /// A signed-in account that owns and publishes streams.
+    Broadcaster,
+    /// A partner system driving the API (betting, auctions): reads streams,
+    /// mints play tokens, manages entitlements.
     Integrator,
+}
+
+impl Role {
+    /// The name used in tokens, the database and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Publish => "publish",
+            Role::Play => "play",
+            Role::Admin => "admin",
+            Role::Viewer => "viewer",
+            Role::Broadcaster => "broadcaster",
+            Role::Integrator => "integrator",
+        }
+    }
+
+    /// Whether this is an account role (a user has one) rather than a
+    /// capability on one stream (`publish`, `play`).
+    pub fn is_account(self) -> bool {
+        matches!(
+            self,
+            Role::Admin | Role::Viewer | Role::Broadcaster | Role::Integrator
+        )
+    }
 }
 
 impl std::str::FromStr for Role {
@@ -26,6 +53,8 @@ impl std::str::FromStr for Role {
             "publish" => Ok(Role::Publish),
             "play" => Ok(Role::Play),
             "admin" => Ok(Role::Admin),
+            "viewer" => Ok(Role::Viewer),
+            "broadcaster" => Ok(Role::Broadcaster),
             "integrator" => Ok(Role::Integrator),
             _ => Err(TokenError::UnknownRole),
         }
@@ -42,11 +71,17 @@ pub struct Claims {
     pub iat: u64,
     pub exp: u64,
     pub jti: String,
+    /// Play tokens only: ISO 3166-1 alpha-2 countries the viewer must be in.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub countries: Vec<String>,
+    /// Play tokens only: CIDR ranges the viewer's address must be in.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cidrs: Vec<String>,
 }
 
 impl Claims {
     pub fn allows(&self, stream: &str, want: Role) -> bool {
-        if self.role == Role::Admin || (self.role == Role::Integrator && want == Role::Integrator) {
+        if self.role == Role::Admin {
             return self.stream.as_deref().is_none_or(|s| s == stream);
         }
         self.role == want && self.stream.as_deref() == Some(stream)
@@ -60,7 +95,7 @@ pub enum TokenError {
     Expired,
     #[error("invalid token")]
     Invalid,
-    #[error("unknown role (expected publish, play, admin or integrator)")]
+    #[error("unknown role (expected publish, play, admin, viewer, broadcaster or integrator)")]
     UnknownRole,
     #[error("signing failed")]
     Signing,
@@ -97,8 +132,15 @@ impl Tokens {
             iat: now_unix,
             exp: now_unix.saturating_add(ttl_secs),
             jti: format!("{:032x}", rand::random::<u128>()),
+            countries: Vec::new(),
+            cidrs: Vec::new(),
         };
-        encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+        self.sign(&claims)
+    }
+
+    /// Signs prepared claims (play tokens with viewer rules).
+    pub fn sign(&self, claims: &Claims) -> Result<String, TokenError> {
+        encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
             .map_err(|_| TokenError::Signing)
     }
 

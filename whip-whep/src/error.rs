@@ -17,6 +17,8 @@ pub enum ApiError {
     InvalidCredential,
     #[error("token expired")]
     Expired,
+    #[error("token revoked")]
+    Revoked,
     #[error("{0}")]
     Forbidden(String),
     #[error("unknown {0}")]
@@ -64,7 +66,10 @@ impl From<AuthError> for ApiError {
             AuthError::Missing => ApiError::Unauthorized,
             AuthError::Invalid => ApiError::InvalidCredential,
             AuthError::Expired => ApiError::Expired,
-            AuthError::Forbidden { .. } => ApiError::Forbidden(e.to_string()),
+            AuthError::Revoked => ApiError::Revoked,
+            AuthError::Forbidden { .. } | AuthError::Location { .. } => {
+                ApiError::Forbidden(e.to_string())
+            }
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -74,9 +79,10 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::Unauthorized | ApiError::InvalidCredential | ApiError::Expired => {
-                StatusCode::UNAUTHORIZED
-            }
+            ApiError::Unauthorized
+            | ApiError::InvalidCredential
+            | ApiError::Expired
+            | ApiError::Revoked => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) | ApiError::RetryLater(_) => StatusCode::CONFLICT,
@@ -105,7 +111,10 @@ impl IntoResponse for ApiError {
         )
             .into_response();
         match self {
-            ApiError::Unauthorized | ApiError::InvalidCredential | ApiError::Expired => {
+            ApiError::Unauthorized
+            | ApiError::InvalidCredential
+            | ApiError::Expired
+            | ApiError::Revoked => {
                 resp.headers_mut().insert(
                     header::WWW_AUTHENTICATE,
                     header::HeaderValue::from_static("Bearer"),

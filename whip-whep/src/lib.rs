@@ -139,11 +139,11 @@ pub fn router(state: WhipWhepState) -> Router {
     Router::new()
         .route(
             "/whip/{stream}",
-            post(|s, p, q, h, b| create(Kind::Whip, s, p, q, h, b)),
+            post(|s, c, p, q, h, b| create(Kind::Whip, s, c, p, q, h, b)),
         )
         .route(
             "/whep/{stream}",
-            post(|s, p, q, h, b| create(Kind::Whep, s, p, q, h, b)),
+            post(|s, c, p, q, h, b| create(Kind::Whep, s, c, p, q, h, b)),
         )
         .route(
             "/whip/{stream}/{session}",
@@ -179,6 +179,26 @@ async fn accept_headers(req: axum::extract::Request, next: axum::middleware::Nex
         );
     }
     resp
+}
+
+/// The TCP peer's address, when the server was started with connect info
+/// (`into_make_service_with_connect_info`). Forwarding headers are not
+/// trusted: a viewer could write any address into them.
+struct ClientIp(Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        _: &S,
+    ) -> Result<ClientIp, Self::Rejection> {
+        Ok(ClientIp(
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0.ip()),
+        ))
+    }
 }
 
 fn content_type_is(headers: &HeaderMap, want: &str) -> bool {
@@ -257,6 +277,7 @@ fn is_length_limit(e: &axum::Error) -> bool {
 async fn create(
     kind: Kind,
     State(state): State<WhipWhepState>,
+    client: ClientIp,
     Path(stream): Path<String>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
@@ -286,15 +307,17 @@ async fn create(
             let info = match info {
                 Some(info) => info,
                 // Published with a token but never registered: public.
-                None if state.sfu.is_live(&stream) => signaling::StreamInfo {
-                    name: stream.clone(),
-                    private: false,
-                },
+                None if state.sfu.is_live(&stream) => signaling::StreamInfo::unregistered(&stream),
                 None => return Err(ApiError::NotFound("stream")),
             };
             state
                 .store
-                .authorize_play(&state.tokens, &info, bearer.as_deref())
+                .authorize_play(
+                    &state.tokens,
+                    &info,
+                    bearer.as_deref(),
+                    signaling::Viewer { ip: client.0 },
+                )
                 .await?;
             check_sdp(&offer)?;
             state.sfu.subscribe(&stream, &offer).await

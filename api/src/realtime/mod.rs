@@ -13,7 +13,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use signaling::{Bus, Claims, Store, TokenError, Tokens};
+use signaling::{AuthError, Bus, Store, Tokens};
 
 pub use stream_watch::{MediaClock, SfuViewers, StreamListener, StreamWatch};
 
@@ -89,14 +89,17 @@ pub(crate) fn bearer(headers: &HeaderMap, token_param: Option<&str>) -> Option<S
         .filter(|s| !s.is_empty())
 }
 
-/// Verifies an optional bearer: `Ok(None)` without one, 401 when invalid.
-pub(crate) fn claims(tokens: &Tokens, bearer: Option<&str>) -> Result<Option<Claims>, ApiError> {
-    match bearer {
-        None => Ok(None),
-        Some(b) => tokens.verify(b).map(Some).map_err(|e| match e {
-            TokenError::Expired => ApiError::new(StatusCode::UNAUTHORIZED, "token expired"),
-            _ => ApiError::new(StatusCode::UNAUTHORIZED, "invalid token"),
-        }),
+/// Maps an authorisation failure to 401/403 (causes of 500 are logged).
+pub(crate) fn auth_error(e: AuthError) -> ApiError {
+    match e {
+        AuthError::Missing => ApiError::new(StatusCode::UNAUTHORIZED, "this stream needs a token"),
+        AuthError::Invalid | AuthError::Expired | AuthError::Revoked => {
+            ApiError::new(StatusCode::UNAUTHORIZED, e.to_string())
+        }
+        AuthError::Forbidden { .. } | AuthError::Location { .. } => {
+            ApiError::new(StatusCode::FORBIDDEN, e.to_string())
+        }
+        other => ApiError::internal(other),
     }
 }
 

@@ -9,21 +9,24 @@
 //! Client → server: `{"type":"chat","text"}`; moderators (a publish token
 //! of the stream, or admin) also `{"type":"delete","id"}`,
 //! `{"type":"ban","user","seconds"?}`, `{"type":"slow_mode","seconds"}`.
-//! Reading needs no token unless the stream is private; writing needs a
-//! play (or publish/admin) token for the stream, whose subject is the
-//! chat user name.
+//! Reading follows the stream's play rules (public streams need no token);
+//! writing needs a signed-in account's token or a play token of the
+//! stream, whose subject is the chat user name. The stream's owner, its
+//! publish tokens and admins moderate.
 
 use std::collections::HashMap;
 
 use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use serde::Deserialize;
-use signaling::{Author, ChatError, PostError, Role};
+use signaling::{Author, ChatError, PostError, Role, Viewer, Visibility};
 use tokio::sync::broadcast::error::RecvError;
 
-use super::{bearer, check_stream_name, claims, ApiError, RealtimeState};
+use super::{auth_error, bearer, check_stream_name, ApiError, RealtimeState};
 
 /// Largest frame a client may send.
 const MAX_CLIENT_FRAME: usize = 8 * 1024;
@@ -44,31 +47,49 @@ pub(super) async fn upgrade(
     State(st): State<RealtimeState>,
     Path(id): Path<String>,
     Query(query): Query<HashMap<String, String>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     check_stream_name(&id)?;
     let bearer = bearer(&headers, query.get("token").map(String::as_str));
-    let claims = claims(&st.tokens, bearer.as_deref())?;
-    let moderator = claims
-        .as_ref()
-        .is_some_and(|c| c.allows(&id, Role::Publish));
-    let can_chat = moderator || claims.as_ref().is_some_and(|c| c.allows(&id, Role::Play));
-    let private = st
-        .store
-        .stream(&id)
-        .await
-        .map_err(ApiError::internal)?
-        .is_some_and(|s| s.private);
-    if private && !can_chat {
-        return Err(match claims {
-            None => ApiError::new(StatusCode::UNAUTHORIZED, "this stream needs a play token"),
-            Some(_) => ApiError::new(StatusCode::FORBIDDEN, "token does not allow this stream"),
-        });
+    let claims = match bearer.as_deref() {
+        None => None,
+        Some(b) => Some(
+            st.store
+                .verify_token(&st.tokens, b)
+                .await
+                .map_err(auth_error)?,
+        ),
+    };
+    let info = st.store.stream(&id).await.map_err(ApiError::internal)?;
+    // Reading follows the play rules of the stream (visibility,
+    // entitlements, address rules); public streams need nothing.
+    if let Some(info) = info.as_ref().filter(|i| i.visibility != Visibility::Public) {
+        st.store
+            .authorize_play(
+                &st.tokens,
+                info,
+                bearer.as_deref(),
+                Viewer {
+                    ip: Some(peer.ip()),
+                },
+            )
+            .await
+            .map_err(auth_error)?;
     }
-    let author = claims.filter(|_| can_chat).map(|c| Author {
-        user: c.sub,
-        moderator,
+    let author = claims.and_then(|c| {
+        let owner = info
+            .as_ref()
+            .and_then(|i| i.owner_id.as_deref())
+            .is_some_and(|o| o == c.sub);
+        let moderator = owner || c.allows(&id, Role::Publish);
+        // Signed-in accounts and play-token holders of the stream chat.
+        let can_chat = moderator || c.role.is_account() || c.allows(&id, Role::Play);
+        can_chat.then_some(Author {
+            user: c.sub,
+            moderator,
+        })
     });
     Ok(ws
         .max_message_size(MAX_CLIENT_FRAME)
