@@ -9,6 +9,7 @@
 
 pub mod cli;
 pub mod realtime;
+pub mod webhooks;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -344,8 +345,36 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
     };
     bus.start_presence(Arc::new(realtime::stream_watch_viewers(sfu.clone())));
     let clock = Arc::new(realtime::MediaClock::default());
-    let watch =
-        realtime::StreamWatch::start(sfu.clone(), bus.clone(), Arc::clone(&clock), Vec::new());
+    let webhooks = webhooks::Webhooks::start(store.clone(), &registry)?;
+    let hooks = webhooks.clone();
+    let to_webhooks: realtime::StreamListener = Arc::new(move |ev: &sfu::StreamEvent| {
+        let kind = match ev.kind {
+            sfu::StreamEventKind::Live => "stream.started",
+            sfu::StreamEventKind::Stalled => "stream.stalled",
+            sfu::StreamEventKind::Resumed => "stream.resumed",
+            sfu::StreamEventKind::Ended => "stream.ended",
+        };
+        let at_ms = ev
+            .at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        hooks.notify(webhooks::WebhookEvent::new(
+            kind,
+            &ev.stream,
+            at_ms,
+            serde_json::json!({}),
+        ));
+    });
+    let watch = realtime::StreamWatch::start(
+        sfu.clone(),
+        bus.clone(),
+        Arc::clone(&clock),
+        vec![to_webhooks],
+    );
+    let hook_routes = webhooks::WebhookRoutes {
+        store: store.clone(),
+        tokens: tokens.clone(),
+    };
     let rt = realtime::RealtimeState {
         bus: bus.clone(),
         tokens: tokens.clone(),
@@ -370,6 +399,7 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
         .route("/api/ice-servers", get(ice_servers_handler).with_state(ice))
         .merge(whip_whep::router(whip))
         .merge(realtime::router(rt))
+        .merge(webhooks::router(hook_routes))
         .fallback(|| async {
             (
                 StatusCode::NOT_FOUND,
