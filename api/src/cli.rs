@@ -21,7 +21,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server (HTTP API, WHIP/WHEP, media workers).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manage stream keys.
     Keys {
         #[command(subcommand)]
@@ -78,6 +78,17 @@ pub struct ServeArgs {
     /// Prefix of relaycast's Redis keys and channels.
     #[arg(long, env = "RELAYCAST_REDIS_PREFIX", default_value = "relaycast")]
     pub redis_prefix: String,
+    /// MaxMind country database (.mmdb) for country rules on streams and
+    /// play tokens; without it, country rules refuse every viewer.
+    #[arg(long, env = "RELAYCAST_GEOIP_DB")]
+    pub geoip_db: Option<PathBuf>,
+    /// Lifetime of session tokens issued by login and register.
+    #[arg(long, env = "RELAYCAST_SESSION_TTL", default_value = "1h", value_parser = parse_ttl)]
+    pub session_ttl: Duration,
+    /// Signing secret of the payment provider's webhook (Stripe's whsec_…);
+    /// without it POST /api/payments/webhook answers 503.
+    #[arg(long, env = "RELAYCAST_PAYMENT_WEBHOOK_SECRET", hide_env_values = true)]
+    pub payment_webhook_secret: Option<String>,
     #[command(flatten)]
     pub data: DataDir,
     #[command(flatten)]

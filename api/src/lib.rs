@@ -1,14 +1,20 @@
 //! # api — the composition root of relaycast
 //!
 //! Builds every part from one [`Config`] and serves them on one HTTP
-//! listener: WHIP/WHEP (`whip-whep`), `/healthz`, `/readyz`, `/metrics`
-//! (Prometheus text), `/api/ice-servers`. Media runs on the `sfu` workers'
+//! listener: WHIP/WHEP (`whip-whep`), the control-plane REST API under
+//! `/api` ([`rest`]: accounts, streams, keys, entitlements, payments,
+//! OpenAPI), `/healthz`, `/readyz`, `/metrics` (Prometheus text),
+//! `/api/ice-servers`. The [`stream_recorder`] turns stream events into
+//! `stream_sessions` rows. Media runs on the `sfu` workers'
 //! UDP sockets; TURN (`turn-server`), when configured, on its own sockets.
 //! [`start`] takes an already-bound listener so tests run servers on
 //! port 0 in-process.
 
+pub mod analytics;
 pub mod cli;
 pub mod realtime;
+pub mod rest;
+pub mod stream_recorder;
 pub mod webhooks;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -61,6 +67,11 @@ pub struct Config {
     pub redis_prefix: String,
     /// Chat rate limit, message size and history length.
     pub chat: signaling::ChatLimits,
+    /// MaxMind country database for country rules (without one, country
+    /// rules refuse every viewer: see `signaling::access`).
+    pub geoip_db: Option<PathBuf>,
+    /// REST API settings (token lifetimes, login limits, payment webhook).
+    pub rest: rest::RestConfig,
 }
 
 impl Config {
@@ -80,6 +91,8 @@ impl Config {
             redis_url: None,
             redis_prefix: "relaycast".into(),
             chat: signaling::ChatLimits::default(),
+            geoip_db: None,
+            rest: rest::RestConfig::default(),
         }
     }
 }
@@ -182,6 +195,7 @@ pub struct Server {
     _watch: realtime::StreamWatch,
     shutdown: Option<oneshot::Sender<()>>,
     http: Option<JoinHandle<()>>,
+    recorder: Option<JoinHandle<()>>,
 }
 
 impl Server {
@@ -233,6 +247,16 @@ impl Server {
         &self.bus
     }
 
+    /// The control-plane store (database handle via `Store::db`).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The JWT signer/verifier.
+    pub fn tokens(&self) -> &Tokens {
+        &self.tokens
+    }
+
     /// The TURN server, when one runs in this process.
     pub fn turn(&self) -> Option<&turn_server::TurnServer> {
         self.turn.as_deref()
@@ -249,6 +273,10 @@ impl Server {
         }
         if let Some(h) = self.http.take() {
             let _ = h.await;
+        }
+        if let Some(r) = self.recorder.take() {
+            r.abort();
+            let _ = r.await;
         }
         self.sfu.shutdown().await;
         if let Some(turn) = self.turn.take() {
@@ -292,6 +320,18 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
         config.jwt_secret.as_deref(),
     )
     .await?;
+    let store = match &config.geoip_db {
+        Some(path) => store.with_geoip(
+            signaling::GeoIp::open(path)
+                .with_context(|| format!("opening GeoIP database {}", path.display()))?,
+        ),
+        None => {
+            tracing::info!(
+                "no --geoip-db: streams or play tokens with country rules refuse every viewer"
+            );
+            store
+        }
+    };
     let registry = Registry::new();
     let metrics = sfu::Metrics::new(&registry).context("registering metrics")?;
     let public_ip = config.public_ip.unwrap_or_else(default_public_ip);
@@ -371,6 +411,16 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
         Arc::clone(&clock),
         vec![to_webhooks],
     );
+    let analytics = analytics::Analytics::start(
+        Arc::new(analytics::SqlSink::new(store.clone())),
+        sfu.clone(),
+        &registry,
+    )?;
+    let analytics_routes = analytics::AnalyticsRoutes {
+        analytics: analytics.clone(),
+        store: store.clone(),
+        tokens: tokens.clone(),
+    };
     let hook_routes = webhooks::WebhookRoutes {
         store: store.clone(),
         tokens: tokens.clone(),
@@ -382,10 +432,18 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
         clock,
     };
     let ice = IceServersState {
+        store: store.clone(),
         tokens: tokens.clone(),
         stun: Arc::new(ice_servers),
         turn: turn.clone(),
     };
+    let recorder = stream_recorder::spawn(sfu.clone(), store.clone()).await;
+    let rest_state = rest::RestState::new(
+        store.clone(),
+        tokens.clone(),
+        sfu.clone(),
+        config.rest.clone(),
+    );
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ready" }))
@@ -397,9 +455,16 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
             }),
         )
         .route("/api/ice-servers", get(ice_servers_handler).with_state(ice))
-        .merge(whip_whep::router(whip))
+        .merge(
+            whip_whep::router(whip).layer(axum::middleware::from_fn_with_state(
+                analytics,
+                analytics::track_whep,
+            )),
+        )
+        .merge(analytics::router(analytics_routes))
         .merge(realtime::router(rt))
         .merge(webhooks::router(hook_routes))
+        .merge(rest::router(rest_state))
         .fallback(|| async {
             (
                 StatusCode::NOT_FOUND,
@@ -432,6 +497,7 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
         _watch: watch,
         shutdown: Some(tx),
         http: Some(http),
+        recorder: Some(recorder),
     })
 }
 
@@ -450,12 +516,13 @@ fn turn_link(s: &turn_server::IceServer) -> whip_whep::TurnServerLink {
 
 #[derive(Clone)]
 struct IceServersState {
+    store: Store,
     tokens: Tokens,
     stun: Arc<Vec<String>>,
     turn: Option<Arc<turn_server::TurnServer>>,
 }
 
-/// `GET /api/ice-servers` (Bearer: any valid relaycast JWT): the ICE
+/// `GET /api/ice-servers` (Bearer: any valid, unrevoked relaycast JWT): the ICE
 /// servers in the RTCIceServer shape, TURN with fresh REST credentials.
 async fn ice_servers_handler(
     axum::extract::State(st): axum::extract::State<IceServersState>,
@@ -466,7 +533,11 @@ async fn ice_servers_handler(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    let claims = match bearer.map(|b| st.tokens.verify(b)) {
+    let verified = match bearer {
+        Some(b) => Some(st.store.verify_token(&st.tokens, b).await),
+        None => None,
+    };
+    let claims = match verified {
         Some(Ok(c)) => c,
         _ => {
             return (

@@ -41,6 +41,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 redis_url: a.redis_url,
                 redis_prefix: a.redis_prefix,
                 chat: signaling::ChatLimits::default(),
+                geoip_db: a.geoip_db,
+                rest: api::rest::RestConfig {
+                    session_ttl: a.session_ttl,
+                    payment_webhook_secret: a.payment_webhook_secret,
+                    ..Default::default()
+                },
             };
             let listener = tokio::net::TcpListener::bind(config.http_addr)
                 .await

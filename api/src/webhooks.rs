@@ -268,6 +268,15 @@ pub struct WebhookRoutes {
     pub tokens: Tokens,
 }
 
+/// The routes of [`router`] (documented in the OpenAPI document).
+pub const ROUTES: &[(&str, &str)] = &[
+    ("post", "/api/webhooks"),
+    ("get", "/api/webhooks"),
+    ("get", "/api/webhooks/{id}"),
+    ("delete", "/api/webhooks/{id}"),
+    ("get", "/api/webhooks/{id}/deliveries"),
+];
+
 pub fn router(state: WebhookRoutes) -> Router {
     Router::new()
         .route("/api/webhooks", get(list).post(create))
@@ -461,7 +470,7 @@ async fn list(State(st): State<WebhookRoutes>, headers: HeaderMap) -> Result<Res
     .await
     .map_err(ApiError::internal)?;
     let views: Vec<WebhookView> = rows.iter().map(view_of).collect();
-    Ok(Json(views).into_response())
+    Ok(Json(serde_json::json!({ "webhooks": views })).into_response())
 }
 
 async fn show(
@@ -534,7 +543,7 @@ async fn deliveries(
             duration_ms: r.get("duration_ms"),
         })
         .collect();
-    Ok(Json(out).into_response())
+    Ok(Json(serde_json::json!({ "deliveries": out })).into_response())
 }
 
 #[cfg(test)]

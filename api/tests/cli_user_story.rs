@@ -167,3 +167,65 @@ async fn keys_and_tokens_minted_by_the_cli_work_against_a_running_server() {
     };
     assert!(status.success(), "exit status {status:?}");
 }
+
+/// `relaycast migrate` prepares an empty database (the SQLite file in the
+/// data directory, or PostgreSQL by `--database-url`), and `keys create`
+/// works against either.
+#[tokio::test(flavor = "multi_thread")]
+async fn migrate_and_keys_create_work_on_both_backends() {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("cli-migrate-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let status = Command::new(BIN)
+        .arg("migrate")
+        .arg("--data-dir")
+        .arg(&dir)
+        .status()
+        .expect("run relaycast migrate");
+    assert!(status.success());
+    assert!(dir.join("relaycast.db").exists());
+    let key = run(&["keys", "create", "lite"], &dir);
+    let store = signaling::Store::open(&dir).await.expect("open");
+    store
+        .authorize_publish(&signaling::Tokens::new(b"x"), "lite", Some(&key))
+        .await
+        .expect("the key publishes");
+    store.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let Some(db) = signaling::testing::TestDb::postgres().await else {
+        return;
+    };
+    let status = Command::new(BIN)
+        .args(["migrate", "--database-url", db.url()])
+        .status()
+        .expect("run relaycast migrate");
+    assert!(status.success());
+    let key = run(
+        &[
+            "keys",
+            "create",
+            "pg",
+            "--private",
+            "--database-url",
+            db.url(),
+        ],
+        &dir,
+    );
+    let store = signaling::Store::connect(db.url()).await.expect("connect");
+    store
+        .authorize_publish(&signaling::Tokens::new(b"x"), "pg", Some(&key))
+        .await
+        .expect("the key publishes");
+    let info = store.stream("pg").await.expect("q").expect("created");
+    assert_eq!(info.visibility, signaling::Visibility::Entitled);
+    store.close().await;
+    let bad = Command::new(BIN)
+        .args(["migrate", "--database-url", "mysql://nope"])
+        .output()
+        .expect("run");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unsupported database URL"));
+    let _ = std::fs::remove_dir_all(&dir);
+    db.drop_database().await;
+}

@@ -253,13 +253,14 @@ async fn stream_lifecycle_webhooks_are_signed_retried_and_logged() -> Result<()>
         ensure!(receiver.bad_signatures.load(Ordering::SeqCst) == 0);
 
         // The delivery log, for the owner only.
-        let log: Vec<Value> = http
+        let log: Value = http
             .get(format!("{base}/api/webhooks/{hook_id}/deliveries"))
             .bearer_auth(&owner)
             .send()
             .await?
             .json()
             .await?;
+        let log = log["deliveries"].as_array().context("deliveries")?.clone();
         let started_attempts: Vec<(i64, Option<i64>)> = log
             .iter()
             .filter(|d| d["event_type"] == "stream.started")
@@ -287,13 +288,14 @@ async fn stream_lifecycle_webhooks_are_signed_retried_and_logged() -> Result<()>
             .send()
             .await?;
         ensure!(r.status() == 404, "{}", r.status());
-        let mine: Vec<Value> = http
+        let mine: Value = http
             .get(format!("{base}/api/webhooks"))
             .bearer_auth(&owner)
             .send()
             .await?
             .json()
             .await?;
+        let mine = mine["webhooks"].as_array().context("webhooks")?.clone();
         ensure!(
             mine.len() == 1 && mine[0]["id"] == hook_id.as_str() && mine[0].get("secret").is_none(),
             "{mine:?}"

@@ -31,6 +31,12 @@ pub struct RealtimeState {
     pub clock: Arc<MediaClock>,
 }
 
+/// The routes of [`router`] (documented in the OpenAPI document).
+pub const ROUTES: &[(&str, &str)] = &[
+    ("get", "/api/streams/{id}/ws"),
+    ("post", "/api/streams/{id}/events"),
+];
+
 pub fn router(state: RealtimeState) -> Router {
     Router::new()
         .route("/api/streams/{id}/ws", get(ws::upgrade))

@@ -1,0 +1,332 @@
+//! The control-plane REST API under `/api`: accounts and tokens
+//! ([`auth`]), streams, their keys, live status and play tokens
+//! ([`streams`]), entitlements ([`entitlements`]), the payment-provider
+//! webhook ([`payments`]) and the OpenAPI document ([`openapi`]).
+//!
+//! Every handler authenticates through [`Principal`] (a bearer JWT of an
+//! account, checked against the revocation deny-list, or an integrator API
+//! key) and answers errors as [`ApiError`]: `{"error": "…"}` with the
+//! status that fits.
+
+pub mod auth;
+pub mod entitlements;
+pub mod error;
+pub mod openapi;
+pub mod payments;
+pub mod ratelimit;
+pub mod streams;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header;
+use axum::http::request::Parts;
+use axum::Router;
+use sfu::Sfu;
+use signaling::{Role, Store, Tokens, API_KEY_PREFIX};
+
+pub use error::ApiError;
+
+/// Largest JSON body accepted (413 beyond).
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// Settings of the REST API.
+#[derive(Debug, Clone)]
+pub struct RestConfig {
+    /// Lifetime of the tokens login and register issue.
+    pub session_ttl: Duration,
+    /// Longest lifetime of a play token (a request may ask for less).
+    pub max_play_ttl: Duration,
+    /// Login attempt limits.
+    pub login_limits: ratelimit::Limits,
+    /// Shared secret of the payment provider's webhook signatures
+    /// (`whsec_…`); without it the webhook answers 503.
+    pub payment_webhook_secret: Option<String>,
+}
+
+impl Default for RestConfig {
+    fn default() -> RestConfig {
+        RestConfig {
+            session_ttl: Duration::from_secs(3600),
+            max_play_ttl: Duration::from_secs(600),
+            login_limits: ratelimit::Limits::default(),
+            payment_webhook_secret: None,
+        }
+    }
+}
+
+/// What every handler shares; cheap to clone.
+#[derive(Clone)]
+pub struct RestState {
+    pub store: Store,
+    pub tokens: Tokens,
+    pub sfu: Sfu,
+    pub config: Arc<RestConfig>,
+    pub limiter: Arc<ratelimit::LoginLimiter>,
+}
+
+impl RestState {
+    pub fn new(store: Store, tokens: Tokens, sfu: Sfu, config: RestConfig) -> RestState {
+        let limiter = Arc::new(ratelimit::LoginLimiter::new(config.login_limits));
+        RestState {
+            store,
+            tokens,
+            sfu,
+            config: Arc::new(config),
+            limiter,
+        }
+    }
+}
+
+/// Every `/api` route of this module, as `(method, path)` in axum's path
+/// syntax; the OpenAPI document must describe exactly these.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("post", "/api/auth/register"),
+    ("post", "/api/auth/login"),
+    ("post", "/api/auth/logout"),
+    ("get", "/api/auth/me"),
+    ("post", "/api/auth/revoke"),
+    ("post", "/api/api-keys"),
+    ("get", "/api/api-keys"),
+    ("delete", "/api/api-keys/{id}"),
+    ("post", "/api/streams"),
+    ("get", "/api/streams"),
+    ("get", "/api/streams/live"),
+    ("get", "/api/streams/{id}"),
+    ("patch", "/api/streams/{id}"),
+    ("delete", "/api/streams/{id}"),
+    ("post", "/api/streams/{id}/keys"),
+    ("get", "/api/streams/{id}/keys"),
+    ("post", "/api/streams/{id}/keys/rotate"),
+    ("delete", "/api/streams/{id}/keys/{key_id}"),
+    ("get", "/api/streams/{id}/sessions"),
+    ("post", "/api/streams/{id}/play-token"),
+    ("post", "/api/entitlements"),
+    ("get", "/api/entitlements"),
+    ("delete", "/api/entitlements/{id}"),
+    ("post", "/api/payments/webhook"),
+    ("get", "/api/openapi.json"),
+];
+
+/// The REST router (all of [`ROUTES`]).
+pub fn router(state: RestState) -> Router {
+    use axum::routing::{delete, get, post};
+    Router::new()
+        .route("/api/auth/register", post(auth::register))
+        .route("/api/auth/login", post(auth::login))
+        .route("/api/auth/logout", post(auth::logout))
+        .route("/api/auth/me", get(auth::me))
+        .route("/api/auth/revoke", post(auth::revoke))
+        .route(
+            "/api/api-keys",
+            post(auth::create_api_key).get(auth::list_api_keys),
+        )
+        .route("/api/api-keys/{id}", delete(auth::revoke_api_key))
+        .route("/api/streams", post(streams::create).get(streams::list))
+        .route("/api/streams/live", get(streams::live))
+        .route(
+            "/api/streams/{id}",
+            get(streams::get_one)
+                .patch(streams::update)
+                .delete(streams::delete_one),
+        )
+        .route(
+            "/api/streams/{id}/keys",
+            post(streams::create_key).get(streams::list_keys),
+        )
+        .route("/api/streams/{id}/keys/rotate", post(streams::rotate_keys))
+        .route(
+            "/api/streams/{id}/keys/{key_id}",
+            delete(streams::revoke_key),
+        )
+        .route("/api/streams/{id}/sessions", get(streams::sessions))
+        .route("/api/streams/{id}/play-token", post(streams::play_token))
+        .route(
+            "/api/entitlements",
+            post(entitlements::grant).get(entitlements::list),
+        )
+        .route("/api/entitlements/{id}", delete(entitlements::revoke))
+        .route("/api/payments/webhook", post(payments::webhook))
+        .route("/api/openapi.json", get(openapi::document))
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+/// Who is calling: an account (by a JWT from login/register, or an
+/// integrator API key).
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// The user id (a JWT's `sub`; `relaycast token` may mint admin
+    /// tokens whose subject is not a stored user).
+    pub subject: String,
+    pub role: Role,
+    /// The JWT's id and expiry (unix seconds), when authenticated by JWT.
+    pub token: Option<(String, u64)>,
+    /// The API key's id, when authenticated by one.
+    pub api_key: Option<String>,
+}
+
+impl Principal {
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin
+    }
+
+    /// Requires one of `roles`.
+    pub fn require(&self, roles: &[Role]) -> Result<(), ApiError> {
+        if roles.contains(&self.role) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden("your role does not allow this"))
+        }
+    }
+}
+
+fn bearer(parts: &Parts) -> Result<Option<&str>, ApiError> {
+    let Some(v) = parts.headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let v = v
+        .to_str()
+        .map_err(|_| ApiError::Unauthorized("invalid credential"))?
+        .trim();
+    match v.split_once(' ') {
+        Some((scheme, token))
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+        {
+            Ok(Some(token.trim()))
+        }
+        _ => Err(ApiError::Unauthorized(
+            "expected Authorization: Bearer <token>",
+        )),
+    }
+}
+
+async fn authenticate(state: &RestState, bearer: &str) -> Result<Principal, ApiError> {
+    if bearer.starts_with(API_KEY_PREFIX) {
+        let (user, key_id) = state
+            .store
+            .user_by_api_key(bearer)
+            .await?
+            .ok_or(ApiError::Unauthorized("invalid credential"))?;
+        return Ok(Principal {
+            subject: user.id,
+            role: user.role,
+            token: None,
+            api_key: Some(key_id),
+        });
+    }
+    let claims = state.store.verify_token(&state.tokens, bearer).await?;
+    if !claims.role.is_account() {
+        return Err(ApiError::Forbidden(
+            "a stream token (publish/play) cannot be used on the API",
+        ));
+    }
+    Ok(Principal {
+        subject: claims.sub,
+        role: claims.role,
+        token: Some((claims.jti, claims.exp)),
+        api_key: None,
+    })
+}
+
+impl FromRequestParts<RestState> for Principal {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &RestState) -> Result<Self, ApiError> {
+        let b = bearer(parts)?.ok_or(ApiError::Unauthorized("missing bearer token"))?;
+        authenticate(state, b).await
+    }
+}
+
+/// A [`Principal`] if the request carries credentials (which must then be
+/// valid), `None` if it carries none.
+pub struct MaybePrincipal(pub Option<Principal>);
+
+impl FromRequestParts<RestState> for MaybePrincipal {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &RestState) -> Result<Self, ApiError> {
+        match bearer(parts)? {
+            Some(b) => Ok(MaybePrincipal(Some(authenticate(state, b).await?))),
+            None => Ok(MaybePrincipal(None)),
+        }
+    }
+}
+
+/// `Json<T>` whose rejections are [`ApiError`]s (JSON bodies, right
+/// status codes).
+pub struct JsonBody<T>(pub T);
+
+impl<S, T> FromRequest<S> for JsonBody<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let axum::Json(v) = axum::Json::<T>::from_request(req, state).await?;
+        Ok(JsonBody(v))
+    }
+}
+
+pub(crate) fn unix_now() -> u64 {
+    crate::unix_now()
+}
+
+/// The TCP peer's address (the server runs with connect info). Forwarding
+/// headers are not trusted: a client could write anything into them.
+pub struct ClientIp(pub Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientIp(
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0.ip()),
+        ))
+    }
+}
+
+/// `Query<T>` whose rejections are [`ApiError`]s (400 with a JSON body).
+pub struct QueryParams<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for QueryParams<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| QueryParams(q.0))
+            .map_err(|e| ApiError::BadRequest(e.body_text()))
+    }
+}
+
+/// Like [`JsonBody`], but an empty body is `T::default()` (for requests
+/// whose fields are all optional).
+pub struct JsonOrEmpty<T>(pub T);
+
+impl<S, T> FromRequest<S> for JsonOrEmpty<T>
+where
+    T: serde::de::DeserializeOwned + Default,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let empty = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() == b"0")
+            || (req.headers().get(header::CONTENT_LENGTH).is_none()
+                && req.headers().get(header::TRANSFER_ENCODING).is_none());
+        if empty {
+            return Ok(JsonOrEmpty(T::default()));
+        }
+        let JsonBody(v) = JsonBody::<T>::from_request(req, state).await?;
+        Ok(JsonOrEmpty(v))
+    }
+}
