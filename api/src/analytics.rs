@@ -258,7 +258,14 @@ pub struct Analytics {
     qoe_budget: Arc<Mutex<(u64, HashMap<IpAddr, u32>)>>,
     /// Streams seen stalled and not yet resumed.
     stalled: Arc<Mutex<std::collections::HashSet<String>>>,
+    /// Last sampled viewer count per live stream, and who hears of changes.
+    viewers: Arc<Mutex<HashMap<String, u32>>>,
+    on_viewers: Option<ViewerChange>,
 }
+
+/// Called with (stream, previous count, new count) when a live stream's
+/// sampled viewer count changes (webhook viewer thresholds).
+pub type ViewerChange = Arc<dyn Fn(&str, u32, u32) + Send + Sync>;
 
 /// QoE beacons one address may send per minute.
 pub const QOE_PER_MINUTE: u32 = 30;
@@ -269,6 +276,7 @@ impl Analytics {
         sink: Arc<dyn AnalyticsSink>,
         sfu: Sfu,
         registry: &prometheus::Registry,
+        on_viewers: Option<ViewerChange>,
     ) -> anyhow::Result<Analytics> {
         let dropped = IntCounter::new(
             "relaycast_analytics_dropped_total",
@@ -283,6 +291,8 @@ impl Analytics {
             open: Arc::default(),
             qoe_budget: Arc::default(),
             stalled: Arc::default(),
+            viewers: Arc::default(),
+            on_viewers,
         };
         tokio::spawn(writer(sink, rx));
         let me = a.clone();
@@ -324,9 +334,21 @@ impl Analytics {
     fn second(&self, sfu: &Sfu) {
         let now = signaling::unix_ms();
         let at_ms = now - now % 1000;
-        for stream in sfu.live_streams() {
+        let live = sfu.live_streams();
+        self.viewers.lock().retain(|s, _| live.contains(s));
+        for stream in live {
             let stalled = self.stalled.lock().contains(&stream);
             let viewers = u32::try_from(sfu.viewer_count(&stream)).unwrap_or(u32::MAX);
+            let before = self
+                .viewers
+                .lock()
+                .insert(stream.clone(), viewers)
+                .unwrap_or(0);
+            if before != viewers {
+                if let Some(f) = &self.on_viewers {
+                    f(&stream, before, viewers);
+                }
+            }
             self.push(Record::Health {
                 stream,
                 sample: HealthSample {

@@ -411,10 +411,22 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
         Arc::clone(&clock),
         vec![to_webhooks],
     );
+    let hooks = webhooks.clone();
+    let viewer_change: analytics::ViewerChange = Arc::new(move |stream, before, now| {
+        if now > before {
+            hooks.notify(webhooks::WebhookEvent::new(
+                "viewers.threshold",
+                stream,
+                signaling::unix_ms(),
+                serde_json::json!({ "previous": before, "viewers": now }),
+            ));
+        }
+    });
     let analytics = analytics::Analytics::start(
         Arc::new(analytics::SqlSink::new(store.clone())),
         sfu.clone(),
         &registry,
+        Some(viewer_change),
     )?;
     let analytics_routes = analytics::AnalyticsRoutes {
         analytics: analytics.clone(),

@@ -120,6 +120,7 @@ struct Endpoint {
     id: String,
     url: String,
     secret: String,
+    thresholds: Vec<u32>,
 }
 
 async fn dispatch(store: Store, client: reqwest::Client, mut rx: mpsc::Receiver<WebhookEvent>) {
@@ -135,24 +136,18 @@ async fn dispatch(store: Store, client: reqwest::Client, mut rx: mpsc::Receiver<
         if endpoints.is_empty() {
             continue;
         }
-        let body = match serde_json::to_vec(&event) {
-            Ok(b) => Arc::new(b),
-            Err(e) => {
-                tracing::error!("encoding webhook event: {e}");
-                continue;
-            }
-        };
-        let event = Arc::new(event);
-        for ep in endpoints {
+        for (ep, event) in expand_thresholds(endpoints, event) {
+            let body = match serde_json::to_vec(&event) {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!("encoding webhook event: {e}");
+                    continue;
+                }
+            };
             let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
                 return;
             };
-            let (store, client, body, event) = (
-                store.clone(),
-                client.clone(),
-                Arc::clone(&body),
-                Arc::clone(&event),
-            );
+            let (store, client) = (store.clone(), client.clone());
             tokio::spawn(async move {
                 deliver(&store, &client, &ep, &event, &body).await;
                 drop(permit);
@@ -161,11 +156,54 @@ async fn dispatch(store: Store, client: reqwest::Client, mut rx: mpsc::Receiver<
     }
 }
 
+/// Pairs each endpoint with the event it gets: the event itself, except
+/// that a viewer-count change (`data.previous` → `data.viewers`) becomes one
+/// `viewers.threshold` event per registered threshold it crossed upwards.
+fn expand_thresholds(
+    endpoints: Vec<Endpoint>,
+    event: WebhookEvent,
+) -> Vec<(Endpoint, WebhookEvent)> {
+    if event.kind != "viewers.threshold" {
+        return endpoints
+            .into_iter()
+            .map(|ep| (ep, event.clone()))
+            .collect();
+    }
+    let count = |k: &str| event.data[k].as_u64().unwrap_or(0);
+    let (before, now) = (count("previous"), count("viewers"));
+    let mut out = Vec::new();
+    for ep in endpoints {
+        let crossed: Vec<u32> = ep
+            .thresholds
+            .iter()
+            .copied()
+            .filter(|&t| before < u64::from(t) && u64::from(t) <= now)
+            .collect();
+        for t in crossed {
+            let mut e =
+                WebhookEvent::new(event.kind, &event.stream, event.at_ms, event.data.clone());
+            e.data["threshold"] = t.into();
+            out.push((
+                Endpoint {
+                    id: ep.id.clone(),
+                    url: ep.url.clone(),
+                    secret: ep.secret.clone(),
+                    thresholds: Vec::new(),
+                },
+                e,
+            ));
+        }
+    }
+    out
+}
+
 async fn endpoints_for(store: &Store, event: &WebhookEvent) -> Result<Vec<Endpoint>, sqlx::Error> {
-    let rows = sqlx::query("SELECT id, url, secret, events FROM webhooks WHERE stream = $1")
-        .bind(&event.stream)
-        .fetch_all(store.db().pool())
-        .await?;
+    let rows = sqlx::query(
+        "SELECT id, url, secret, events, viewer_thresholds FROM webhooks WHERE stream = $1",
+    )
+    .bind(&event.stream)
+    .fetch_all(store.db().pool())
+    .await?;
     Ok(rows
         .into_iter()
         .filter(|r| {
@@ -177,6 +215,7 @@ async fn endpoints_for(store: &Store, event: &WebhookEvent) -> Result<Vec<Endpoi
             id: r.get("id"),
             url: r.get("url"),
             secret: r.get("secret"),
+            thresholds: split_counts(&r.get::<String, _>("viewer_thresholds")),
         })
         .collect())
 }
@@ -559,5 +598,37 @@ mod tests {
         assert_ne!(s, signature("Jefe", 2, b"{}"));
         assert_ne!(s, signature("other", 1, b"{}"));
         assert_eq!(s, signature("Jefe", 1, b"{}"));
+    }
+
+    #[test]
+    fn a_viewer_change_fires_each_threshold_crossed_upwards_once() {
+        let ep = |thresholds: Vec<u32>| Endpoint {
+            id: "w".into(),
+            url: "http://x/".into(),
+            secret: "s".into(),
+            thresholds,
+        };
+        let change = |before: u32, now: u32| {
+            WebhookEvent::new(
+                "viewers.threshold",
+                "s",
+                0,
+                serde_json::json!({"previous": before, "viewers": now}),
+            )
+        };
+        let fired = |before, now| -> Vec<u64> {
+            expand_thresholds(vec![ep(vec![1, 10, 100])], change(before, now))
+                .iter()
+                .filter_map(|(_, e)| e.data["threshold"].as_u64())
+                .collect()
+        };
+        assert_eq!(fired(0, 1), [1]);
+        assert_eq!(fired(1, 150), [10, 100]);
+        assert!(fired(10, 99).is_empty());
+        let other = WebhookEvent::new("stream.started", "s", 0, serde_json::json!({}));
+        assert_eq!(
+            expand_thresholds(vec![ep(vec![]), ep(vec![])], other).len(),
+            2
+        );
     }
 }

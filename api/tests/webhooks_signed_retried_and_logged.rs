@@ -2,7 +2,8 @@
 //! stream.started / stream.stalled / stream.ended; a real HTTP receiver
 //! (axum on port 0) checks every signature and fails the first two
 //! requests, so the retry with backoff and the delivery log are exercised.
-//! The stream's WebSocket shows the same status changes, and integrator
+//! A WHEP viewer crosses a registered viewer threshold. The stream's
+//! WebSocket shows the same status changes, and integrator
 //! events posted while live carry the stream's media time.
 
 mod realtime_client;
@@ -142,7 +143,8 @@ async fn stream_lifecycle_webhooks_are_signed_retried_and_logged() -> Result<()>
 
         // Registration and its validation.
         let new_hook = json!({"url": hook_url, "stream": "hooked",
-            "events": ["stream.started", "stream.stalled", "stream.ended"]});
+            "events": ["stream.started", "stream.stalled", "stream.ended", "viewers.threshold"],
+            "viewer_thresholds": [1, 50]});
         let post = |token: Option<String>, body: Value| {
             let mut req = http.post(format!("{base}/api/webhooks")).json(&body);
             if let Some(t) = token {
@@ -200,6 +202,22 @@ async fn stream_lifecycle_webhooks_are_signed_retried_and_logged() -> Result<()>
             v["type"] == "status" && v["status"] == "live"
         })
         .await?;
+
+        // A first viewer crosses the threshold of 1 (not 50).
+        let viewer = whep_view(
+            &base,
+            "hooked",
+            None,
+            &ViewOptions::browser_like(VideoSink::None),
+        )
+        .await?;
+        let (_, crossed) = next_hook(&mut hooks).await?;
+        ensure!(
+            crossed["type"] == "viewers.threshold" && crossed["data"]["threshold"] == 1,
+            "{crossed}"
+        );
+        ensure!(crossed["data"]["viewers"].as_u64() >= Some(1), "{crossed}");
+        viewer.close().await?;
 
         // An integrator event while live carries the media time.
         let integrator = s.token_for("bookmaker", Some("hooked"), "integrator", HOUR)?;
