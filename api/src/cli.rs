@@ -201,7 +201,9 @@ pub struct TokenArgs {
     /// Stream the token is for (admin and integrator tokens without it cover every stream).
     #[arg(long)]
     pub stream: Option<String>,
-    /// publish, play, admin or integrator.
+    /// publish or play (with --stream), or an account role: admin,
+    /// viewer, broadcaster, integrator (the subject should then be a
+    /// user id; an admin token bootstraps the first accounts).
     #[arg(long)]
     pub role: String,
     /// Lifetime: e.g. 90s, 30m, 1h, 2d.

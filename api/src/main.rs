@@ -120,7 +120,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Token(t) => {
             let role: Role = t.role.parse()?;
-            if !matches!(role, Role::Admin | Role::Integrator) && t.stream.is_none() {
+            if !role.is_account() && t.stream.is_none() {
                 anyhow::bail!("--stream is required for publish and play tokens");
             }
             let secret = match t.jwt_secret {

@@ -88,10 +88,20 @@ impl std::fmt::Debug for Db {
 
 /// The URL of the embedded database file in `data_dir`.
 pub fn sqlite_url(data_dir: &Path) -> String {
-    format!(
-        "sqlite://{}?mode=rwc",
-        data_dir.join("relaycast.db").display()
-    )
+    let path = data_dir.join("relaycast.db").display().to_string();
+    // The driver percent-decodes the path; these would otherwise be read
+    // as escapes, the query or a fragment.
+    let mut escaped = String::with_capacity(path.len());
+    for c in path.chars() {
+        match c {
+            '%' => escaped.push_str("%25"),
+            '?' => escaped.push_str("%3F"),
+            '#' => escaped.push_str("%23"),
+            ' ' => escaped.push_str("%20"),
+            c => escaped.push(c),
+        }
+    }
+    format!("sqlite://{escaped}?mode=rwc")
 }
 
 /// A random 128-bit identifier, 32 lowercase hex digits; the primary key
@@ -157,5 +167,25 @@ impl Db {
 
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_data_directory_with_awkward_characters_works() {
+        let dir = std::env::temp_dir().join(format!(
+            "relaycast dir #1 ?x %41 {:x}",
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let db = Db::connect_and_migrate(&sqlite_url(&dir))
+            .await
+            .expect("connect");
+        db.close().await;
+        assert!(dir.join("relaycast.db").exists());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -247,7 +247,9 @@ impl Store {
 
     /// Decides whether a viewer may play `stream` (described by `info`):
     ///
-    /// - `public`: anyone; a bearer, if sent, must still be valid.
+    /// - `public`: anyone; a bearer, if sent, is ignored (as before
+    ///   visibility existed: a stale token in a player must not lock
+    ///   viewers out of a public stream).
     /// - `authenticated`: any valid, unrevoked token (a signed-in user's
     ///   or a play token for this stream), or the stream's key.
     /// - `entitled`: a play token for this stream (issued only after an
@@ -264,15 +266,15 @@ impl Store {
         viewer: Viewer,
     ) -> Result<Option<Grant>, AuthError> {
         let grant = match bearer {
-            None if info.visibility == Visibility::Public => None,
+            _ if info.visibility == Visibility::Public => None,
             None => return Err(AuthError::Missing),
             Some(b) if looks_like_jwt(b) => {
                 let claims = self.verify_token(tokens, b).await?;
                 let ok = match info.visibility {
-                    Visibility::Public | Visibility::Authenticated => {
+                    Visibility::Authenticated => {
                         claims.role.is_account() || claims.allows(&info.name, Role::Play)
                     }
-                    Visibility::Entitled => claims.allows(&info.name, Role::Play),
+                    _ => claims.allows(&info.name, Role::Play),
                 };
                 if !ok {
                     return Err(AuthError::Forbidden { action: "play" });

@@ -70,7 +70,19 @@ async fn stream_and_token_country_rules_are_enforced_on_play() {
         );
     }
 
-    // A play token narrowing to Germany: France is now refused.
+    // On a stream that needs a token, a play token narrowing to Germany:
+    // France is now refused. (Public streams ignore tokens.)
+    let s = store
+        .update_stream(
+            "euro",
+            &signaling::StreamUpdate {
+                visibility: Some(Visibility::Entitled),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("update")
+        .expect("exists");
     let jwt = tokens
         .issue("u", Some("euro"), Role::Play, 1, u64::MAX / 2)
         .expect("sign");

@@ -306,6 +306,13 @@ async fn visibility_and_rules_decide_play(url: &str) {
             .expect("public"),
         None
     );
+    assert_eq!(
+        store
+            .authorize_play(&tokens, &public, Some("stale-or-garbage"), here)
+            .await
+            .expect("a public stream ignores the bearer"),
+        None
+    );
     assert!(matches!(
         store.authorize_play(&tokens, &authed, None, here).await,
         Err(AuthError::Missing)
