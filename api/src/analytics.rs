@@ -192,8 +192,10 @@ impl AnalyticsSink for SqlSink {
         Box::pin(async move {
             let pool = self.store.db().pool();
             let since = i(since_ms);
+            // SUM of BIGINT is NUMERIC on PostgreSQL: cast back so both
+            // backends answer an integer.
             let s = sqlx::query(
-                "SELECT COUNT(*) AS n, COALESCE(SUM(duration_ms), 0) AS total \
+                "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(duration_ms), 0) AS BIGINT) AS total \
                  FROM analytics_viewer_sessions WHERE stream = $1 AND started_at_ms >= $2",
             )
             .bind(stream)
@@ -202,8 +204,8 @@ impl AnalyticsSink for SqlSink {
             .await?;
             let q = sqlx::query(
                 "SELECT COUNT(*) AS n, COUNT(startup_ms) AS with_startup, \
-                 COALESCE(SUM(startup_ms), 0) AS startup, COALESCE(SUM(rebuffer_ms), 0) AS rebuffer, \
-                 COALESCE(SUM(watched_ms), 0) AS watched, COALESCE(SUM(exited_before_start), 0) AS exits \
+                 CAST(COALESCE(SUM(startup_ms), 0) AS BIGINT) AS startup, CAST(COALESCE(SUM(rebuffer_ms), 0) AS BIGINT) AS rebuffer, \
+                 CAST(COALESCE(SUM(watched_ms), 0) AS BIGINT) AS watched, CAST(COALESCE(SUM(exited_before_start), 0) AS BIGINT) AS exits \
                  FROM analytics_qoe WHERE stream = $1 AND at_ms >= $2",
             )
             .bind(stream)
@@ -211,7 +213,7 @@ impl AnalyticsSink for SqlSink {
             .fetch_one(pool)
             .await?;
             let h = sqlx::query(
-                "SELECT COUNT(*) AS n, COALESCE(SUM(stalled), 0) AS stalled, COALESCE(MAX(viewers), 0) AS peak \
+                "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(stalled), 0) AS BIGINT) AS stalled, CAST(COALESCE(MAX(viewers), 0) AS BIGINT) AS peak \
                  FROM analytics_health WHERE stream = $1 AND at_ms >= $2",
             )
             .bind(stream)

@@ -13,11 +13,25 @@ use support::*;
 const HOUR: Duration = Duration::from_secs(3600);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn beacons_and_viewer_sessions_are_summarised() -> Result<()> {
+async fn beacons_and_viewer_sessions_are_summarised_on_sqlite() -> Result<()> {
+    beacons_and_viewer_sessions_are_summarised(None).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn beacons_and_viewer_sessions_are_summarised_on_postgres() -> Result<()> {
+    let Some(db) = signaling::testing::TestDb::postgres().await else {
+        return Ok(());
+    };
+    let r = beacons_and_viewer_sessions_are_summarised(Some(db.url().to_owned())).await;
+    db.drop_database().await;
+    r
+}
+
+async fn beacons_and_viewer_sessions_are_summarised(database_url: Option<String>) -> Result<()> {
     init_logging();
     let _serial = serial().await;
     with_timeout(TEST_TIMEOUT * 2, async {
-        let server = TestServer::start().await?;
+        let server = TestServer::start_with(|c| c.database_url = database_url).await?;
         let base = server.base_url().to_owned();
         server.create_stream("measured", false).await?;
         let s = server.server();
