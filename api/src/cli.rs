@@ -72,6 +72,12 @@ pub struct ServeArgs {
     /// JWT signing secret (default: generated once and kept in the data directory).
     #[arg(long, env = "RELAYCAST_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
+    /// Redis shared by the nodes (chat, viewer counts, events), e.g. redis://127.0.0.1:6379.
+    #[arg(long, env = "RELAYCAST_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// Prefix of relaycast's Redis keys and channels.
+    #[arg(long, env = "RELAYCAST_REDIS_PREFIX", default_value = "relaycast")]
+    pub redis_prefix: String,
     /// MaxMind country database (.mmdb) for country rules on streams and
     /// play tokens; without it, country rules refuse every viewer.
     #[arg(long, env = "RELAYCAST_GEOIP_DB")]
@@ -192,7 +198,7 @@ pub enum KeysCommand {
 
 #[derive(Debug, Args)]
 pub struct TokenArgs {
-    /// Stream the token is for (admin tokens without it cover every stream).
+    /// Stream the token is for (admin and integrator tokens without it cover every stream).
     #[arg(long)]
     pub stream: Option<String>,
     /// publish or play (with --stream), or an account role: admin,

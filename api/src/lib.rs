@@ -10,9 +10,12 @@
 //! [`start`] takes an already-bound listener so tests run servers on
 //! port 0 in-process.
 
+pub mod analytics;
 pub mod cli;
+pub mod realtime;
 pub mod rest;
 pub mod stream_recorder;
+pub mod webhooks;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -57,6 +60,13 @@ pub struct Config {
     /// TURN server run alongside (WHIP/WHEP answers then carry `turn:`
     /// Link headers with fresh credentials).
     pub turn: Option<turn_server::TurnConfig>,
+    /// Redis shared by the nodes of a deployment (chat, viewer counts,
+    /// events); `None` keeps the realtime bus in this process.
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key and channel relaycast uses.
+    pub redis_prefix: String,
+    /// Chat rate limit, message size and history length.
+    pub chat: signaling::ChatLimits,
     /// MaxMind country database for country rules (without one, country
     /// rules refuse every viewer: see `signaling::access`).
     pub geoip_db: Option<PathBuf>,
@@ -78,6 +88,9 @@ impl Config {
             workers: 2,
             max_sessions: 1000,
             turn: None,
+            redis_url: None,
+            redis_prefix: "relaycast".into(),
+            chat: signaling::ChatLimits::default(),
             geoip_db: None,
             rest: rest::RestConfig::default(),
         }
@@ -178,6 +191,8 @@ pub struct Server {
     store: Store,
     tokens: Tokens,
     turn: Option<Arc<turn_server::TurnServer>>,
+    bus: signaling::Bus,
+    _watch: realtime::StreamWatch,
     shutdown: Option<oneshot::Sender<()>>,
     http: Option<JoinHandle<()>>,
     recorder: Option<JoinHandle<()>>,
@@ -209,6 +224,27 @@ impl Server {
         Ok(self
             .tokens
             .issue("test", Some(stream), role, unix_now(), ttl.as_secs())?)
+    }
+
+    /// Mints a JWT for `subject` (the chat user name) on `stream` (`None`:
+    /// every stream, for admin and integrator tokens).
+    pub fn token_for(
+        &self,
+        subject: &str,
+        stream: Option<&str>,
+        role: &str,
+        ttl: Duration,
+    ) -> anyhow::Result<String> {
+        let role: Role = role.parse()?;
+        Ok(self
+            .tokens
+            .issue(subject, stream, role, unix_now(), ttl.as_secs())?)
+    }
+
+    /// The realtime bus (chat, presence, status, integrator events; the
+    /// per-stream event feed is [`signaling::Bus::event_feed`]).
+    pub fn bus(&self) -> &signaling::Bus {
+        &self.bus
     }
 
     /// The control-plane store (database handle via `Store::db`).
@@ -341,6 +377,72 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
             vec![turn_link(&t.ice_server(user, TURN_CREDENTIAL_TTL))]
         }));
     }
+    let bus = match &config.redis_url {
+        Some(url) => signaling::Bus::with_redis(url, &config.redis_prefix, config.chat)
+            .await
+            .context("connecting to Redis")?,
+        None => signaling::Bus::local(config.chat),
+    };
+    bus.start_presence(Arc::new(realtime::stream_watch_viewers(sfu.clone())));
+    let clock = Arc::new(realtime::MediaClock::default());
+    let webhooks = webhooks::Webhooks::start(store.clone(), &registry)?;
+    let hooks = webhooks.clone();
+    let to_webhooks: realtime::StreamListener = Arc::new(move |ev: &sfu::StreamEvent| {
+        let kind = match ev.kind {
+            sfu::StreamEventKind::Live => "stream.started",
+            sfu::StreamEventKind::Stalled => "stream.stalled",
+            sfu::StreamEventKind::Resumed => "stream.resumed",
+            sfu::StreamEventKind::Ended => "stream.ended",
+        };
+        let at_ms = ev
+            .at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        hooks.notify(webhooks::WebhookEvent::new(
+            kind,
+            &ev.stream,
+            at_ms,
+            serde_json::json!({}),
+        ));
+    });
+    let watch = realtime::StreamWatch::start(
+        sfu.clone(),
+        bus.clone(),
+        Arc::clone(&clock),
+        vec![to_webhooks],
+    );
+    let hooks = webhooks.clone();
+    let viewer_change: analytics::ViewerChange = Arc::new(move |stream, before, now| {
+        if now > before {
+            hooks.notify(webhooks::WebhookEvent::new(
+                "viewers.threshold",
+                stream,
+                signaling::unix_ms(),
+                serde_json::json!({ "previous": before, "viewers": now }),
+            ));
+        }
+    });
+    let analytics = analytics::Analytics::start(
+        Arc::new(analytics::SqlSink::new(store.clone())),
+        sfu.clone(),
+        &registry,
+        Some(viewer_change),
+    )?;
+    let analytics_routes = analytics::AnalyticsRoutes {
+        analytics: analytics.clone(),
+        store: store.clone(),
+        tokens: tokens.clone(),
+    };
+    let hook_routes = webhooks::WebhookRoutes {
+        store: store.clone(),
+        tokens: tokens.clone(),
+    };
+    let rt = realtime::RealtimeState {
+        bus: bus.clone(),
+        tokens: tokens.clone(),
+        store: store.clone(),
+        clock,
+    };
     let ice = IceServersState {
         store: store.clone(),
         tokens: tokens.clone(),
@@ -365,7 +467,15 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
             }),
         )
         .route("/api/ice-servers", get(ice_servers_handler).with_state(ice))
-        .merge(whip_whep::router(whip))
+        .merge(
+            whip_whep::router(whip).layer(axum::middleware::from_fn_with_state(
+                analytics,
+                analytics::track_whep,
+            )),
+        )
+        .merge(analytics::router(analytics_routes))
+        .merge(realtime::router(rt))
+        .merge(webhooks::router(hook_routes))
         .merge(rest::router(rest_state))
         .fallback(|| async {
             (
@@ -395,6 +505,8 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
         store,
         tokens,
         turn,
+        bus,
+        _watch: watch,
         shutdown: Some(tx),
         http: Some(http),
         recorder: Some(recorder),

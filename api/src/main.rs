@@ -38,6 +38,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 workers,
                 max_sessions: a.max_sessions,
                 turn: a.turn.to_config(a.public_ip),
+                redis_url: a.redis_url,
+                redis_prefix: a.redis_prefix,
+                chat: signaling::ChatLimits::default(),
                 geoip_db: a.geoip_db,
                 rest: api::rest::RestConfig {
                     session_ttl: a.session_ttl,

@@ -10,11 +10,33 @@
 //!
 //! Other modules that need tables of their own take the pool from
 //! [`Store::db`] and follow the rules in [`db`].
+//!
+//! The realtime side lives here too: [`Bus`] carries each stream's chat,
+//! moderation, viewer counts, status and integrator events to WebSocket
+//! clients and [`EventFeed`]s, in-process or across nodes through Redis
+//! pub/sub; [`ChatRules`] decides what a chatter may post (rate limit,
+//! slow mode, bans) with time passed in.
+//!
+//! ## The per-stream event feed
+//!
+//! `bus.event_feed("show")` returns an [`EventFeed`]; `feed.recv().await`
+//! yields each [`IntegratorEvent`] posted on the stream (on any node) from
+//! then on, in `seq` order as posted on one node: `seq` (strictly
+//! increasing per stream), `at_ms` (wall clock), `media` (RTP time, clock
+//! rate and the capture wall clock of the newest frame when it was
+//! accepted) and the integrator's JSON `payload`. A consumer that falls
+//! more than 256 messages behind gets `Err(Lagged(n))` and continues with
+//! the oldest kept event. The LL-HLS packager turns each into an
+//! `EXT-X-DATERANGE` (start: `media.capture_ms`, else `at_ms`); the SFU
+//! sends each as JSON on a WebRTC data channel.
 
 pub mod access;
 mod accounts;
+mod bus;
+mod chat;
 pub mod db;
 mod entitlements;
+mod message;
 mod sessions;
 mod store;
 mod streams;
@@ -22,9 +44,15 @@ pub mod testing;
 mod token;
 
 pub use accounts::{valid_password, valid_username, ApiKeyInfo, User, API_KEY_PREFIX};
+pub use bus::{
+    body_hash, unix_ms, Author, Bus, BusError, EventError, EventFeed, Joined, Lagged, PostError,
+    ViewerSource, MAX_EVENT_BYTES,
+};
+pub use chat::{ChatError, ChatLimits, ChatRules};
 pub use entitlements::{
     Entitlement, EntitlementKind, NewEntitlement, PaymentAction, PaymentOutcome, Target,
 };
+pub use message::{ChatMessage, IntegratorEvent, MediaStamp, Message, StreamStatus};
 pub use sessions::StreamSession;
 pub use streams::{KeyInfo, NewStream, StreamUpdate, MAX_TITLE};
 

@@ -82,6 +82,24 @@ fn ops() -> Vec<Op> {
         Op { method: "post", path: "/api/payments/webhook", summary: "Payment-provider events (Stripe-Signature: t=…,v1=HMAC-SHA256 over \"{t}.{body}\", 5 min tolerance)", tag: "payments", auth: None,
              body: Some(json!({ "type": "object", "description": "A Stripe-style event: id, type, data.object (metadata.user_id, metadata.stream or metadata.broadcaster_id)" })),
              ok: (200, "Received", Some(json!({ "type": "object" }))), errors: &[400, 413, 422, 503] },
+        Op { method: "get", path: "/api/streams/{id}/ws", summary: "WebSocket (upgrade): chat, moderation, viewer counts, stream status and integrator events as JSON messages; token (header or ?token=) optional for reading public streams, required for chatting", tag: "realtime", auth: Some(false),
+             body: None, ok: (101, "Switching Protocols", None), errors: &[401, 403, 404] },
+        Op { method: "post", path: "/api/streams/{id}/events", summary: "Post an integrator event (JSON, at most 4 KiB; Idempotency-Key: same key and body give the first event with 200, another body 409) (integrator, admin)", tag: "realtime", auth: Some(true),
+             body: Some(json!({ "type": "object", "description": "any JSON value, delivered as the event's payload" })), ok: (201, "Event accepted", Some(schema("IntegratorEvent"))), errors: &[400, 401, 403, 404, 409, 413, 415] },
+        Op { method: "post", path: "/api/webhooks", summary: "Register a webhook endpoint for a stream (owner, publish token, admin); the signing secret is shown once", tag: "webhooks", auth: Some(true),
+             body: Some(schema("WebhookCreate")), ok: (201, "Registered", Some(schema("Webhook"))), errors: &[400, 401, 403, 409, 415] },
+        Op { method: "get", path: "/api/webhooks", summary: "The caller's webhook endpoints", tag: "webhooks", auth: Some(true),
+             body: None, ok: (200, "Endpoints", Some(list_of("webhooks", "Webhook"))), errors: &[401] },
+        Op { method: "get", path: "/api/webhooks/{id}", summary: "One webhook endpoint (owner, admin)", tag: "webhooks", auth: Some(true),
+             body: None, ok: (200, "The endpoint", Some(schema("Webhook"))), errors: &[401, 404] },
+        Op { method: "delete", path: "/api/webhooks/{id}", summary: "Remove a webhook endpoint and its delivery log (owner, admin)", tag: "webhooks", auth: Some(true),
+             body: None, ok: (204, "Removed", None), errors: &[401, 404] },
+        Op { method: "get", path: "/api/webhooks/{id}/deliveries", summary: "Delivery attempts, newest first (owner, admin)", tag: "webhooks", auth: Some(true),
+             body: None, ok: (200, "Attempts", Some(list_of("deliveries", "WebhookDelivery"))), errors: &[401, 404] },
+        Op { method: "post", path: "/api/qoe", summary: "A player's QoE beacon (startup, rebuffering, watch time, exit before start); validated, 30 per minute per address", tag: "analytics", auth: None,
+             body: Some(schema("QoeBeacon")), ok: (202, "Accepted", None), errors: &[400, 413, 415, 429] },
+        Op { method: "get", path: "/api/streams/{id}/stats", summary: "Viewer sessions, QoE and health of the last 24 hours (owner, publish token, integrator, admin)", tag: "analytics", auth: Some(true),
+             body: None, ok: (200, "Summary", Some(schema("StreamStats"))), errors: &[401, 403, 404] },
         Op { method: "get", path: "/api/openapi.json", summary: "This document", tag: "meta", auth: None,
              body: None, ok: (200, "OpenAPI 3.1", Some(json!({ "type": "object" }))), errors: &[] },
     ]
@@ -96,7 +114,7 @@ fn components() -> Value {
     let visibility = json!({ "type": "string", "enum": ["public", "authenticated", "entitled"] });
     let role =
         json!({ "type": "string", "enum": ["viewer", "broadcaster", "admin", "integrator"] });
-    json!({
+    let mut c = json!({
         "securitySchemes": {
             "bearer": { "type": "http", "scheme": "bearer", "description": "A session JWT from login/register, or an integrator API key (rci_…)" }
         },
@@ -132,6 +150,41 @@ fn components() -> Value {
                 "broadcaster_id": opt_string, "stream": opt_string, "external_ref": opt_string,
                 "created_at": int, "expires_at": opt_int, "revoked_at": opt_int } }
         }
+    });
+    if let (Some(schemas), Value::Object(more)) = (c["schemas"].as_object_mut(), realtime_schemas())
+    {
+        schemas.extend(more);
+    }
+    c
+}
+
+/// Schemas of the realtime, webhook and analytics routes.
+fn realtime_schemas() -> Value {
+    let string = json!({ "type": "string" });
+    let strings = json!({ "type": "array", "items": { "type": "string" } });
+    let int = json!({ "type": "integer" });
+    let opt_int = json!({ "type": ["integer", "null"] });
+    let opt_string = json!({ "type": ["string", "null"] });
+    json!({
+            "IntegratorEvent": { "type": "object", "properties": {
+                "stream": string, "seq": int, "id": string, "at_ms": int, "payload": {},
+                "media": { "type": ["object", "null"], "properties": { "rtp_time": int, "clock_rate": int, "capture_ms": int } } } },
+            "WebhookCreate": { "type": "object", "required": ["url", "stream", "events"], "properties": {
+                "url": string, "stream": string,
+                "events": { "type": "array", "items": { "type": "string", "enum": crate::webhooks::EVENT_TYPES } },
+                "viewer_thresholds": { "type": "array", "items": int } } },
+            "Webhook": { "type": "object", "properties": {
+                "id": string, "stream": string, "url": string, "events": strings, "viewer_thresholds": { "type": "array", "items": int },
+                "created_at": int, "secret": { "type": "string", "description": "only in the answer to POST" } } },
+            "QoeBeacon": { "type": "object", "required": ["stream"], "properties": {
+                "stream": string, "startup_ms": int, "rebuffer_ms": int, "watched_ms": int, "exited_before_start": { "type": "boolean" } } },
+            "StreamStats": { "type": "object", "properties": { "stream": string, "since_ms": int, "stats": { "type": "object", "properties": {
+                "sessions": int, "watch_ms_total": int, "watch_ms_avg": int, "qoe_beacons": int, "startup_ms_avg": opt_int,
+                "exits_before_start": int, "rebuffer_ratio": { "type": ["number", "null"] }, "health_seconds": int,
+                "stalled_seconds": int, "peak_viewers": int } } } },
+            "WebhookDelivery": { "type": "object", "properties": {
+                "event_id": string, "event_type": string, "attempt": int, "status_code": opt_int, "error": opt_string,
+                "at_ms": int, "duration_ms": int } }
     })
 }
 
@@ -218,7 +271,7 @@ pub fn spec() -> Value {
         "info": {
             "title": "relaycast control plane",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Accounts, streams, stream keys, entitlements and payments. Errors are {\"error\": \"…\"}."
+            "description": "Accounts, streams, stream keys, entitlements, payments, realtime (WebSocket, integrator events) and webhooks. Errors are {\"error\": \"…\"}."
         },
         "paths": paths,
         "components": components(),
@@ -246,6 +299,9 @@ mod tests {
         }
         let registered: BTreeSet<(String, String)> = super::super::ROUTES
             .iter()
+            .chain(crate::realtime::ROUTES)
+            .chain(crate::webhooks::ROUTES)
+            .chain(crate::analytics::ROUTES)
             .map(|(m, p)| (m.to_string(), p.to_string()))
             .collect();
         assert_eq!(documented, registered);

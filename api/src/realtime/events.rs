@@ -1,0 +1,114 @@
+//! `POST /api/streams/{id}/events`: an integrator posts a JSON event (at
+//! most 4 KiB) that is stamped with the stream's media time and wall
+//! clock, sequenced per stream and delivered on the stream's WebSocket and
+//! [`signaling::EventFeed`]s. `Idempotency-Key`: the same key and body
+//! return the first event (200), another body is 409. First post: 201.
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use signaling::{EventError, Role, MAX_EVENT_BYTES};
+
+use super::{auth_error, bearer, check_stream_name, ApiError, RealtimeState};
+
+/// Longest `Idempotency-Key` accepted.
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+pub(super) async fn post_event(
+    State(st): State<RealtimeState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    check_stream_name(&id)?;
+    let Some(token) = bearer(&headers, None) else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "an integrator or admin token is required",
+        ));
+    };
+    let claims = st
+        .store
+        .verify_token(&st.tokens, &token)
+        .await
+        .map_err(auth_error)?;
+    // Admins anywhere; integrators on the stream their token names, or on
+    // every stream when it names none.
+    let allowed = match claims.role {
+        Role::Admin | Role::Integrator => claims.stream.as_deref().is_none_or(|s| s == id),
+        _ => false,
+    };
+    if !allowed {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "token does not allow posting events on this stream",
+        ));
+    }
+    let json_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
+    if !json_type {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type must be application/json",
+        ));
+    }
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("event body over {MAX_EVENT_BYTES} bytes"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_EVENT_BYTES as u64) {
+        return Err(too_large());
+    }
+    let body = axum::body::to_bytes(body, MAX_EVENT_BYTES)
+        .await
+        .map_err(|_| too_large())?;
+    let payload: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}")))?;
+    let key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => {
+            let k = v
+                .to_str()
+                .ok()
+                .map(str::trim)
+                .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY)
+                .ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "Idempotency-Key must be 1-255 visible ASCII characters",
+                    )
+                })?;
+            Some(k.to_string())
+        }
+    };
+    let media = st.clock.stamp(&id);
+    match st
+        .bus
+        .post_event(&id, payload, &body, key.as_deref(), media)
+        .await
+    {
+        Ok((event, fresh)) => {
+            let status = if fresh {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            Ok((status, axum::Json(&*event)).into_response())
+        }
+        Err(EventError::IdempotencyConflict) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "Idempotency-Key already used with a different body",
+        )),
+        Err(e) => Err(ApiError::internal(e)),
+    }
+}
