@@ -1,0 +1,261 @@
+//! The tokio driver: one packager per live stream, fed from an SFU tap on
+//! its own task, started on `Live` and finished on `Ended`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use parking_lot::Mutex;
+use prometheus::{Histogram, HistogramOpts, IntCounter, Registry};
+use sfu::{Sfu, StreamEventKind};
+use tokio::sync::{broadcast, watch, Notify};
+
+use crate::stream::StreamPackager;
+use crate::track::Timing;
+
+/// Settings of the LL-HLS side.
+#[derive(Debug, Clone)]
+pub struct HlsConfig {
+    pub timing: Timing,
+    /// Frames the tap queue holds before it drops (a few seconds of media).
+    pub tap_capacity: usize,
+    /// How long an ended stream's playlists (with `EXT-X-ENDLIST`) stay.
+    pub ended_linger: Duration,
+}
+
+impl Default for HlsConfig {
+    fn default() -> Self {
+        HlsConfig {
+            timing: Timing::default(),
+            tap_capacity: 512,
+            ended_linger: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Instruments of the LL-HLS side, registered on the registry the binary
+/// serves at `/metrics`.
+#[derive(Clone)]
+pub struct HlsMetrics {
+    pub tap_drops: IntCounter,
+    pub part_publish_delay: Histogram,
+}
+
+impl HlsMetrics {
+    pub fn new(registry: &Registry) -> Result<HlsMetrics, prometheus::Error> {
+        let tap_drops = IntCounter::new(
+            "relaycast_hls_tap_drops_total",
+            "Frames the LL-HLS packager lost because its tap queue was full",
+        )?;
+        let part_publish_delay = Histogram::with_opts(
+            HistogramOpts::new(
+                "relaycast_hls_part_publish_delay_seconds",
+                "From the arrival of a part's last frame to the part being listed",
+            )
+            .buckets(vec![
+                0.001, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0,
+            ]),
+        )?;
+        registry.register(Box::new(tap_drops.clone()))?;
+        registry.register(Box::new(part_publish_delay.clone()))?;
+        Ok(HlsMetrics {
+            tap_drops,
+            part_publish_delay,
+        })
+    }
+}
+
+/// One stream's packager as the HTTP side sees it.
+pub struct StreamEntry {
+    /// Distinguishes publisher runs of the same stream name in URLs, so
+    /// immutable resources of one run are never confused with another's.
+    pub session: String,
+    pub state: Mutex<StreamPackager>,
+    changed: watch::Sender<u64>,
+    end: Notify,
+    /// `Ended` was seen; a `Live` after it starts a new packager.
+    ending: AtomicBool,
+}
+
+impl StreamEntry {
+    fn new(session: String, timing: Timing) -> StreamEntry {
+        StreamEntry {
+            session,
+            state: Mutex::new(StreamPackager::new(timing)),
+            changed: watch::channel(0).0,
+            end: Notify::new(),
+            ending: AtomicBool::new(false),
+        }
+    }
+
+    /// Wakes on every change of the packager.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    fn notify(&self) {
+        self.changed.send_modify(|v| *v += 1);
+    }
+}
+
+struct Inner {
+    sfu: Sfu,
+    config: HlsConfig,
+    metrics: HlsMetrics,
+    streams: Mutex<HashMap<String, Arc<StreamEntry>>>,
+}
+
+/// The LL-HLS side of relaycast: packagers of the live streams.
+#[derive(Clone)]
+pub struct Hls {
+    inner: Arc<Inner>,
+}
+
+impl Hls {
+    /// Starts following the SFU's stream events (needs a tokio runtime).
+    pub fn start(sfu: Sfu, config: HlsConfig, metrics: HlsMetrics) -> Hls {
+        let hls = Hls {
+            inner: Arc::new(Inner {
+                sfu,
+                config,
+                metrics,
+                streams: Mutex::new(HashMap::new()),
+            }),
+        };
+        let events = hls.inner.sfu.events();
+        tokio::spawn(follow_events(hls.clone(), events));
+        for s in hls.inner.sfu.live_streams() {
+            hls.start_stream(&s);
+        }
+        hls
+    }
+
+    pub fn config(&self) -> &HlsConfig {
+        &self.inner.config
+    }
+
+    /// The packager of `stream`, if one runs or recently ended.
+    pub fn stream(&self, stream: &str) -> Option<Arc<StreamEntry>> {
+        self.inner.streams.lock().get(stream).cloned()
+    }
+
+    fn start_stream(&self, stream: &str) {
+        let entry = {
+            let mut streams = self.inner.streams.lock();
+            if let Some(e) = streams.get(stream) {
+                if !e.ending.load(Ordering::Acquire) && !e.state.lock().is_ended() {
+                    return; // a replacing publisher: same packager, new epoch
+                }
+            }
+            let session = format!(
+                "{:x}",
+                SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis())
+            );
+            let entry = Arc::new(StreamEntry::new(session, self.inner.config.timing));
+            streams.insert(stream.to_string(), entry.clone());
+            entry
+        };
+        let tap = self.inner.sfu.tap(stream, self.inner.config.tap_capacity);
+        self.inner.sfu.request_keyframe(stream);
+        tokio::spawn(run_stream(self.clone(), stream.to_string(), entry, tap));
+    }
+
+    fn end_stream(&self, stream: &str) {
+        if let Some(e) = self.stream(stream) {
+            e.ending.store(true, Ordering::Release);
+            e.end.notify_one();
+        }
+    }
+}
+
+async fn follow_events(hls: Hls, mut events: broadcast::Receiver<sfu::StreamEvent>) {
+    loop {
+        match events.recv().await {
+            Ok(ev) => match ev.kind {
+                StreamEventKind::Live | StreamEventKind::Resumed => hls.start_stream(&ev.stream),
+                StreamEventKind::Ended => hls.end_stream(&ev.stream),
+                StreamEventKind::Stalled => {}
+            },
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!(
+                    missed = n,
+                    "LL-HLS fell behind the stream events; resyncing"
+                );
+                let live = hls.inner.sfu.live_streams();
+                for s in &live {
+                    hls.start_stream(s);
+                }
+                let running: Vec<String> = hls.inner.streams.lock().keys().cloned().collect();
+                for s in running.iter().filter(|s| !live.contains(s)) {
+                    hls.end_stream(s);
+                }
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+async fn run_stream(hls: Hls, stream: String, entry: Arc<StreamEntry>, mut tap: sfu::Tap) {
+    let metrics = hls.inner.metrics.clone();
+    let mut dropped_seen = 0;
+    let mut last_video_arrival: Option<Instant> = None;
+    let mut last_keyframe_ask: Option<Instant> = None;
+    loop {
+        let frame = tokio::select! {
+            f = tap.recv() => f,
+            () = entry.end.notified() => None,
+        };
+        let Some(frame) = frame else { break };
+        let now = Instant::now();
+        let wall_now = SystemTime::now();
+        let arrival_wall = wall_now
+            .checked_sub(now.saturating_duration_since(frame.network_time))
+            .unwrap_or(wall_now);
+        let (handled, published) = {
+            let mut st = entry.state.lock();
+            let before = st.video().and_then(|t| t.last_msn_part());
+            let handled = st.handle_frame(&frame, arrival_wall);
+            let after = st.video().and_then(|t| t.last_msn_part());
+            (handled, before != after)
+        };
+        if frame.kind == sfu::MediaKind::Video {
+            if published {
+                if let Some(at) = last_video_arrival {
+                    metrics
+                        .part_publish_delay
+                        .observe(now.saturating_duration_since(at).as_secs_f64());
+                }
+            }
+            last_video_arrival = Some(frame.network_time);
+        }
+        if handled.want_keyframe
+            && last_keyframe_ask.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+        {
+            hls.inner.sfu.request_keyframe(&stream);
+            last_keyframe_ask = Some(now);
+        }
+        let dropped = tap.dropped();
+        if dropped > dropped_seen {
+            metrics.tap_drops.inc_by(dropped - dropped_seen);
+            dropped_seen = dropped;
+        }
+        entry.notify();
+    }
+    // Frames already queued belong to the stream that just ended.
+    while let Some(frame) = tap.try_recv() {
+        entry.state.lock().handle_frame(&frame, SystemTime::now());
+    }
+    drop(tap);
+    entry.state.lock().end();
+    entry.notify();
+    tracing::info!(%stream, "LL-HLS stream ended");
+    let linger = hls.inner.config.ended_linger;
+    tokio::time::sleep(linger).await;
+    let mut streams = hls.inner.streams.lock();
+    if streams.get(&stream).is_some_and(|e| Arc::ptr_eq(e, &entry)) {
+        streams.remove(&stream);
+    }
+}

@@ -1,0 +1,396 @@
+//! `/hls/…`: the multivariant playlist at a stable URL, and per publisher
+//! run (`{run}`) the renditions' media playlists (blocking reload, delta
+//! updates, rendition reports), init segments, segments and parts (the
+//! preload-hinted part streamed while it is written).
+//!
+//! Caching is CDN-shaped: playlists and blocking answers `max-age=1`;
+//! init, segments and parts are immutable (a new publisher run gets new
+//! URLs). Every answer carries `Access-Control-Allow-Origin: *`.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use bytes::Bytes;
+
+use crate::hls::{Hls, StreamEntry};
+use crate::stream::StreamPackager;
+use crate::track::{PartLookup, Readiness, Track};
+
+const PLAYLIST: &str = "application/vnd.apple.mpegurl";
+const SHORT: &str = "max-age=1";
+const IMMUTABLE: &str = "max-age=31536000, immutable";
+
+/// The renditions a stream has (more with the ABR ladder).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rendition {
+    Video,
+    Audio,
+}
+
+impl Rendition {
+    fn parse(s: &str) -> Option<Rendition> {
+        match s {
+            "video" => Some(Rendition::Video),
+            "audio" => Some(Rendition::Audio),
+            _ => None,
+        }
+    }
+
+    fn track(self, st: &StreamPackager) -> Option<&Track> {
+        match self {
+            Rendition::Video => st.video(),
+            Rendition::Audio => st.audio(),
+        }
+    }
+
+    fn content_type(self) -> &'static str {
+        match self {
+            Rendition::Video => "video/mp4",
+            Rendition::Audio => "audio/mp4",
+        }
+    }
+
+    fn other(self) -> (Rendition, &'static str) {
+        match self {
+            Rendition::Video => (Rendition::Audio, "../audio/index.m3u8"),
+            Rendition::Audio => (Rendition::Video, "../video/index.m3u8"),
+        }
+    }
+}
+
+/// The `/hls` routes.
+pub fn router(hls: Hls) -> Router {
+    Router::new()
+        .route("/hls/{stream}/index.m3u8", get(multivariant))
+        .route("/hls/{stream}/{run}/{rendition}/{file}", get(media))
+        .with_state(hls)
+        .layer(axum::middleware::map_response(cors))
+}
+
+async fn cors(mut res: Response) -> Response {
+    res.headers_mut().insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    res
+}
+
+fn error(status: StatusCode, msg: &str) -> Response {
+    (
+        status,
+        [(header::CACHE_CONTROL, SHORT)],
+        axum::Json(serde_json::json!({ "error": msg })),
+    )
+        .into_response()
+}
+
+fn ok(content_type: &'static str, cache: &'static str, body: impl Into<Body>) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, cache),
+        ],
+        body.into(),
+    )
+        .into_response()
+}
+
+fn unsupported(codec: &str) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        &format!("LL-HLS is available for H.264 streams only; this stream's video is {codec}"),
+    )
+}
+
+fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "no such stream or resource")
+}
+
+async fn multivariant(State(hls): State<Hls>, Path(stream): Path<String>) -> Response {
+    let Some(entry) = hls.stream(&stream) else {
+        return error(StatusCode::NOT_FOUND, "stream is not live");
+    };
+    let mut changed = entry.subscribe();
+    let deadline = tokio::time::Instant::now() + hls.config().timing.block_limit();
+    loop {
+        {
+            let st = entry.state.lock();
+            if let Some(codec) = st.unsupported() {
+                return unsupported(codec);
+            }
+            if st.video().is_some_and(Track::has_media) {
+                return ok(PLAYLIST, SHORT, multivariant_text(&entry, &st));
+            }
+            if st.is_ended() {
+                return error(StatusCode::NOT_FOUND, "stream ended without video");
+            }
+        }
+        if !wait(&mut changed, deadline).await {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no video keyframe from the publisher yet",
+            );
+        }
+    }
+}
+
+fn multivariant_text(entry: &StreamEntry, st: &StreamPackager) -> String {
+    let run = &entry.session;
+    let mut out = String::from("#EXTM3U\n#EXT-X-VERSION:9\n");
+    let mut codecs = st
+        .params()
+        .map(|p| p.codecs())
+        .unwrap_or_else(|| "avc1.42e01f".into());
+    let bandwidth = st.video().map_or(0, peak_bandwidth) + st.audio().map_or(0, peak_bandwidth);
+    let audio = st.audio().is_some();
+    if audio {
+        codecs.push_str(",opus");
+        let _ = writeln!(
+            out,
+            "#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"audio\",NAME=\"audio\",DEFAULT=YES,AUTOSELECT=YES,CHANNELS=\"2\",URI=\"{run}/audio/index.m3u8\""
+        );
+    }
+    let _ = write!(
+        out,
+        "#EXT-X-STREAM-INF:BANDWIDTH={},CODECS=\"{codecs}\"",
+        bandwidth.max(64_000)
+    );
+    if let Some(p) = st.params() {
+        let _ = write!(out, ",RESOLUTION={}x{}", p.width, p.height);
+    }
+    if let Some(fps) = st.frame_rate() {
+        let _ = write!(out, ",FRAME-RATE={fps:.3}");
+    }
+    if audio {
+        out.push_str(",AUDIO=\"audio\"");
+    }
+    let _ = writeln!(out, "\n{run}/video/index.m3u8");
+    out
+}
+
+/// Bits per second of the richest finished segment (or of what exists
+/// so far), with 10 % headroom.
+fn peak_bandwidth(t: &Track) -> u64 {
+    t.peak_bitrate().map_or(0, |b| (b * 1.1) as u64)
+}
+
+/// Waits for a change until `deadline`; false on timeout or when the
+/// packager is gone.
+async fn wait(
+    changed: &mut tokio::sync::watch::Receiver<u64>,
+    deadline: tokio::time::Instant,
+) -> bool {
+    matches!(
+        tokio::time::timeout_at(deadline, changed.changed()).await,
+        Ok(Ok(()))
+    )
+}
+
+async fn media(
+    State(hls): State<Hls>,
+    Path((stream, run, rendition, file)): Path<(String, String, String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let Some(entry) = hls.stream(&stream) else {
+        return not_found();
+    };
+    if entry.session != run {
+        return not_found();
+    }
+    let Some(rendition) = Rendition::parse(&rendition) else {
+        return not_found();
+    };
+    if let Some(codec) = entry.state.lock().unsupported() {
+        return unsupported(codec);
+    }
+    if file == "index.m3u8" {
+        return media_playlist(&hls, &entry, rendition, &query).await;
+    }
+    if file == "init.mp4" {
+        let st = entry.state.lock();
+        return match rendition.track(&st) {
+            Some(t) => ok(rendition.content_type(), IMMUTABLE, t.init()),
+            None => not_found(),
+        };
+    }
+    if let Some(msn) = file
+        .strip_prefix("seg")
+        .and_then(|s| s.strip_suffix(".m4s"))
+        .and_then(|s| s.parse::<u64>().ok())
+    {
+        let st = entry.state.lock();
+        return match rendition.track(&st).and_then(|t| t.segment(msn)) {
+            Some(b) => ok(rendition.content_type(), IMMUTABLE, b),
+            None => not_found(),
+        };
+    }
+    if let Some((msn, part)) = file
+        .strip_prefix("part")
+        .and_then(|s| s.strip_suffix(".m4s"))
+        .and_then(|s| s.split_once('.'))
+        .and_then(|(m, p)| Some((m.parse::<u64>().ok()?, p.parse::<usize>().ok()?)))
+    {
+        return part_response(&hls, entry, rendition, msn, part);
+    }
+    not_found()
+}
+
+fn parse_u64(query: &HashMap<String, String>, key: &str) -> Result<Option<u64>, Response> {
+    match query.get(key) {
+        None => Ok(None),
+        Some(v) => v.parse::<u64>().map(Some).map_err(|_| {
+            error(
+                StatusCode::BAD_REQUEST,
+                &format!("{key} must be a non-negative integer"),
+            )
+        }),
+    }
+}
+
+async fn media_playlist(
+    hls: &Hls,
+    entry: &Arc<StreamEntry>,
+    rendition: Rendition,
+    query: &HashMap<String, String>,
+) -> Response {
+    let msn = match parse_u64(query, "_HLS_msn") {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let part = match parse_u64(query, "_HLS_part") {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    if part.is_some() && msn.is_none() {
+        return error(StatusCode::BAD_REQUEST, "_HLS_part requires _HLS_msn");
+    }
+    let skip = match query.get("_HLS_skip").map(String::as_str) {
+        None => false,
+        Some("YES") | Some("v2") => true,
+        Some(_) => return error(StatusCode::BAD_REQUEST, "_HLS_skip must be YES or v2"),
+    };
+    let mut changed = entry.subscribe();
+    let deadline = tokio::time::Instant::now() + hls.config().timing.block_limit();
+    loop {
+        {
+            let st = entry.state.lock();
+            let track = rendition.track(&st);
+            if track.is_none()
+                && (st.is_ended() || (rendition == Rendition::Audio && st.video().is_some()))
+            {
+                return not_found();
+            }
+            if let Some(track) = track {
+                let ready = if track.is_ended() {
+                    // Directives are ignored once the playlist ended.
+                    Readiness::Ready
+                } else {
+                    match msn {
+                        Some(m) => track.readiness(m, part),
+                        None if track.has_media() => Readiness::Ready,
+                        None => Readiness::Wait,
+                    }
+                };
+                match ready {
+                    Readiness::TooFarAhead => {
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            "_HLS_msn is more than two segments ahead of the playlist",
+                        )
+                    }
+                    Readiness::Ready => {
+                        let (other, uri) = rendition.other();
+                        let reports: Vec<(String, u64, Option<usize>)> = other
+                            .track(&st)
+                            .and_then(Track::last_msn_part)
+                            .map(|(m, p)| (uri.to_string(), m, p))
+                            .into_iter()
+                            .collect();
+                        let skip = skip && !track.is_ended();
+                        return ok(PLAYLIST, SHORT, track.playlist(skip, &reports));
+                    }
+                    Readiness::Wait => {}
+                }
+            }
+        }
+        if !wait(&mut changed, deadline).await {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the requested segment or part did not appear in time",
+            );
+        }
+    }
+}
+
+/// A part: whole when complete; the preload-hinted part being written is
+/// streamed (chunked) as its CMAF chunks are produced.
+fn part_response(
+    hls: &Hls,
+    entry: Arc<StreamEntry>,
+    rendition: Rendition,
+    msn: u64,
+    index: usize,
+) -> Response {
+    let first = {
+        let st = entry.state.lock();
+        match rendition.track(&st) {
+            Some(t) => t.part(msn, index, 0),
+            None => PartLookup::Missing,
+        }
+    };
+    match first {
+        PartLookup::Complete(b) => ok(rendition.content_type(), IMMUTABLE, b),
+        PartLookup::Missing => not_found(),
+        PartLookup::Open(b) => {
+            let limit = hls.config().timing.block_limit();
+            let changed = entry.subscribe();
+            let sent = b.len();
+            let head = futures_util::stream::once(async move { Ok::<Bytes, std::io::Error>(b) });
+            let state = Some((entry, changed, sent));
+            let rest = futures_util::stream::unfold(state, move |state| async move {
+                let (entry, mut changed, sent) = state?;
+                let deadline = tokio::time::Instant::now() + limit;
+                loop {
+                    let next = {
+                        let st = entry.state.lock();
+                        match rendition.track(&st) {
+                            Some(t) => t.part(msn, index, sent),
+                            None => PartLookup::Missing,
+                        }
+                    };
+                    match next {
+                        PartLookup::Complete(b) => {
+                            return if b.is_empty() {
+                                None
+                            } else {
+                                Some((Ok(b), None))
+                            };
+                        }
+                        PartLookup::Open(b) if !b.is_empty() => {
+                            let sent = sent + b.len();
+                            return Some((Ok(b), Some((entry, changed, sent))));
+                        }
+                        PartLookup::Open(_) => {}
+                        PartLookup::Missing => return None,
+                    }
+                    if !wait(&mut changed, deadline).await {
+                        return None;
+                    }
+                }
+            });
+            use futures_util::StreamExt as _;
+            ok(
+                rendition.content_type(),
+                IMMUTABLE,
+                Body::from_stream(head.chain(rest)),
+            )
+        }
+    }
+}
