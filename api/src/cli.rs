@@ -62,6 +62,13 @@ pub struct ServeArgs {
     /// JWT signing secret (default: generated once and kept in the data directory).
     #[arg(long, env = "RELAYCAST_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
+    /// LL-HLS segment target: segments are cut at the first keyframe after it
+    /// (EXT-X-TARGETDURATION is 1.5 × this, rounded up).
+    #[arg(long, env = "RELAYCAST_HLS_SEGMENT", default_value = "2s", value_parser = parse_duration)]
+    pub hls_segment: std::time::Duration,
+    /// LL-HLS part target (PART-TARGET).
+    #[arg(long, env = "RELAYCAST_HLS_PART", default_value = "334ms", value_parser = parse_duration)]
+    pub hls_part: std::time::Duration,
     #[command(flatten)]
     pub data: DataDir,
     #[command(flatten)]
@@ -211,6 +218,24 @@ pub fn parse_ttl(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(secs))
 }
 
+/// Parses `2s`, `1500ms`, `0.5s` for the LL-HLS timings (100 ms to 10 s).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, scale) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1.0)
+    } else {
+        (s, 1.0)
+    };
+    let v: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
+    let secs = v * scale;
+    if !(0.1..=10.0).contains(&secs) {
+        return Err(format!("{s:?} is outside 100ms..10s"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,6 +266,16 @@ mod tests {
             Cli::try_parse_from(["relaycast", "turn", "--turn-tls", "0.0.0.0:5349"]).is_err(),
             "--turn-tls needs --turn-cert and --turn-key"
         );
+    }
+
+    #[test]
+    fn hls_durations() {
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("334ms"), Ok(Duration::from_millis(334)));
+        assert_eq!(parse_duration("0.5"), Ok(Duration::from_millis(500)));
+        assert!(parse_duration("20ms").is_err());
+        assert!(parse_duration("11s").is_err());
+        assert!(parse_duration("x").is_err());
     }
 
     #[test]

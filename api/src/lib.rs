@@ -1,7 +1,7 @@
 //! # api — the composition root of relaycast
 //!
 //! Builds every part from one [`Config`] and serves them on one HTTP
-//! listener: WHIP/WHEP (`whip-whep`), `/healthz`, `/readyz`, `/metrics`
+//! listener: WHIP/WHEP (`whip-whep`), LL-HLS (`transcoder`, `/hls/…`), `/healthz`, `/readyz`, `/metrics`
 //! (Prometheus text), `/api/ice-servers`. Media runs on the `sfu` workers'
 //! UDP sockets; TURN (`turn-server`), when configured, on its own sockets.
 //! [`start`] takes an already-bound listener so tests run servers on
@@ -49,6 +49,8 @@ pub struct Config {
     /// TURN server run alongside (WHIP/WHEP answers then carry `turn:`
     /// Link headers with fresh credentials).
     pub turn: Option<turn_server::TurnConfig>,
+    /// LL-HLS packaging of live streams (`/hls/…`).
+    pub hls: transcoder::HlsConfig,
 }
 
 impl Config {
@@ -64,6 +66,7 @@ impl Config {
             workers: 2,
             max_sessions: 1000,
             turn: None,
+            hls: transcoder::HlsConfig::default(),
         }
     }
 }
@@ -282,6 +285,9 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
             vec![turn_link(&t.ice_server(user, TURN_CREDENTIAL_TTL))]
         }));
     }
+    let hls_metrics =
+        transcoder::HlsMetrics::new(&registry).context("registering LL-HLS metrics")?;
+    let hls = transcoder::Hls::start(sfu.clone(), config.hls.clone(), hls_metrics);
     let ice = IceServersState {
         tokens: tokens.clone(),
         stun: Arc::new(ice_servers),
@@ -299,6 +305,7 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
         )
         .route("/api/ice-servers", get(ice_servers_handler).with_state(ice))
         .merge(whip_whep::router(whip))
+        .merge(transcoder::router(hls))
         .fallback(|| async {
             (
                 StatusCode::NOT_FOUND,

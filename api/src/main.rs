@@ -37,6 +37,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 workers,
                 max_sessions: a.max_sessions,
                 turn: a.turn.to_config(a.public_ip),
+                hls: transcoder::HlsConfig {
+                    timing: transcoder::Timing {
+                        segment_target: a.hls_segment,
+                        part_target: a.hls_part,
+                        ..transcoder::Timing::default()
+                    },
+                    ..transcoder::HlsConfig::default()
+                },
             };
             let listener = tokio::net::TcpListener::bind(config.http_addr)
                 .await
@@ -54,6 +62,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 addr.port()
             );
             eprintln!("  play:    WHEP http://{host}:{}/whep/NAME", addr.port());
+            eprintln!(
+                "  LL-HLS:  http://{host}:{}/hls/NAME/index.m3u8",
+                addr.port()
+            );
             server.run_until_signal().await;
             Ok(())
         }

@@ -97,10 +97,24 @@ impl StreamEntry {
     fn notify(&self) {
         self.changed.send_modify(|v| *v += 1);
     }
+
+    /// Feeds one frame (as a tap would) and wakes waiting requests.
+    pub fn feed(&self, frame: &sfu::Frame, arrival_wall: SystemTime) -> crate::stream::Handled {
+        let handled = self.state.lock().handle_frame(frame, arrival_wall);
+        self.notify();
+        handled
+    }
+
+    /// Ends the stream (`EXT-X-ENDLIST`) and wakes waiting requests.
+    pub fn finish(&self) {
+        self.state.lock().end();
+        self.notify();
+    }
 }
 
 struct Inner {
-    sfu: Sfu,
+    /// `None` for a detached packager fed by hand ([`Hls::detached`]).
+    sfu: Option<Sfu>,
     config: HlsConfig,
     metrics: HlsMetrics,
     streams: Mutex<HashMap<String, Arc<StreamEntry>>>,
@@ -115,20 +129,45 @@ pub struct Hls {
 impl Hls {
     /// Starts following the SFU's stream events (needs a tokio runtime).
     pub fn start(sfu: Sfu, config: HlsConfig, metrics: HlsMetrics) -> Hls {
+        let events = sfu.events();
+        let live = sfu.live_streams();
         let hls = Hls {
             inner: Arc::new(Inner {
-                sfu,
+                sfu: Some(sfu),
                 config,
                 metrics,
                 streams: Mutex::new(HashMap::new()),
             }),
         };
-        let events = hls.inner.sfu.events();
         tokio::spawn(follow_events(hls.clone(), events));
-        for s in hls.inner.sfu.live_streams() {
+        for s in live {
             hls.start_stream(&s);
         }
         hls
+    }
+
+    /// An LL-HLS side with no SFU: streams are opened with
+    /// [`Hls::open_stream`] and fed with [`StreamEntry::feed`] (tests,
+    /// ingest from elsewhere).
+    pub fn detached(config: HlsConfig, metrics: HlsMetrics) -> Hls {
+        Hls {
+            inner: Arc::new(Inner {
+                sfu: None,
+                config,
+                metrics,
+                streams: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// Opens (or replaces) a stream's packager without a tap.
+    pub fn open_stream(&self, stream: &str, run: &str) -> Arc<StreamEntry> {
+        let entry = Arc::new(StreamEntry::new(run.to_string(), self.inner.config.timing));
+        self.inner
+            .streams
+            .lock()
+            .insert(stream.to_string(), entry.clone());
+        entry
     }
 
     pub fn config(&self) -> &HlsConfig {
@@ -158,9 +197,16 @@ impl Hls {
             streams.insert(stream.to_string(), entry.clone());
             entry
         };
-        let tap = self.inner.sfu.tap(stream, self.inner.config.tap_capacity);
-        self.inner.sfu.request_keyframe(stream);
-        tokio::spawn(run_stream(self.clone(), stream.to_string(), entry, tap));
+        let Some(sfu) = &self.inner.sfu else { return };
+        let tap = sfu.tap(stream, self.inner.config.tap_capacity);
+        sfu.request_keyframe(stream);
+        tokio::spawn(run_stream(
+            self.clone(),
+            sfu.clone(),
+            stream.to_string(),
+            entry,
+            tap,
+        ));
     }
 
     fn end_stream(&self, stream: &str) {
@@ -184,7 +230,12 @@ async fn follow_events(hls: Hls, mut events: broadcast::Receiver<sfu::StreamEven
                     missed = n,
                     "LL-HLS fell behind the stream events; resyncing"
                 );
-                let live = hls.inner.sfu.live_streams();
+                let live = hls
+                    .inner
+                    .sfu
+                    .as_ref()
+                    .map(Sfu::live_streams)
+                    .unwrap_or_default();
                 for s in &live {
                     hls.start_stream(s);
                 }
@@ -198,7 +249,13 @@ async fn follow_events(hls: Hls, mut events: broadcast::Receiver<sfu::StreamEven
     }
 }
 
-async fn run_stream(hls: Hls, stream: String, entry: Arc<StreamEntry>, mut tap: sfu::Tap) {
+async fn run_stream(
+    hls: Hls,
+    sfu: Sfu,
+    stream: String,
+    entry: Arc<StreamEntry>,
+    mut tap: sfu::Tap,
+) {
     let metrics = hls.inner.metrics.clone();
     let mut dropped_seen = 0;
     let mut last_video_arrival: Option<Instant> = None;
@@ -234,7 +291,7 @@ async fn run_stream(hls: Hls, stream: String, entry: Arc<StreamEntry>, mut tap: 
         if handled.want_keyframe
             && last_keyframe_ask.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
         {
-            hls.inner.sfu.request_keyframe(&stream);
+            sfu.request_keyframe(&stream);
             last_keyframe_ask = Some(now);
         }
         let dropped = tap.dropped();

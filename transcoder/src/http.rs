@@ -242,15 +242,14 @@ async fn media(
     not_found()
 }
 
-fn parse_u64(query: &HashMap<String, String>, key: &str) -> Result<Option<u64>, Response> {
+/// A numeric directive; `Err` names it when it is not a number.
+fn parse_u64(
+    query: &HashMap<String, String>,
+    key: &'static str,
+) -> Result<Option<u64>, &'static str> {
     match query.get(key) {
         None => Ok(None),
-        Some(v) => v.parse::<u64>().map(Some).map_err(|_| {
-            error(
-                StatusCode::BAD_REQUEST,
-                &format!("{key} must be a non-negative integer"),
-            )
-        }),
+        Some(v) => v.parse::<u64>().map(Some).map_err(|_| key),
     }
 }
 
@@ -260,13 +259,14 @@ async fn media_playlist(
     rendition: Rendition,
     query: &HashMap<String, String>,
 ) -> Response {
-    let msn = match parse_u64(query, "_HLS_msn") {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let part = match parse_u64(query, "_HLS_part") {
-        Ok(v) => v,
-        Err(r) => return r,
+    let (msn, part) = match (parse_u64(query, "_HLS_msn"), parse_u64(query, "_HLS_part")) {
+        (Ok(m), Ok(p)) => (m, p),
+        (Err(key), _) | (_, Err(key)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("{key} must be a non-negative integer"),
+            )
+        }
     };
     if part.is_some() && msn.is_none() {
         return error(StatusCode::BAD_REQUEST, "_HLS_part requires _HLS_msn");

@@ -261,8 +261,10 @@ impl Track {
                 self.want_keyframe = true;
             }
         }
+        // Only the first segment must start at a keyframe; after a forced
+        // cut the next one starts with a non-independent part.
         if self.current.is_none() {
-            if self.is_video && !s.keyframe {
+            if self.is_video && !s.keyframe && self.next_msn == 0 {
                 self.want_keyframe = true;
                 return false;
             }
@@ -692,3 +694,7 @@ pub fn rfc3339_millis(t: SystemTime) -> String {
         rem % 60
     )
 }
+
+#[cfg(test)]
+#[path = "track_tests.rs"]
+mod tests;
