@@ -20,7 +20,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server (HTTP API, WHIP/WHEP, media workers).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manage stream keys.
     Keys {
         #[command(subcommand)]
@@ -69,6 +69,15 @@ pub struct ServeArgs {
     /// LL-HLS part target (PART-TARGET).
     #[arg(long, env = "RELAYCAST_HLS_PART", default_value = "334ms", value_parser = parse_duration)]
     pub hls_part: std::time::Duration,
+    /// LL-HLS ABR ladder below the source, HEIGHT:KBPS,… (rungs at or above
+    /// the source height are left out); "none" for the source only.
+    #[arg(long, env = "RELAYCAST_HLS_LADDER", default_value = "720:2500,480:1200,360:700",
+          value_parser = parse_ladder)]
+    pub hls_ladder: Ladder,
+    /// LL-HLS audio: `aac` (AAC-LC transcoded from Opus; plays on Apple
+    /// devices too) or `opus` (passed through; hls.js/MSE players only).
+    #[arg(long, env = "RELAYCAST_HLS_AUDIO", default_value = "aac", value_parser = ["aac", "opus"])]
+    pub hls_audio: String,
     #[command(flatten)]
     pub data: DataDir,
     #[command(flatten)]
@@ -218,6 +227,35 @@ pub fn parse_ttl(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(secs))
 }
 
+/// ABR ladder rungs from `--hls-ladder`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ladder(pub Vec<transcoder::Rung>);
+
+/// Parses `720:2500,480:1200` (height in lines, bitrate in kbit/s) or `none`.
+pub fn parse_ladder(s: &str) -> Result<Ladder, String> {
+    let s = s.trim();
+    if s.eq_ignore_ascii_case("none") || s.is_empty() {
+        return Ok(Ladder(Vec::new()));
+    }
+    s.split(',')
+        .map(|r| {
+            let (h, k) = r
+                .trim()
+                .split_once(':')
+                .ok_or_else(|| format!("ladder rung {r:?} is not HEIGHT:KBPS"))?;
+            let h: u32 = h.parse().map_err(|_| format!("bad height in {r:?}"))?;
+            let k: u32 = k.parse().map_err(|_| format!("bad kbit/s in {r:?}"))?;
+            if !(90..=2160).contains(&h) || !(50..=50_000).contains(&k) {
+                return Err(format!(
+                    "ladder rung {r:?} out of range (90..2160 lines, 50..50000 kbit/s)"
+                ));
+            }
+            Ok(transcoder::Rung::new(&format!("{h}p"), h, k * 1000))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Ladder)
+}
+
 /// Parses `2s`, `1500ms`, `0.5s` for the LL-HLS timings (100 ms to 10 s).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -266,6 +304,22 @@ mod tests {
             Cli::try_parse_from(["relaycast", "turn", "--turn-tls", "0.0.0.0:5349"]).is_err(),
             "--turn-tls needs --turn-cert and --turn-key"
         );
+    }
+
+    #[test]
+    fn hls_ladder() {
+        let l = parse_ladder("720:2500, 360:700").expect("valid");
+        assert_eq!(
+            l.0,
+            vec![
+                transcoder::Rung::new("720p", 720, 2_500_000),
+                transcoder::Rung::new("360p", 360, 700_000)
+            ]
+        );
+        assert!(parse_ladder("none").expect("valid").0.is_empty());
+        assert!(parse_ladder("720").is_err());
+        assert!(parse_ladder("20:100").is_err());
+        assert!(parse_ladder("720:x").is_err());
     }
 
     #[test]

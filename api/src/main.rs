@@ -24,6 +24,7 @@ fn main() -> anyhow::Result<()> {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(a) => {
+            let a = *a;
             let workers = a
                 .workers
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -42,6 +43,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         segment_target: a.hls_segment,
                         part_target: a.hls_part,
                         ..transcoder::Timing::default()
+                    },
+                    ladder: a.hls_ladder.0,
+                    audio: if a.hls_audio == "opus" {
+                        transcoder::AudioOut::Opus
+                    } else {
+                        transcoder::AudioOut::default()
                     },
                     ..transcoder::HlsConfig::default()
                 },

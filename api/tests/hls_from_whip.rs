@@ -1,6 +1,6 @@
 //! A stream published over WHIP (webrtc-rs: openh264 test pattern + Opus)
 //! comes out as LL-HLS: the multivariant playlist names the source video
-//! (CODECS from the SPS) and the Opus audio rendition; media playlists
+//! (CODECS from the SPS) and the AAC audio rendition; media playlists
 //! carry the LL-HLS tags and answer blocking reloads; the preload-hinted
 //! part streams; ffprobe reads init + segments of every rendition with
 //! continuous timestamps; the end of the stream brings `EXT-X-ENDLIST`.
@@ -228,7 +228,11 @@ async fn whip_stream_comes_out_as_ll_hls_that_ffprobe_reads() -> Result<()> {
         })
         .await
         .context("encoder task")??;
-        let server = TestServer::start().await?;
+        // A 180p rung below the 240p source: one decode, one openh264 encode.
+        let server = TestServer::start_with(|c| {
+            c.hls.ladder = vec![transcoder::Rung::new("180p", 180, 250_000)];
+        })
+        .await?;
         let base = server.base_url().to_owned();
         let key = server.create_stream(STREAM, false).await?;
         let client = http_client()?;
@@ -272,7 +276,8 @@ async fn whip_stream_comes_out_as_ll_hls_that_ffprobe_reads() -> Result<()> {
         let codecs = attr(inf, "CODECS").context("CODECS")?;
         // openh264's constrained baseline, as its SPS says (not SDP's 42e01f).
         ensure!(codecs.starts_with("avc1.42c0"), "CODECS {codecs}");
-        ensure!(codecs.ends_with(",opus"), "CODECS {codecs}");
+        // Audio: AAC-LC transcoded from the publisher's Opus.
+        ensure!(codecs.ends_with(",mp4a.40.2"), "CODECS {codecs}");
         ensure!(attr(inf, "RESOLUTION") == Some("320x240"), "{inf}");
         ensure!(attr(inf, "BANDWIDTH").is_some_and(|b| b.parse::<u64>().is_ok()));
         ensure!(attr(inf, "FRAME-RATE").is_some(), "{inf}");
@@ -294,6 +299,30 @@ async fn whip_stream_comes_out_as_ll_hls_that_ffprobe_reads() -> Result<()> {
         let audio_base = format!(
             "{base}/hls/{STREAM}/{}",
             audio_uri.trim_end_matches("index.m3u8")
+        );
+        let rung_inf = mv_text
+            .lines()
+            .filter(|l| l.starts_with("#EXT-X-STREAM-INF:"))
+            .nth(1)
+            .context("a second variant (the 180p rung)")?;
+        ensure!(
+            attr(rung_inf, "RESOLUTION") == Some("240x180"),
+            "{rung_inf}"
+        );
+        ensure!(
+            attr(rung_inf, "CODECS")
+                .is_some_and(|c| c.starts_with("avc1.") && c.ends_with(",mp4a.40.2")),
+            "{rung_inf}"
+        );
+        let rung_uri = mv_text
+            .lines()
+            .skip_while(|l| *l != rung_inf)
+            .nth(1)
+            .context("rung URI")?;
+        ensure!(rung_uri.ends_with("/180p/index.m3u8"), "{rung_uri}");
+        let rung_base = format!(
+            "{base}/hls/{STREAM}/{}",
+            rung_uri.trim_end_matches("index.m3u8")
         );
 
         // Directives that are wrong get 400 at once.
@@ -373,10 +402,40 @@ async fn whip_stream_comes_out_as_ll_hls_that_ffprobe_reads() -> Result<()> {
         check_media_playlist(&audio_text, &control)?;
         ensure!(audio_text.contains("#EXT-X-RENDITION-REPORT:URI=\"../video/index.m3u8\""));
 
+        // The rung's segments line up with the source's: same numbers,
+        // same durations.
+        let rung_text = String::from_utf8(
+            get(&client, &format!("{rung_base}index.m3u8"))
+                .await?
+                .body
+                .to_vec(),
+        )?;
+        check_media_playlist(&rung_text, &control)?;
+        let source_segs = segments(&String::from_utf8(
+            get(&client, &format!("{video_base}index.m3u8"))
+                .await?
+                .body
+                .to_vec(),
+        )?)?;
+        let rung_segs = segments(&rung_text)?;
+        let common: Vec<_> = rung_segs
+            .iter()
+            .filter(|r| source_segs.iter().any(|s| s.0 == r.0))
+            .collect();
+        ensure!(
+            common.len() >= 2,
+            "source {source_segs:?} rung {rung_segs:?}"
+        );
+        for (msn, d) in &common {
+            let sd = source_segs.iter().find(|s| s.0 == *msn).map(|s| s.1);
+            ensure!(sd == Some(*d), "segment {msn}: source {sd:?} s, rung {d} s");
+        }
+
         // ffprobe reads init + segments of each rendition.
         for (name, rbase, content_type) in [
             ("video", &video_base, "video/mp4"),
             ("audio", &audio_base, "audio/mp4"),
+            ("180p", &rung_base, "video/mp4"),
         ] {
             let pl = get(&client, &format!("{rbase}index.m3u8")).await?;
             let pl = String::from_utf8(pl.body.to_vec())?;
@@ -401,8 +460,13 @@ async fn whip_stream_comes_out_as_ll_hls_that_ffprobe_reads() -> Result<()> {
                     ensure!((w, h) == (320, 240), "video size {w}x{h}");
                     check_continuous(&times, 0.1, "video")?;
                 }
+                "180p" => {
+                    ensure!(codec == "h264", "180p codec {codec}");
+                    ensure!((w, h) == (240, 180), "180p size {w}x{h}");
+                    check_continuous(&times, 0.1, "180p")?;
+                }
                 _ => {
-                    ensure!(codec == "opus", "audio codec {codec}");
+                    ensure!(codec == "aac", "audio codec {codec}");
                     check_continuous(&times, 0.1, "audio")?;
                 }
             }
@@ -413,6 +477,24 @@ async fn whip_stream_comes_out_as_ll_hls_that_ffprobe_reads() -> Result<()> {
                 "{name}: packets span {span} s, segments say {total} s"
             );
         }
+
+        // Encode cost per frame of the rung on this machine (reported, not
+        // asserted).
+        let metrics = get(&client, &format!("{base}/metrics")).await?;
+        let metrics = String::from_utf8(metrics.body.to_vec())?;
+        let value = |name: &str| {
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        let sum = value("relaycast_hls_encode_seconds_sum{rendition=\"180p\"}");
+        let count = value("relaycast_hls_encode_seconds_count{rendition=\"180p\"}");
+        ensure!(count > 0.0, "no encode time recorded");
+        eprintln!(
+            "180p rung: {count} frames, {:.2} ms scale+encode per frame (debug build)",
+            1000.0 * sum / count
+        );
 
         video.stop().await?;
         audio.stop().await?;

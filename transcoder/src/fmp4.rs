@@ -26,6 +26,18 @@ pub enum TrackCodec {
     },
     /// Opus in `Opus` with `dOps` (Opus in ISOBMFF, mapping family 0).
     Opus { channels: u8, pre_skip: u16 },
+    /// AAC in `mp4a` with `esds` carrying the AudioSpecificConfig.
+    Aac {
+        channels: u8,
+        sample_rate: u32,
+        asc: Vec<u8>,
+    },
+}
+
+impl TrackCodec {
+    pub fn is_video(&self) -> bool {
+        matches!(self, TrackCodec::H264 { .. })
+    }
 }
 
 /// One track's description, enough to write its init segment.
@@ -127,7 +139,7 @@ pub fn init_segment(track: &TrackInfo) -> Vec<u8> {
     w.u32(track.track_id + 1); // next_track_ID
     w.end();
 
-    let is_video = matches!(track.codec, TrackCodec::H264 { .. });
+    let is_video = track.codec.is_video();
     w.start(b"trak");
     w.start_full(b"tkhd", 0, 0x3); // enabled, in movie
     w.u32(0);
@@ -143,7 +155,7 @@ pub fn init_segment(track: &TrackInfo) -> Vec<u8> {
     w.matrix();
     let (width, height) = match &track.codec {
         TrackCodec::H264 { width, height, .. } => (*width, *height),
-        TrackCodec::Opus { .. } => (0, 0),
+        TrackCodec::Opus { .. } | TrackCodec::Aac { .. } => (0, 0),
     };
     w.u32(u32::from(width) << 16);
     w.u32(u32::from(height) << 16);
@@ -277,6 +289,44 @@ fn sample_entry(w: &mut BoxWriter, codec: &TrackCodec) {
             w.u32(48_000); // input sample rate
             w.u16(0); // output gain
             w.u8(0); // channel mapping family 0: mono or stereo
+            w.end();
+            w.end();
+        }
+        TrackCodec::Aac {
+            channels,
+            sample_rate,
+            asc,
+        } => {
+            w.start(b"mp4a");
+            w.zeros(6);
+            w.u16(1);
+            w.zeros(8);
+            w.u16(u16::from(*channels));
+            w.u16(16);
+            w.u32(0);
+            w.u32((*sample_rate).min(65_535) << 16);
+            // ISO/IEC 14496-1 descriptors; every length fits one byte here.
+            let asc_len = asc.len().min(100) as u8;
+            let dcd_len = 13 + 2 + asc_len;
+            let es_len = 3 + 2 + dcd_len + 3;
+            w.start_full(b"esds", 0, 0);
+            w.u8(0x03); // ES_Descriptor
+            w.u8(es_len);
+            w.u16(0); // ES_ID
+            w.u8(0); // flags
+            w.u8(0x04); // DecoderConfigDescriptor
+            w.u8(dcd_len);
+            w.u8(0x40); // MPEG-4 Audio
+            w.u8(0x15); // AudioStream, upStream 0, reserved 1
+            w.bytes(&[0, 0, 0]); // bufferSizeDB
+            w.u32(0); // maxBitrate
+            w.u32(0); // avgBitrate
+            w.u8(0x05); // DecoderSpecificInfo
+            w.u8(asc_len);
+            w.bytes(&asc[..usize::from(asc_len)]);
+            w.u8(0x06); // SLConfigDescriptor
+            w.u8(1);
+            w.u8(0x02);
             w.end();
             w.end();
         }
@@ -448,6 +498,33 @@ mod tests {
         assert_eq!(&kind, b"dOps");
         assert_eq!(dops, &[0, 2, 0, 0, 0, 0, 0xbb, 0x80, 0, 0, 0]);
         assert!(child(&init, &[b"moov", b"trak", b"mdia", b"minf", b"smhd"]).is_some());
+    }
+
+    #[test]
+    fn aac_init_segment_carries_esds_with_the_asc() {
+        let init = init_segment(&TrackInfo {
+            track_id: 1,
+            timescale: 48_000,
+            codec: TrackCodec::Aac {
+                channels: 2,
+                sample_rate: 48_000,
+                asc: vec![0x11, 0x90],
+            },
+        });
+        let stsd = child(
+            &init,
+            &[b"moov", b"trak", b"mdia", b"minf", b"stbl", b"stsd"],
+        )
+        .expect("stsd");
+        let (kind, entry) = boxes(&stsd[8..]).next().expect("sample entry");
+        assert_eq!(&kind, b"mp4a");
+        let (kind, esds) = boxes(&entry[28..]).next().expect("esds");
+        assert_eq!(&kind, b"esds");
+        assert_eq!(esds.len(), 4 + 2 + 25);
+        assert_eq!(&esds[4..6], &[0x03, 25]);
+        assert_eq!(&esds[9..12], &[0x04, 17, 0x40]);
+        assert_eq!(&esds[24..28], &[0x05, 2, 0x11, 0x90]);
+        assert_eq!(&esds[28..31], &[0x06, 1, 0x02]);
     }
 
     #[test]

@@ -7,29 +7,40 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::Mutex;
-use prometheus::{Histogram, HistogramOpts, IntCounter, Registry};
+use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, Registry};
 use sfu::{Sfu, StreamEventKind};
 use tokio::sync::{broadcast, watch, Notify};
 
-use crate::stream::StreamPackager;
-use crate::track::Timing;
+use crate::ladder::{LadderHandle, Rung};
+use crate::stream::{AudioOut, StreamPackager};
+use crate::track::TrackSample;
 
 /// Settings of the LL-HLS side.
 #[derive(Debug, Clone)]
 pub struct HlsConfig {
-    pub timing: Timing,
+    pub timing: crate::track::Timing,
     /// Frames the tap queue holds before it drops (a few seconds of media).
     pub tap_capacity: usize,
     /// How long an ended stream's playlists (with `EXT-X-ENDLIST`) stay.
     pub ended_linger: Duration,
+    /// AAC (default) or Opus passthrough for the audio rendition.
+    pub audio: AudioOut,
+    /// ABR ladder below the source (rungs at or above the source height
+    /// are left out); empty: source rendition only.
+    pub ladder: Vec<Rung>,
+    /// Source frames queued for the ladder thread before it drops.
+    pub ladder_capacity: usize,
 }
 
 impl Default for HlsConfig {
     fn default() -> Self {
         HlsConfig {
-            timing: Timing::default(),
+            timing: crate::track::Timing::default(),
             tap_capacity: 512,
             ended_linger: Duration::from_secs(120),
+            audio: AudioOut::default(),
+            ladder: crate::ladder::default_rungs(),
+            ladder_capacity: 30,
         }
     }
 }
@@ -40,6 +51,9 @@ impl Default for HlsConfig {
 pub struct HlsMetrics {
     pub tap_drops: IntCounter,
     pub part_publish_delay: Histogram,
+    /// Scale + encode time per frame, by ladder rendition.
+    pub encode_seconds: HistogramVec,
+    pub ladder_drops: IntCounter,
 }
 
 impl HlsMetrics {
@@ -57,11 +71,29 @@ impl HlsMetrics {
                 0.001, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0,
             ]),
         )?;
+        let encode_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "relaycast_hls_encode_seconds",
+                "Scaling and openh264 encoding of one frame, per ladder rendition",
+            )
+            .buckets(vec![
+                0.001, 0.002, 0.004, 0.008, 0.016, 0.033, 0.066, 0.1, 0.2, 0.5,
+            ]),
+            &["rendition"],
+        )?;
+        let ladder_drops = IntCounter::new(
+            "relaycast_hls_ladder_drops_total",
+            "Source frames the ABR ladder skipped because its encoders fell behind",
+        )?;
         registry.register(Box::new(tap_drops.clone()))?;
         registry.register(Box::new(part_publish_delay.clone()))?;
+        registry.register(Box::new(encode_seconds.clone()))?;
+        registry.register(Box::new(ladder_drops.clone()))?;
         Ok(HlsMetrics {
             tap_drops,
             part_publish_delay,
+            encode_seconds,
+            ladder_drops,
         })
     }
 }
@@ -79,10 +111,14 @@ pub struct StreamEntry {
 }
 
 impl StreamEntry {
-    fn new(session: String, timing: Timing) -> StreamEntry {
+    fn new(session: String, config: &HlsConfig) -> StreamEntry {
         StreamEntry {
             session,
-            state: Mutex::new(StreamPackager::new(timing)),
+            state: Mutex::new(StreamPackager::new(
+                config.timing,
+                config.audio,
+                config.ladder.clone(),
+            )),
             changed: watch::channel(0).0,
             end: Notify::new(),
             ending: AtomicBool::new(false),
@@ -100,9 +136,21 @@ impl StreamEntry {
 
     /// Feeds one frame (as a tap would) and wakes waiting requests.
     pub fn feed(&self, frame: &sfu::Frame, arrival_wall: SystemTime) -> crate::stream::Handled {
-        let handled = self.state.lock().handle_frame(frame, arrival_wall);
+        let handled = {
+            let mut st = self.state.lock();
+            let handled = st.handle_frame(frame, arrival_wall);
+            // No ladder thread for hand-fed streams.
+            st.take_ladder_inputs();
+            handled
+        };
         self.notify();
         handled
+    }
+
+    /// Encoded ladder samples (one slot per rung) from the ladder thread.
+    pub fn push_ladder(&self, samples: Vec<Option<TrackSample>>) {
+        self.state.lock().push_rungs(samples);
+        self.notify();
     }
 
     /// Ends the stream (`EXT-X-ENDLIST`) and wakes waiting requests.
@@ -162,7 +210,7 @@ impl Hls {
 
     /// Opens (or replaces) a stream's packager without a tap.
     pub fn open_stream(&self, stream: &str, run: &str) -> Arc<StreamEntry> {
-        let entry = Arc::new(StreamEntry::new(run.to_string(), self.inner.config.timing));
+        let entry = Arc::new(StreamEntry::new(run.to_string(), &self.inner.config));
         self.inner
             .streams
             .lock()
@@ -193,7 +241,7 @@ impl Hls {
                     .duration_since(SystemTime::UNIX_EPOCH)
                     .map_or(0, |d| d.as_millis())
             );
-            let entry = Arc::new(StreamEntry::new(session, self.inner.config.timing));
+            let entry = Arc::new(StreamEntry::new(session, &self.inner.config));
             streams.insert(stream.to_string(), entry.clone());
             entry
         };
@@ -260,6 +308,8 @@ async fn run_stream(
     let mut dropped_seen = 0;
     let mut last_video_arrival: Option<Instant> = None;
     let mut last_keyframe_ask: Option<Instant> = None;
+    let mut ladder: Option<LadderHandle> = None;
+    let mut ladder_dropped = 0;
     loop {
         let frame = tokio::select! {
             f = tap.recv() => f,
@@ -271,13 +321,40 @@ async fn run_stream(
         let arrival_wall = wall_now
             .checked_sub(now.saturating_duration_since(frame.network_time))
             .unwrap_or(wall_now);
-        let (handled, published) = {
+        let (handled, published, inputs, sizes, fps) = {
             let mut st = entry.state.lock();
             let before = st.video().and_then(|t| t.last_msn_part());
             let handled = st.handle_frame(&frame, arrival_wall);
             let after = st.video().and_then(|t| t.last_msn_part());
-            (handled, before != after)
+            let inputs = st.take_ladder_inputs();
+            let sizes = if ladder.is_none() && !inputs.is_empty() {
+                st.rung_sizes()
+            } else {
+                Vec::new()
+            };
+            (handled, before != after, inputs, sizes, st.frame_rate())
         };
+        if !sizes.is_empty() {
+            match crate::ladder::spawn(
+                Arc::downgrade(&entry),
+                sizes,
+                fps.unwrap_or(30.0) as f32,
+                metrics.encode_seconds.clone(),
+                hls.inner.config.ladder_capacity,
+            ) {
+                Ok(h) => ladder = Some(h),
+                Err(e) => tracing::error!(%stream, "ladder thread: {e}"),
+            }
+        }
+        if let Some(l) = ladder.as_mut() {
+            for input in inputs {
+                l.offer(input);
+            }
+            if l.dropped > ladder_dropped {
+                metrics.ladder_drops.inc_by(l.dropped - ladder_dropped);
+                ladder_dropped = l.dropped;
+            }
+        }
         if frame.kind == sfu::MediaKind::Video {
             if published {
                 if let Some(at) = last_video_arrival {
@@ -306,6 +383,7 @@ async fn run_stream(
         entry.state.lock().handle_frame(&frame, SystemTime::now());
     }
     drop(tap);
+    drop(ladder);
     entry.state.lock().end();
     entry.notify();
     tracing::info!(%stream, "LL-HLS stream ended");

@@ -27,19 +27,32 @@ const PLAYLIST: &str = "application/vnd.apple.mpegurl";
 const SHORT: &str = "max-age=1";
 const IMMUTABLE: &str = "max-age=31536000, immutable";
 
-/// The renditions a stream has (more with the ABR ladder).
+/// The renditions of a stream: the source video, the audio, the ladder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Rendition {
     Video,
     Audio,
+    Rung(usize),
 }
 
 impl Rendition {
-    fn parse(s: &str) -> Option<Rendition> {
+    fn parse(s: &str, st: &StreamPackager) -> Option<Rendition> {
         match s {
             "video" => Some(Rendition::Video),
             "audio" => Some(Rendition::Audio),
-            _ => None,
+            name => st
+                .rungs()
+                .iter()
+                .position(|r| r.rung.name == name)
+                .map(Rendition::Rung),
+        }
+    }
+
+    fn name(self, st: &StreamPackager) -> &str {
+        match self {
+            Rendition::Video => "video",
+            Rendition::Audio => "audio",
+            Rendition::Rung(i) => st.rungs().get(i).map_or("", |r| r.rung.name.as_str()),
         }
     }
 
@@ -47,21 +60,33 @@ impl Rendition {
         match self {
             Rendition::Video => st.video(),
             Rendition::Audio => st.audio(),
+            Rendition::Rung(i) => st.rungs().get(i)?.track.as_ref(),
         }
     }
 
     fn content_type(self) -> &'static str {
         match self {
-            Rendition::Video => "video/mp4",
             Rendition::Audio => "audio/mp4",
+            _ => "video/mp4",
         }
     }
 
-    fn other(self) -> (Rendition, &'static str) {
-        match self {
-            Rendition::Video => (Rendition::Audio, "../audio/index.m3u8"),
-            Rendition::Audio => (Rendition::Video, "../video/index.m3u8"),
-        }
+    fn all(st: &StreamPackager) -> Vec<Rendition> {
+        let mut v = vec![Rendition::Video, Rendition::Audio];
+        v.extend((0..st.rungs().len()).map(Rendition::Rung));
+        v
+    }
+
+    /// `EXT-X-RENDITION-REPORT`s: every other rendition that has media.
+    fn reports(self, st: &StreamPackager) -> Vec<(String, u64, Option<usize>)> {
+        Rendition::all(st)
+            .into_iter()
+            .filter(|r| *r != self)
+            .filter_map(|r| {
+                let (msn, part) = r.track(st)?.last_msn_part()?;
+                Some((format!("../{}/index.m3u8", r.name(st)), msn, part))
+            })
+            .collect()
     }
 }
 
@@ -119,13 +144,22 @@ async fn multivariant(State(hls): State<Hls>, Path(stream): Path<String>) -> Res
     };
     let mut changed = entry.subscribe();
     let deadline = tokio::time::Instant::now() + hls.config().timing.block_limit();
+    let grace = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
     loop {
         {
             let st = entry.state.lock();
             if let Some(codec) = st.unsupported() {
                 return unsupported(codec);
             }
-            if st.video().is_some_and(Track::has_media) {
+            // The ladder's renditions follow the source within a frame or
+            // two; they are listed once they have media (or after a grace).
+            let rungs_ready = st
+                .rungs()
+                .iter()
+                .all(|r| r.track.as_ref().is_some_and(Track::has_media));
+            if st.video().is_some_and(Track::has_media)
+                && (rungs_ready || tokio::time::Instant::now() >= grace)
+            {
                 return ok(PLAYLIST, SHORT, multivariant_text(&entry, &st));
             }
             if st.is_ended() {
@@ -149,29 +183,57 @@ fn multivariant_text(entry: &StreamEntry, st: &StreamPackager) -> String {
         .map(|p| p.codecs())
         .unwrap_or_else(|| "avc1.42e01f".into());
     let bandwidth = st.video().map_or(0, peak_bandwidth) + st.audio().map_or(0, peak_bandwidth);
-    let audio = st.audio().is_some();
-    if audio {
-        codecs.push_str(",opus");
+    let audio_codec = st.audio().and_then(Track::audio_codec);
+    let audio = audio_codec.is_some();
+    if let Some(ac) = audio_codec {
+        codecs.push(',');
+        codecs.push_str(ac);
         let _ = writeln!(
             out,
             "#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"audio\",NAME=\"audio\",DEFAULT=YES,AUTOSELECT=YES,CHANNELS=\"2\",URI=\"{run}/audio/index.m3u8\""
         );
     }
-    let _ = write!(
-        out,
-        "#EXT-X-STREAM-INF:BANDWIDTH={},CODECS=\"{codecs}\"",
-        bandwidth.max(64_000)
+    let audio_bw = st.audio().map_or(0, peak_bandwidth);
+    let fps = st.frame_rate();
+    let variant = |out: &mut String, bw: u64, codecs: &str, size: Option<(u32, u32)>, uri: &str| {
+        let _ = write!(
+            out,
+            "#EXT-X-STREAM-INF:BANDWIDTH={},CODECS=\"{codecs}\"",
+            bw.max(64_000)
+        );
+        if let Some((w, h)) = size {
+            let _ = write!(out, ",RESOLUTION={w}x{h}");
+        }
+        if let Some(fps) = fps {
+            let _ = write!(out, ",FRAME-RATE={fps:.3}");
+        }
+        if audio {
+            out.push_str(",AUDIO=\"audio\"");
+        }
+        let _ = writeln!(out, "\n{run}/{uri}/index.m3u8");
+    };
+    variant(
+        &mut out,
+        bandwidth,
+        &codecs,
+        st.params().map(|p| (p.width, p.height)),
+        "video",
     );
-    if let Some(p) = st.params() {
-        let _ = write!(out, ",RESOLUTION={}x{}", p.width, p.height);
+    for r in st.rungs() {
+        let (Some(track), Some(params)) = (&r.track, &r.params) else {
+            continue;
+        };
+        if !track.has_media() {
+            continue;
+        }
+        let mut c = params.codecs();
+        if let Some(ac) = audio_codec {
+            c.push(',');
+            c.push_str(ac);
+        }
+        let bw = peak_bandwidth(track).max(u64::from(r.rung.bitrate)) + audio_bw;
+        variant(&mut out, bw, &c, Some((r.width, r.height)), &r.rung.name);
     }
-    if let Some(fps) = st.frame_rate() {
-        let _ = write!(out, ",FRAME-RATE={fps:.3}");
-    }
-    if audio {
-        out.push_str(",AUDIO=\"audio\"");
-    }
-    let _ = writeln!(out, "\n{run}/video/index.m3u8");
     out
 }
 
@@ -204,12 +266,18 @@ async fn media(
     if entry.session != run {
         return not_found();
     }
-    let Some(rendition) = Rendition::parse(&rendition) else {
-        return not_found();
+    let parsed = {
+        let st = entry.state.lock();
+        match st.unsupported() {
+            Some(codec) => Err(unsupported(codec)),
+            None => Ok(Rendition::parse(&rendition, &st)),
+        }
     };
-    if let Some(codec) = entry.state.lock().unsupported() {
-        return unsupported(codec);
-    }
+    let rendition = match parsed {
+        Ok(Some(r)) => r,
+        Ok(None) => return not_found(),
+        Err(r) => return r,
+    };
     if file == "index.m3u8" {
         return media_playlist(&hls, &entry, rendition, &query).await;
     }
@@ -306,13 +374,7 @@ async fn media_playlist(
                         )
                     }
                     Readiness::Ready => {
-                        let (other, uri) = rendition.other();
-                        let reports: Vec<(String, u64, Option<usize>)> = other
-                            .track(&st)
-                            .and_then(Track::last_msn_part)
-                            .map(|(m, p)| (uri.to_string(), m, p))
-                            .into_iter()
-                            .collect();
+                        let reports = rendition.reports(&st);
                         let skip = skip && !track.is_ended();
                         return ok(PLAYLIST, SHORT, track.playlist(skip, &reports));
                     }

@@ -12,8 +12,12 @@
 //! - [`track::Track`]: one rendition, sans-IO: samples in, chunks, parts,
 //!   segments and its media playlist out; blocking-reload readiness.
 //! - [`stream::StreamPackager`]: one stream, sans-IO: SFU frames in, the
-//!   source video (passed through, no re-encode) and Opus audio renditions
+//!   source video (passed through, no re-encode) and audio (AAC-LC from
+//!   the publisher's Opus via [`aac`], or Opus passed through) renditions
 //!   out; timestamps rebased onto continuous decode timelines.
+//! - [`ladder`]: the ABR ladder, on a thread per stream: one decode, then
+//!   scale and `openh264` encode per rung, IDRs where the source has
+//!   keyframes so segments line up.
 //! - [`hls::Hls`]: the tokio driver: a packager per live stream, started on
 //!   `Live` and ended (`EXT-X-ENDLIST`) on `Ended`.
 //! - [`http::router`]: `GET /hls/{stream}/index.m3u8` and the renditions
@@ -23,13 +27,17 @@
 //! publisher's RTP timestamps; `EXT-X-PROGRAM-DATE-TIME` from each frame's
 //! sender-report wall clock, or its arrival time when there is none yet.
 
+pub mod aac;
 pub mod fmp4;
 pub mod h264_params;
 pub mod hls;
 pub mod http;
+pub mod ladder;
 pub mod stream;
 pub mod track;
 
 pub use hls::{Hls, HlsConfig, HlsMetrics};
 pub use http::router;
+pub use ladder::Rung;
+pub use stream::AudioOut;
 pub use track::Timing;

@@ -11,13 +11,16 @@
 //! decode timeline stays continuous. After a lost video frame the track
 //! waits for the next keyframe (and asks for one).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use sfu::{Codec, Frame, MediaKind};
 
+use crate::aac::OpusToAac;
 use crate::fmp4::{self, TrackCodec, TrackInfo};
 use crate::h264_params::H264Params;
+use crate::ladder::{LadderInput, Rung};
 use crate::track::{Timing, Track, TrackSample};
 
 /// Longest duration a sample keeps; longer gaps are closed up.
@@ -41,7 +44,12 @@ struct Held {
     keyframe: bool,
     data: Bytes,
     wallclock: SystemTime,
+    raw: Arc<[u8]>,
 }
+
+/// A sample with its duration now known, and the frame's original bytes
+/// (Annex B for video, which the ladder decodes).
+type Timed = (TrackSample, Arc<[u8]>);
 
 /// Decode timeline of one kind.
 #[derive(Debug)]
@@ -93,7 +101,7 @@ impl Timeline {
         wallclock: SystemTime,
         start_ticks: u64,
         max_sample: u32,
-    ) -> (Option<TrackSample>, bool) {
+    ) -> (Option<Timed>, bool) {
         let new_epoch = self.epoch != Some(frame.epoch);
         let gap = !new_epoch
             && (self.last_index.is_some_and(|i| frame.index != i + 1) || !frame.contiguous);
@@ -107,6 +115,7 @@ impl Timeline {
                 keyframe: frame.keyframe,
                 data,
                 wallclock,
+                raw: frame.data.clone(),
             });
             return (None, gap);
         };
@@ -136,8 +145,9 @@ impl Timeline {
             keyframe: frame.keyframe,
             data,
             wallclock,
+            raw: frame.data.clone(),
         });
-        (Some(out), gap)
+        (Some((out, held.raw)), gap)
     }
 
     /// The held frame with the last duration (end of stream).
@@ -158,9 +168,33 @@ impl Timeline {
     }
 }
 
+/// What the audio rendition carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AudioOut {
+    /// AAC-LC transcoded from the publisher's Opus (plays everywhere,
+    /// Apple's native players included).
+    Aac { bitrate: u32 },
+    /// The publisher's Opus passed through in fMP4 (hls.js/MSE players;
+    /// not Apple's native HLS).
+    Opus,
+}
+
+impl Default for AudioOut {
+    fn default() -> Self {
+        AudioOut::Aac { bitrate: 128_000 }
+    }
+}
+
 /// The packager of one stream: source video and audio renditions.
 #[derive(Debug)]
 pub struct StreamPackager {
+    /// Opus → AAC when the audio rendition is AAC.
+    aac: Option<OpusToAac>,
+    /// Ladder rungs configured; their tracks once the source size is known.
+    ladder: Vec<Rung>,
+    rungs: Vec<RungTrack>,
+    ladder_inputs: Vec<LadderInput>,
+    aac_out: Vec<TrackSample>,
     timing: Timing,
     origin: Option<Instant>,
     video_tl: Timeline,
@@ -175,8 +209,23 @@ pub struct StreamPackager {
 }
 
 impl StreamPackager {
-    pub fn new(timing: Timing) -> StreamPackager {
+    pub fn new(timing: Timing, audio: AudioOut, ladder: Vec<Rung>) -> StreamPackager {
+        let aac = match audio {
+            AudioOut::Aac { bitrate } => match OpusToAac::new(bitrate) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    tracing::error!("AAC unavailable, audio stays Opus: {e}");
+                    None
+                }
+            },
+            AudioOut::Opus => None,
+        };
         StreamPackager {
+            aac,
+            ladder,
+            rungs: Vec::new(),
+            ladder_inputs: Vec::new(),
+            aac_out: Vec::new(),
             timing,
             origin: None,
             video_tl: Timeline::new(VIDEO_TIMESCALE, 3000),
@@ -271,6 +320,16 @@ impl StreamPackager {
                         },
                         self.timing,
                     ));
+                    self.rungs = crate::ladder::rungs_for((p.width, p.height), &self.ladder)
+                        .into_iter()
+                        .map(|(rung, width, height)| RungTrack {
+                            rung,
+                            width,
+                            height,
+                            track: None,
+                            params: None,
+                        })
+                        .collect();
                     self.params = Some(p);
                 } else if self.params.as_ref() != Some(&p) {
                     tracing::warn!(
@@ -291,7 +350,16 @@ impl StreamPackager {
         let start = ticks(since, VIDEO_TIMESCALE);
         let max = ticks(MAX_SAMPLE, VIDEO_TIMESCALE) as u32;
         let (sample, _) = self.video_tl.push(frame, data, wallclock, start, max);
-        if let (Some(s), Some(track)) = (sample, self.video.as_mut()) {
+        if let (Some((s, raw)), Some(track)) = (sample, self.video.as_mut()) {
+            if !self.rungs.is_empty() {
+                self.ladder_inputs.push(LadderInput {
+                    dts: s.dts,
+                    duration: s.duration,
+                    keyframe: s.keyframe,
+                    wallclock: s.wallclock,
+                    annex_b: raw,
+                });
+            }
             track.push(s);
             handled.want_keyframe |= track.take_keyframe_wish();
         }
@@ -302,25 +370,44 @@ impl StreamPackager {
         if frame.codec != Codec::Opus {
             return Handled::default();
         }
+        let codec = match &self.aac {
+            Some(t) => TrackCodec::Aac {
+                channels: 2,
+                sample_rate: AUDIO_TIMESCALE,
+                asc: t.audio_specific_config().to_vec(),
+            },
+            None => TrackCodec::Opus {
+                channels: 2,
+                pre_skip: 0,
+            },
+        };
+        let timing = self.timing;
         let track = self.audio.get_or_insert_with(|| {
             Track::new(
                 TrackInfo {
                     track_id: 1,
                     timescale: AUDIO_TIMESCALE,
-                    codec: TrackCodec::Opus {
-                        channels: 2,
-                        pre_skip: 0,
-                    },
+                    codec,
                 },
-                self.timing,
+                timing,
             )
         });
         let start = ticks(since, AUDIO_TIMESCALE);
         let max = ticks(MAX_SAMPLE, AUDIO_TIMESCALE) as u32;
         let data = Bytes::copy_from_slice(&frame.data);
         let (sample, gap) = self.audio_tl.push(frame, data, wallclock, start, max);
-        if let Some(s) = sample {
-            track.push(s);
+        if let Some((s, _)) = sample {
+            match self.aac.as_mut() {
+                Some(aac) => {
+                    aac.push(&s, &mut self.aac_out);
+                    for a in self.aac_out.drain(..) {
+                        track.push(a);
+                    }
+                }
+                None => {
+                    track.push(s);
+                }
+            }
         }
         Handled {
             want_keyframe: false,
@@ -337,15 +424,90 @@ impl StreamPackager {
             t.push(s);
         }
         if let (Some(s), Some(t)) = (self.audio_tl.flush(), self.audio.as_mut()) {
-            t.push(s);
+            match self.aac.as_mut() {
+                Some(aac) => {
+                    aac.push(&s, &mut self.aac_out);
+                    for a in self.aac_out.drain(..) {
+                        t.push(a);
+                    }
+                }
+                None => {
+                    t.push(s);
+                }
+            }
         }
         if let Some(t) = self.video.as_mut() {
             t.end();
+        }
+        for r in &mut self.rungs {
+            if let Some(t) = r.track.as_mut() {
+                t.end();
+            }
         }
         if let Some(t) = self.audio.as_mut() {
             t.end();
         }
         self.ended = true;
+    }
+}
+
+/// One ladder rendition: its encoder's output becomes a track once the
+/// first IDR (with its SPS/PPS) arrives.
+#[derive(Debug)]
+pub struct RungTrack {
+    pub rung: Rung,
+    pub width: u32,
+    pub height: u32,
+    pub track: Option<Track>,
+    pub params: Option<H264Params>,
+}
+
+impl StreamPackager {
+    /// The ladder's renditions (empty when the source is no larger than
+    /// any rung, or before its first keyframe).
+    pub fn rungs(&self) -> &[RungTrack] {
+        &self.rungs
+    }
+
+    /// Picture sizes of the rungs, for starting the ladder thread.
+    pub fn rung_sizes(&self) -> Vec<(Rung, u32, u32)> {
+        self.rungs
+            .iter()
+            .map(|r| (r.rung.clone(), r.width, r.height))
+            .collect()
+    }
+
+    /// Source samples for the ladder since the last call.
+    pub fn take_ladder_inputs(&mut self) -> Vec<LadderInput> {
+        std::mem::take(&mut self.ladder_inputs)
+    }
+
+    /// Encoded samples from the ladder, one slot per rung (Annex B).
+    pub fn push_rungs(&mut self, samples: Vec<Option<TrackSample>>) {
+        let timing = self.timing;
+        for (r, s) in self.rungs.iter_mut().zip(samples) {
+            let Some(mut s) = s else { continue };
+            if r.track.is_none() {
+                let Some(p) = H264Params::from_access_unit(&s.data) else {
+                    continue;
+                };
+                r.track = Some(Track::new(
+                    TrackInfo {
+                        track_id: 1,
+                        timescale: VIDEO_TIMESCALE,
+                        codec: p.track_codec(),
+                    },
+                    timing,
+                ));
+                r.params = Some(p);
+            }
+            let mut avcc = Vec::with_capacity(s.data.len());
+            fmp4::annex_b_to_avcc(&s.data, true, &mut avcc);
+            s.data = Bytes::from(avcc);
+            if let Some(t) = r.track.as_mut() {
+                t.push(s);
+            }
+        }
     }
 }
 

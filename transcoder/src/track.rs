@@ -170,7 +170,7 @@ pub struct Track {
 
 impl Track {
     pub fn new(info: TrackInfo, timing: Timing) -> Track {
-        let is_video = matches!(info.codec, fmp4::TrackCodec::H264 { .. });
+        let is_video = info.codec.is_video();
         let init = Bytes::from(fmp4::init_segment(&info));
         let chunk_ticks = if is_video {
             0
@@ -204,6 +204,15 @@ impl Track {
 
     pub fn is_video(&self) -> bool {
         self.is_video
+    }
+
+    /// RFC 6381 codec of this rendition's audio (`None` for video).
+    pub fn audio_codec(&self) -> Option<&'static str> {
+        match self.info.codec {
+            fmp4::TrackCodec::Opus { .. } => Some("opus"),
+            fmp4::TrackCodec::Aac { .. } => Some("mp4a.40.2"),
+            fmp4::TrackCodec::H264 { .. } => None,
+        }
     }
 
     pub fn is_ended(&self) -> bool {

@@ -14,7 +14,7 @@ use sfu::{Codec, Frame, MediaKind, MediaTime};
 use str0m::media::Frequency;
 use tower::ServiceExt;
 use transcoder::hls::StreamEntry;
-use transcoder::{Hls, HlsConfig, HlsMetrics};
+use transcoder::{AudioOut, Hls, HlsConfig, HlsMetrics};
 
 /// SPS + PPS of a 320x240 constrained-baseline stream, and a slice.
 const KEY_AU: &[u8] = &[
@@ -78,11 +78,12 @@ impl Feeder {
 }
 
 fn setup() -> (Router, Feeder) {
+    setup_with(HlsConfig::default())
+}
+
+fn setup_with(config: HlsConfig) -> (Router, Feeder) {
     let registry = prometheus::Registry::new();
-    let hls = Hls::detached(
-        HlsConfig::default(),
-        HlsMetrics::new(&registry).expect("metrics"),
-    );
+    let hls = Hls::detached(config, HlsMetrics::new(&registry).expect("metrics"));
     let entry = hls.open_stream("s", "r1");
     (
         transcoder::router(hls),
@@ -269,7 +270,8 @@ async fn delta_updates_rendition_reports_and_the_end() {
     assert_eq!(init.header("cache-control"), "max-age=31536000, immutable");
 
     let mv = get(&app, "/hls/s/index.m3u8").await.text();
-    assert!(mv.contains("CODECS=\"avc1.42c00d,opus\""), "{mv}");
+    // AAC-LC from the publisher's Opus by default.
+    assert!(mv.contains("CODECS=\"avc1.42c00d,mp4a.40.2\""), "{mv}");
     assert!(mv.contains("RESOLUTION=320x240"), "{mv}");
     assert!(mv.contains("FRAME-RATE=30.000"), "{mv}");
     assert!(mv.contains("URI=\"r1/audio/index.m3u8\""), "{mv}");
@@ -311,4 +313,17 @@ async fn the_multivariant_playlist_waits_for_the_first_keyframe() {
     }
     let a = get(&app, "/hls/s/index.m3u8").await;
     assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[tokio::test(start_paused = true)]
+async fn opus_passthrough_is_labelled_opus() {
+    let (app, mut f) = setup_with(HlsConfig {
+        audio: AudioOut::Opus,
+        ..HlsConfig::default()
+    });
+    f.feed(3.0);
+    let mv = get(&app, "/hls/s/index.m3u8").await.text();
+    assert!(mv.contains("CODECS=\"avc1.42c00d,opus\""), "{mv}");
+    let init = get(&app, "/hls/s/r1/audio/init.mp4").await;
+    assert!(init.body.windows(4).any(|w| w == b"dOps"));
 }
