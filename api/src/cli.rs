@@ -78,6 +78,10 @@ pub struct ServeArgs {
     /// devices too) or `opus` (passed through; hls.js/MSE players only).
     #[arg(long, env = "RELAYCAST_HLS_AUDIO", default_value = "aac", value_parser = ["aac", "opus"])]
     pub hls_audio: String,
+    /// How long ended streams stay as VOD (`/vod/NAME`) under DATA_DIR/recordings
+    /// (90s, 30m, 12h, 7d); `off` records nothing.
+    #[arg(long, env = "RELAYCAST_VOD_RETENTION", default_value = "7d", value_parser = parse_retention)]
+    pub vod_retention: Retention,
     #[command(flatten)]
     pub data: DataDir,
     #[command(flatten)]
@@ -225,6 +229,19 @@ pub fn parse_ttl(s: &str) -> Result<Duration, String> {
         return Err("duration must be positive".into());
     }
     Ok(Duration::from_secs(secs))
+}
+
+/// `--vod-retention`: how long recordings stay; `None` is off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention(pub Option<Duration>);
+
+/// Parses a duration (as `--ttl`) or `off`.
+pub fn parse_retention(s: &str) -> Result<Retention, String> {
+    if s.trim().eq_ignore_ascii_case("off") {
+        Ok(Retention(None))
+    } else {
+        parse_ttl(s).map(|d| Retention(Some(d)))
+    }
 }
 
 /// ABR ladder rungs from `--hls-ladder`.

@@ -51,6 +51,9 @@ pub struct Config {
     pub turn: Option<turn_server::TurnConfig>,
     /// LL-HLS packaging of live streams (`/hls/…`).
     pub hls: transcoder::HlsConfig,
+    /// Keep ended streams as VOD under `{data_dir}/recordings` for this
+    /// long (`/vod/…`); `None`: no recording.
+    pub vod_retention: Option<Duration>,
 }
 
 impl Config {
@@ -67,6 +70,7 @@ impl Config {
             max_sessions: 1000,
             turn: None,
             hls: transcoder::HlsConfig::default(),
+            vod_retention: Some(Duration::from_secs(3600)),
         }
     }
 }
@@ -287,7 +291,16 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
     }
     let hls_metrics =
         transcoder::HlsMetrics::new(&registry).context("registering LL-HLS metrics")?;
-    let hls = transcoder::Hls::start(sfu.clone(), config.hls.clone(), hls_metrics);
+    let mut hls_config = config.hls.clone();
+    if let Some(retention) = config.vod_retention {
+        hls_config
+            .recordings
+            .get_or_insert_with(|| transcoder::RecordingConfig {
+                dir: config.data_dir.join("recordings"),
+                retention,
+            });
+    }
+    let hls = transcoder::Hls::start(sfu.clone(), hls_config, hls_metrics);
     let ice = IceServersState {
         tokens: tokens.clone(),
         stun: Arc::new(ice_servers),

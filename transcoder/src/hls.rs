@@ -12,6 +12,7 @@ use sfu::{Sfu, StreamEventKind};
 use tokio::sync::{broadcast, watch, Notify};
 
 use crate::ladder::{LadderHandle, Rung};
+use crate::record::{RecordEvent, Recorder, RecordingConfig};
 use crate::stream::{AudioOut, StreamPackager};
 use crate::track::TrackSample;
 
@@ -30,6 +31,8 @@ pub struct HlsConfig {
     pub ladder: Vec<Rung>,
     /// Source frames queued for the ladder thread before it drops.
     pub ladder_capacity: usize,
+    /// Keep ended streams' source video and audio as VOD (off: `None`).
+    pub recordings: Option<RecordingConfig>,
 }
 
 impl Default for HlsConfig {
@@ -41,6 +44,7 @@ impl Default for HlsConfig {
             audio: AudioOut::default(),
             ladder: crate::ladder::default_rungs(),
             ladder_capacity: 30,
+            recordings: None,
         }
     }
 }
@@ -188,6 +192,14 @@ impl Hls {
             }),
         };
         tokio::spawn(follow_events(hls.clone(), events));
+        if let Some(rec) = hls.inner.config.recordings.clone() {
+            tokio::spawn(async move {
+                loop {
+                    crate::record::sweep(&rec.dir, rec.retention, SystemTime::now()).await;
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                }
+            });
+        }
         for s in live {
             hls.start_stream(&s);
         }
@@ -220,6 +232,11 @@ impl Hls {
 
     pub fn config(&self) -> &HlsConfig {
         &self.inner.config
+    }
+
+    /// Where recordings live, when recording is on.
+    pub fn recordings_dir(&self) -> Option<std::path::PathBuf> {
+        self.inner.config.recordings.as_ref().map(|r| r.dir.clone())
     }
 
     /// The packager of `stream`, if one runs or recently ended.
@@ -310,6 +327,11 @@ async fn run_stream(
     let mut last_keyframe_ask: Option<Instant> = None;
     let mut ladder: Option<LadderHandle> = None;
     let mut ladder_dropped = 0;
+    let recorder = hls.inner.config.recordings.as_ref().and_then(|r| {
+        crate::record::safe_component(&stream)
+            .then(|| Recorder::start(r.dir.join(&stream).join(&entry.session)))
+    });
+    let mut recording_started = [false; 2];
     loop {
         let frame = tokio::select! {
             f = tap.recv() => f,
@@ -332,6 +354,9 @@ async fn run_stream(
             } else {
                 Vec::new()
             };
+            if let Some(rec) = &recorder {
+                record(&mut st, rec, &mut recording_started);
+            }
             (handled, before != after, inputs, sizes, st.frame_rate())
         };
         if !sizes.is_empty() {
@@ -384,7 +409,18 @@ async fn run_stream(
     }
     drop(tap);
     drop(ladder);
-    entry.state.lock().end();
+    {
+        let mut st = entry.state.lock();
+        st.end();
+        if let Some(rec) = &recorder {
+            record(&mut st, rec, &mut recording_started);
+            if st.video().is_some() {
+                rec.send(RecordEvent::End {
+                    multivariant: crate::http::multivariant_text("", &st, false),
+                });
+            }
+        }
+    }
     entry.notify();
     tracing::info!(%stream, "LL-HLS stream ended");
     let linger = hls.inner.config.ended_linger;
@@ -392,5 +428,32 @@ async fn run_stream(
     let mut streams = hls.inner.streams.lock();
     if streams.get(&stream).is_some_and(|e| Arc::ptr_eq(e, &entry)) {
         streams.remove(&stream);
+    }
+}
+
+/// Hands new init segments and finished segments of the source video and
+/// the audio to the recorder.
+fn record(st: &mut StreamPackager, rec: &Recorder, started: &mut [bool; 2]) {
+    for (i, name) in ["video", "audio"].into_iter().enumerate() {
+        let track = if i == 0 {
+            st.video_mut()
+        } else {
+            st.audio_mut()
+        };
+        let Some(track) = track else { continue };
+        if !started[i] {
+            started[i] = true;
+            track.set_recording(true);
+            rec.send(RecordEvent::Init {
+                rendition: name,
+                bytes: track.init(),
+            });
+        }
+        for segment in track.take_finished() {
+            rec.send(RecordEvent::Segment {
+                rendition: name,
+                segment,
+            });
+        }
     }
 }

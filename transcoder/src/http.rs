@@ -20,6 +20,7 @@ use axum::Router;
 use bytes::Bytes;
 
 use crate::hls::{Hls, StreamEntry};
+use crate::record::safe_component;
 use crate::stream::StreamPackager;
 use crate::track::{PartLookup, Readiness, Track};
 
@@ -95,6 +96,9 @@ pub fn router(hls: Hls) -> Router {
     Router::new()
         .route("/hls/{stream}/index.m3u8", get(multivariant))
         .route("/hls/{stream}/{run}/{rendition}/{file}", get(media))
+        .route("/vod/{stream}", get(vod_list))
+        .route("/vod/{stream}/{run}/index.m3u8", get(vod_multivariant))
+        .route("/vod/{stream}/{run}/{rendition}/{file}", get(vod_file))
         .with_state(hls)
         .layer(axum::middleware::map_response(cors))
 }
@@ -160,7 +164,8 @@ async fn multivariant(State(hls): State<Hls>, Path(stream): Path<String>) -> Res
             if st.video().is_some_and(Track::has_media)
                 && (rungs_ready || tokio::time::Instant::now() >= grace)
             {
-                return ok(PLAYLIST, SHORT, multivariant_text(&entry, &st));
+                let prefix = format!("{}/", entry.session);
+                return ok(PLAYLIST, SHORT, multivariant_text(&prefix, &st, true));
             }
             if st.is_ended() {
                 return error(StatusCode::NOT_FOUND, "stream ended without video");
@@ -175,8 +180,9 @@ async fn multivariant(State(hls): State<Hls>, Path(stream): Path<String>) -> Res
     }
 }
 
-fn multivariant_text(entry: &StreamEntry, st: &StreamPackager) -> String {
-    let run = &entry.session;
+/// The multivariant playlist; rendition URIs are `{prefix}{name}/index.m3u8`.
+pub(crate) fn multivariant_text(prefix: &str, st: &StreamPackager, with_rungs: bool) -> String {
+    let run = prefix;
     let mut out = String::from("#EXTM3U\n#EXT-X-VERSION:9\n");
     let mut codecs = st
         .params()
@@ -190,7 +196,7 @@ fn multivariant_text(entry: &StreamEntry, st: &StreamPackager) -> String {
         codecs.push_str(ac);
         let _ = writeln!(
             out,
-            "#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"audio\",NAME=\"audio\",DEFAULT=YES,AUTOSELECT=YES,CHANNELS=\"2\",URI=\"{run}/audio/index.m3u8\""
+            "#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"audio\",NAME=\"audio\",DEFAULT=YES,AUTOSELECT=YES,CHANNELS=\"2\",URI=\"{run}audio/index.m3u8\""
         );
     }
     let audio_bw = st.audio().map_or(0, peak_bandwidth);
@@ -210,7 +216,7 @@ fn multivariant_text(entry: &StreamEntry, st: &StreamPackager) -> String {
         if audio {
             out.push_str(",AUDIO=\"audio\"");
         }
-        let _ = writeln!(out, "\n{run}/{uri}/index.m3u8");
+        let _ = writeln!(out, "\n{run}{uri}/index.m3u8");
     };
     variant(
         &mut out,
@@ -219,7 +225,7 @@ fn multivariant_text(entry: &StreamEntry, st: &StreamPackager) -> String {
         st.params().map(|p| (p.width, p.height)),
         "video",
     );
-    for r in st.rungs() {
+    for r in st.rungs().iter().filter(|_| with_rungs) {
         let (Some(track), Some(params)) = (&r.track, &r.params) else {
             continue;
         };
@@ -454,5 +460,104 @@ fn part_response(
                 Body::from_stream(head.chain(rest)),
             )
         }
+    }
+}
+
+/// `GET /vod/{stream}`: the finished recordings of a stream.
+async fn vod_list(State(hls): State<Hls>, Path(stream): Path<String>) -> Response {
+    let Some(base) = hls.recordings_dir() else {
+        return error(StatusCode::NOT_FOUND, "recording is off");
+    };
+    if !safe_component(&stream) {
+        return not_found();
+    }
+    let mut runs = Vec::new();
+    if let Ok(mut dir) = tokio::fs::read_dir(base.join(&stream)).await {
+        while let Ok(Some(e)) = dir.next_entry().await {
+            let run = e.file_name().to_string_lossy().into_owned();
+            if safe_component(&run)
+                && tokio::fs::metadata(e.path().join("index.m3u8"))
+                    .await
+                    .is_ok()
+            {
+                runs.push(run);
+            }
+        }
+    }
+    runs.sort();
+    let list: Vec<serde_json::Value> = runs
+        .iter()
+        .map(|r| serde_json::json!({ "run": r, "url": format!("/vod/{stream}/{r}/index.m3u8") }))
+        .collect();
+    (
+        [(header::CACHE_CONTROL, SHORT)],
+        axum::Json(serde_json::json!({ "recordings": list })),
+    )
+        .into_response()
+}
+
+async fn vod_multivariant(
+    State(hls): State<Hls>,
+    Path((stream, run)): Path<(String, String)>,
+) -> Response {
+    vod_read(&hls, &[&stream, &run], "index.m3u8", PLAYLIST, VOD_PLAYLIST).await
+}
+
+async fn vod_file(
+    State(hls): State<Hls>,
+    Path((stream, run, rendition, file)): Path<(String, String, String, String)>,
+) -> Response {
+    let content = match rendition.as_str() {
+        "video" => "video/mp4",
+        "audio" => "audio/mp4",
+        _ => return not_found(),
+    };
+    let (content, cache) = if file == "index.m3u8" {
+        (PLAYLIST, VOD_PLAYLIST)
+    } else if file == "init.mp4"
+        || file
+            .strip_prefix("seg")
+            .and_then(|s| s.strip_suffix(".m4s"))
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    {
+        (content, IMMUTABLE)
+    } else {
+        return not_found();
+    };
+    vod_read(&hls, &[&stream, &run, &rendition], &file, content, cache).await
+}
+
+/// A finished recording's playlists do not change, but a CDN should not
+/// keep them past a retention sweep for long.
+const VOD_PLAYLIST: &str = "max-age=60";
+
+async fn vod_read(
+    hls: &Hls,
+    dirs: &[&str],
+    file: &str,
+    content_type: &'static str,
+    cache: &'static str,
+) -> Response {
+    let Some(base) = hls.recordings_dir() else {
+        return error(StatusCode::NOT_FOUND, "recording is off");
+    };
+    let [stream, run, rest @ ..] = dirs else {
+        return not_found();
+    };
+    if !dirs.iter().all(|d| safe_component(d)) {
+        return not_found();
+    }
+    let run_dir = base.join(stream).join(run);
+    // A run is served once it is complete (its multivariant exists).
+    if tokio::fs::metadata(run_dir.join("index.m3u8"))
+        .await
+        .is_err()
+    {
+        return not_found();
+    }
+    let path = rest.iter().fold(run_dir, |p, d| p.join(d));
+    match tokio::fs::read(path.join(file)).await {
+        Ok(bytes) => ok(content_type, cache, bytes),
+        Err(_) => not_found(),
     }
 }

@@ -20,8 +20,9 @@
 //!   keyframes so segments line up.
 //! - [`hls::Hls`]: the tokio driver: a packager per live stream, started on
 //!   `Live` and ended (`EXT-X-ENDLIST`) on `Ended`.
+//! - [`record`]: ended streams kept on disk as VOD, `/vod/{stream}/…`.
 //! - [`http::router`]: `GET /hls/{stream}/index.m3u8` and the renditions
-//!   under `/hls/{stream}/{run}/{video|audio}/`.
+//!   under `/hls/{stream}/{run}/{video|audio|720p…}/`; the recordings.
 //!
 //! Time model: the cores never read a clock. Media time comes from the
 //! publisher's RTP timestamps; `EXT-X-PROGRAM-DATE-TIME` from each frame's
@@ -33,11 +34,13 @@ pub mod h264_params;
 pub mod hls;
 pub mod http;
 pub mod ladder;
+pub mod record;
 pub mod stream;
 pub mod track;
 
 pub use hls::{Hls, HlsConfig, HlsMetrics};
 pub use http::router;
 pub use ladder::Rung;
+pub use record::RecordingConfig;
 pub use stream::AudioOut;
 pub use track::Timing;

@@ -251,6 +251,10 @@ impl StreamPackager {
         self.video.as_mut()
     }
 
+    pub fn audio_mut(&mut self) -> Option<&mut Track> {
+        self.audio.as_mut()
+    }
+
     pub fn audio(&self) -> Option<&Track> {
         self.audio.as_ref()
     }

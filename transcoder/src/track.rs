@@ -164,6 +164,8 @@ pub struct Track {
     next_msn: u64,
     ended: bool,
     finished: Vec<FinishedSegment>,
+    /// Whether finished segments are handed out (recording).
+    recording: bool,
     /// A keyframe is wanted to close the current segment on time.
     want_keyframe: bool,
 }
@@ -190,6 +192,7 @@ impl Track {
             next_msn: 0,
             ended: false,
             finished: Vec::new(),
+            recording: false,
             want_keyframe: false,
         }
     }
@@ -231,6 +234,11 @@ impl Track {
     /// by reading it).
     pub fn take_keyframe_wish(&mut self) -> bool {
         std::mem::take(&mut self.want_keyframe)
+    }
+
+    /// Hands out finished segments through [`Track::take_finished`].
+    pub fn set_recording(&mut self, on: bool) {
+        self.recording = on;
     }
 
     /// Segments finished since the last call (for recording).
@@ -405,12 +413,14 @@ impl Track {
             parts,
             bytes,
         };
-        self.finished.push(FinishedSegment {
-            msn: seg.msn,
-            duration: Duration::from_secs_f64(self.secs(seg.duration)),
-            pdt: seg.pdt,
-            bytes: seg.bytes.clone(),
-        });
+        if self.recording {
+            self.finished.push(FinishedSegment {
+                msn: seg.msn,
+                duration: Duration::from_secs_f64(self.secs(seg.duration)),
+                pdt: seg.pdt,
+                bytes: seg.bytes.clone(),
+            });
+        }
         self.segments.push_back(seg);
         let window = self.ticks(self.timing.window);
         while self.segments.len() > 1 {
