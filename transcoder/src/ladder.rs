@@ -126,6 +126,20 @@ pub fn spawn(
     })
 }
 
+/// The encoder of one rung: constrained baseline, CBR at the rung's
+/// bitrate, no periodic IDR (IDRs are forced at source keyframes).
+pub fn rung_encoder(rung: &Rung, frame_rate: f32) -> Result<Encoder, openh264::Error> {
+    let config = EncoderConfig::new()
+        .profile(Profile::Baseline)
+        .usage_type(UsageType::CameraVideoRealTime)
+        .max_frame_rate(FrameRate::from_hz(frame_rate.max(1.0)))
+        .bitrate(BitRate::from_bps(rung.bitrate))
+        .skip_frames(false)
+        .intra_frame_period(IntraFramePeriod::from_num_frames(100_000))
+        .num_threads(1);
+    Encoder::with_api_config(OpenH264API::from_source(), config)
+}
+
 struct RungEncoder {
     encoder: Encoder,
     width: usize,
@@ -149,16 +163,7 @@ fn run(
     };
     let mut encoders = Vec::with_capacity(sizes.len());
     for (rung, w, h) in &sizes {
-        let config = EncoderConfig::new()
-            .profile(Profile::Baseline)
-            .usage_type(UsageType::CameraVideoRealTime)
-            .max_frame_rate(FrameRate::from_hz(frame_rate.max(1.0)))
-            .bitrate(BitRate::from_bps(rung.bitrate))
-            .skip_frames(false)
-            // IDRs only where the source has keyframes.
-            .intra_frame_period(IntraFramePeriod::from_num_frames(100_000))
-            .num_threads(1);
-        match Encoder::with_api_config(OpenH264API::from_source(), config) {
+        match rung_encoder(rung, frame_rate) {
             Ok(encoder) => encoders.push(RungEncoder {
                 encoder,
                 width: *w as usize,
