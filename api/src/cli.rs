@@ -89,6 +89,26 @@ pub struct ServeArgs {
     /// without it POST /api/payments/webhook answers 503.
     #[arg(long, env = "RELAYCAST_PAYMENT_WEBHOOK_SECRET", hide_env_values = true)]
     pub payment_webhook_secret: Option<String>,
+    /// LL-HLS segment target: segments are cut at the first keyframe after it
+    /// (EXT-X-TARGETDURATION is 1.5 × this, rounded up).
+    #[arg(long, env = "RELAYCAST_HLS_SEGMENT", default_value = "2s", value_parser = parse_duration)]
+    pub hls_segment: std::time::Duration,
+    /// LL-HLS part target (PART-TARGET).
+    #[arg(long, env = "RELAYCAST_HLS_PART", default_value = "334ms", value_parser = parse_duration)]
+    pub hls_part: std::time::Duration,
+    /// LL-HLS ABR ladder below the source, HEIGHT:KBPS,… (rungs at or above
+    /// the source height are left out); "none" for the source only.
+    #[arg(long, env = "RELAYCAST_HLS_LADDER", default_value = "720:2500,480:1200,360:700",
+          value_parser = parse_ladder)]
+    pub hls_ladder: Ladder,
+    /// LL-HLS audio: `aac` (AAC-LC transcoded from Opus; plays on Apple
+    /// devices too) or `opus` (passed through; hls.js/MSE players only).
+    #[arg(long, env = "RELAYCAST_HLS_AUDIO", default_value = "aac", value_parser = ["aac", "opus"])]
+    pub hls_audio: String,
+    /// How long ended streams stay as VOD (`/vod/NAME`) under DATA_DIR/recordings
+    /// (90s, 30m, 12h, 7d); `off` records nothing.
+    #[arg(long, env = "RELAYCAST_VOD_RETENTION", default_value = "7d", value_parser = parse_retention)]
+    pub vod_retention: Retention,
     #[command(flatten)]
     pub data: DataDir,
     #[command(flatten)]
@@ -240,6 +260,66 @@ pub fn parse_ttl(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(secs))
 }
 
+/// `--vod-retention`: how long recordings stay; `None` is off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention(pub Option<Duration>);
+
+/// Parses a duration (as `--ttl`) or `off`.
+pub fn parse_retention(s: &str) -> Result<Retention, String> {
+    if s.trim().eq_ignore_ascii_case("off") {
+        Ok(Retention(None))
+    } else {
+        parse_ttl(s).map(|d| Retention(Some(d)))
+    }
+}
+
+/// ABR ladder rungs from `--hls-ladder`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ladder(pub Vec<transcoder::Rung>);
+
+/// Parses `720:2500,480:1200` (height in lines, bitrate in kbit/s) or `none`.
+pub fn parse_ladder(s: &str) -> Result<Ladder, String> {
+    let s = s.trim();
+    if s.eq_ignore_ascii_case("none") || s.is_empty() {
+        return Ok(Ladder(Vec::new()));
+    }
+    s.split(',')
+        .map(|r| {
+            let (h, k) = r
+                .trim()
+                .split_once(':')
+                .ok_or_else(|| format!("ladder rung {r:?} is not HEIGHT:KBPS"))?;
+            let h: u32 = h.parse().map_err(|_| format!("bad height in {r:?}"))?;
+            let k: u32 = k.parse().map_err(|_| format!("bad kbit/s in {r:?}"))?;
+            if !(90..=2160).contains(&h) || !(50..=50_000).contains(&k) {
+                return Err(format!(
+                    "ladder rung {r:?} out of range (90..2160 lines, 50..50000 kbit/s)"
+                ));
+            }
+            Ok(transcoder::Rung::new(&format!("{h}p"), h, k * 1000))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Ladder)
+}
+
+/// Parses `2s`, `1500ms`, `0.5s` for the LL-HLS timings (100 ms to 10 s).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, scale) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1.0)
+    } else {
+        (s, 1.0)
+    };
+    let v: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
+    let secs = v * scale;
+    if !(0.1..=10.0).contains(&secs) {
+        return Err(format!("{s:?} is outside 100ms..10s"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,6 +350,32 @@ mod tests {
             Cli::try_parse_from(["relaycast", "turn", "--turn-tls", "0.0.0.0:5349"]).is_err(),
             "--turn-tls needs --turn-cert and --turn-key"
         );
+    }
+
+    #[test]
+    fn hls_ladder() {
+        let l = parse_ladder("720:2500, 360:700").expect("valid");
+        assert_eq!(
+            l.0,
+            vec![
+                transcoder::Rung::new("720p", 720, 2_500_000),
+                transcoder::Rung::new("360p", 360, 700_000)
+            ]
+        );
+        assert!(parse_ladder("none").expect("valid").0.is_empty());
+        assert!(parse_ladder("720").is_err());
+        assert!(parse_ladder("20:100").is_err());
+        assert!(parse_ladder("720:x").is_err());
+    }
+
+    #[test]
+    fn hls_durations() {
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("334ms"), Ok(Duration::from_millis(334)));
+        assert_eq!(parse_duration("0.5"), Ok(Duration::from_millis(500)));
+        assert!(parse_duration("20ms").is_err());
+        assert!(parse_duration("11s").is_err());
+        assert!(parse_duration("x").is_err());
     }
 
     #[test]

@@ -1,11 +1,11 @@
 //! # api — the composition root of relaycast
 //!
 //! Builds every part from one [`Config`] and serves them on one HTTP
-//! listener: WHIP/WHEP (`whip-whep`), the control-plane REST API under
-//! `/api` ([`rest`]: accounts, streams, keys, entitlements, payments,
-//! OpenAPI), `/healthz`, `/readyz`, `/metrics` (Prometheus text),
-//! `/api/ice-servers`. The [`stream_recorder`] turns stream events into
-//! `stream_sessions` rows. Media runs on the `sfu` workers'
+//! listener: WHIP/WHEP (`whip-whep`), LL-HLS (`transcoder`, `/hls/…`), the
+//! control-plane REST API under `/api` ([`rest`]: accounts, streams, keys,
+//! entitlements, payments, OpenAPI), `/healthz`, `/readyz`, `/metrics`
+//! (Prometheus text), `/api/ice-servers`. The [`stream_recorder`] turns
+//! stream events into `stream_sessions` rows. Media runs on the `sfu` workers'
 //! UDP sockets; TURN (`turn-server`), when configured, on its own sockets.
 //! [`start`] takes an already-bound listener so tests run servers on
 //! port 0 in-process.
@@ -72,6 +72,11 @@ pub struct Config {
     pub geoip_db: Option<PathBuf>,
     /// REST API settings (token lifetimes, login limits, payment webhook).
     pub rest: rest::RestConfig,
+    /// LL-HLS packaging of live streams (`/hls/…`).
+    pub hls: transcoder::HlsConfig,
+    /// Keep ended streams as VOD under `{data_dir}/recordings` for this
+    /// long (`/vod/…`); `None`: no recording.
+    pub vod_retention: Option<Duration>,
 }
 
 impl Config {
@@ -93,6 +98,8 @@ impl Config {
             chat: signaling::ChatLimits::default(),
             geoip_db: None,
             rest: rest::RestConfig::default(),
+            hls: transcoder::HlsConfig::default(),
+            vod_retention: Some(Duration::from_secs(3600)),
         }
     }
 }
@@ -443,6 +450,18 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
         store: store.clone(),
         clock,
     };
+    let hls_metrics =
+        transcoder::HlsMetrics::new(&registry).context("registering LL-HLS metrics")?;
+    let mut hls_config = config.hls.clone();
+    if let Some(retention) = config.vod_retention {
+        hls_config
+            .recordings
+            .get_or_insert_with(|| transcoder::RecordingConfig {
+                dir: config.data_dir.join("recordings"),
+                retention,
+            });
+    }
+    let hls = transcoder::Hls::start(sfu.clone(), hls_config, hls_metrics);
     let ice = IceServersState {
         store: store.clone(),
         tokens: tokens.clone(),
@@ -477,6 +496,7 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
         .merge(realtime::router(rt))
         .merge(webhooks::router(hook_routes))
         .merge(rest::router(rest_state))
+        .merge(transcoder::router(hls))
         .fallback(|| async {
             (
                 StatusCode::NOT_FOUND,

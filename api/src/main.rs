@@ -24,6 +24,7 @@ fn main() -> anyhow::Result<()> {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(a) => {
+            let a = *a;
             let workers = a
                 .workers
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -47,6 +48,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     payment_webhook_secret: a.payment_webhook_secret,
                     ..Default::default()
                 },
+                hls: transcoder::HlsConfig {
+                    timing: transcoder::Timing {
+                        segment_target: a.hls_segment,
+                        part_target: a.hls_part,
+                        ..transcoder::Timing::default()
+                    },
+                    ladder: a.hls_ladder.0,
+                    audio: if a.hls_audio == "opus" {
+                        transcoder::AudioOut::Opus
+                    } else {
+                        transcoder::AudioOut::default()
+                    },
+                    ..transcoder::HlsConfig::default()
+                },
+                vod_retention: a.vod_retention.0,
             };
             let listener = tokio::net::TcpListener::bind(config.http_addr)
                 .await
@@ -64,6 +80,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 addr.port()
             );
             eprintln!("  play:    WHEP http://{host}:{}/whep/NAME", addr.port());
+            eprintln!(
+                "  LL-HLS:  http://{host}:{}/hls/NAME/index.m3u8",
+                addr.port()
+            );
             server.run_until_signal().await;
             Ok(())
         }

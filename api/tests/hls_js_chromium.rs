@@ -1,0 +1,154 @@
+//! hls.js in headless Chromium, `lowLatencyMode`, plays the LL-HLS of a
+//! stream published over WHIP (webrtc-rs publisher: openh264 test pattern
+//! and Opus): video time advances and an audio track is buffered. The
+//! latency hls.js reports (`hls.latency`) is printed.
+//!
+//! The browser side is `tests/browser/hls_play.mjs`. Needs
+//! `/usr/bin/chromium`, `node` and `tests/browser/node_modules` (`npm ci`);
+//! without them the test is skipped with a loud message, except under CI
+//! (env `CI` set), where it fails.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, ensure, Context, Result};
+use support::*;
+use tokio::process::Command;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+fn browser_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("tests")
+        .join("browser")
+}
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| {
+        let v = v.trim().to_ascii_lowercase();
+        !v.is_empty() && v != "0" && v != "false"
+    })
+}
+
+fn prerequisites_missing() -> Vec<String> {
+    let mut missing = Vec::new();
+    if !Path::new(CHROMIUM).exists() {
+        missing.push(format!("{CHROMIUM} (apt-get install chromium)"));
+    }
+    let modules = browser_dir().join("node_modules");
+    for m in ["playwright-core", "hls.js"] {
+        if !modules.join(m).is_dir() {
+            missing.push(format!("{m} (run `npm ci` in tests/browser)"));
+        }
+    }
+    let node = std::process::Command::new("node")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !node {
+        missing.push("node (Node.js >= 20 on PATH)".into());
+    }
+    missing
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hls_js_plays_the_ll_hls_of_a_whip_stream_with_audio() -> Result<()> {
+    init_logging();
+    let missing = prerequisites_missing();
+    if !missing.is_empty() {
+        if in_ci() {
+            bail!(
+                "hls.js test prerequisites missing under CI: {}",
+                missing.join(", ")
+            );
+        }
+        eprintln!("\n************************************************************");
+        eprintln!(
+            "SKIPPED: hls.js LL-HLS test; missing {}",
+            missing.join(", ")
+        );
+        eprintln!("************************************************************\n");
+        return Ok(());
+    }
+    let _serial = serial().await;
+    with_timeout(Duration::from_secs(150), async {
+        let frames = tokio::task::spawn_blocking(|| {
+            encode_h264_test_pattern_with_gop(TestPattern::BRIGHT_TOP, 320, 240, 120, 30, 30)
+        })
+        .await
+        .context("encoder task")??;
+        let server = TestServer::start().await?;
+        let base = server.base_url().to_owned();
+        let key = server.create_stream("hlsjs", false).await?;
+        let publisher = whip_publish(&base, "hlsjs", &key, &PublishOptions::h264_and_opus()).await?;
+        publisher.peer().wait_connected(CONNECT_TIMEOUT).await?;
+        let video = spawn_sample_sender(
+            publisher.media.video_track()?,
+            Arc::new(frames),
+            FRAME_DURATION_30FPS,
+            true,
+        );
+        let audio = spawn_opus_sender(publisher.media.audio_track()?);
+
+        let script = browser_dir().join("hls_play.mjs");
+        let child = Command::new("node")
+            .arg(&script)
+            .arg(&base)
+            .arg("hlsjs")
+            .arg("8")
+            .current_dir(browser_dir())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("spawning node")?;
+        let out = tokio::time::timeout(Duration::from_secs(90), child.wait_with_output())
+            .await
+            .context("hls_play.mjs did not finish in 90 s")?
+            .context("running hls_play.mjs")?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        eprintln!("---- hls_play.mjs stderr ----\n{}", stderr.trim_end());
+        let result = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("RESULT "))
+            .with_context(|| format!("no RESULT line from hls_play.mjs: {stdout}"))?;
+        let v: serde_json::Value = serde_json::from_str(result)?;
+        eprintln!(
+            "hls.js: advanced {:.2} s, startup {} ms, latency median {} s (target {}), audio tracks {}, buffers {}, errors {}",
+            v["advanced"].as_f64().unwrap_or(0.0),
+            v["startupMs"],
+            v["latencyMedian"],
+            v["targetLatency"],
+            v["audioTracks"],
+            v["buffers"],
+            v["errors"],
+        );
+        ensure!(
+            v["advanced"].as_f64().unwrap_or(0.0) > 4.0,
+            "video time did not advance: {result}"
+        );
+        ensure!(v["audioTracks"].as_u64().unwrap_or(0) >= 1, "no audio track: {result}");
+        ensure!(
+            v["buffers"]
+                .as_array()
+                .is_some_and(|b| b.iter().any(|x| x.as_str().is_some_and(|s| s.starts_with("audio")))),
+            "no audio buffer: {result}"
+        );
+        ensure!(out.status.success(), "hls_play.mjs failed: {result}");
+        video.stop().await?;
+        audio.stop().await?;
+        publisher.close().await?;
+        server.shutdown().await;
+        Ok(())
+    })
+    .await
+}
