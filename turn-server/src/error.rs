@@ -25,6 +25,9 @@ pub enum TurnError {
     /// The certificate file held no certificate.
     #[error("no certificate in {path}")]
     NoCertificate { path: PathBuf },
+    /// `--turn-host` is not a DNS name.
+    #[error("invalid TURN host: {reason}")]
+    Host { reason: String },
     /// rustls refused the certificate or key.
     #[error("TLS configuration: {0}")]
     Tls(#[from] rustls::Error),

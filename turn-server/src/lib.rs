@@ -40,10 +40,10 @@ mod engine_tests;
 
 pub use auth::{long_term_key, rest_credentials, rest_password, Authenticator, Credentials};
 pub use engine::{
-    AllocationId, ClientOutcome, Engine, EngineConfig, FiveTuple, Now, RelayProvider, Transport,
-    CHANNEL_LIFETIME, PERMISSION_LIFETIME,
+    AllocationId, ClientOutcome, Engine, EngineConfig, Family, FiveTuple, Now, RelayProvider,
+    Transport, CHANNEL_LIFETIME, PERMISSION_LIFETIME,
 };
 pub use error::TurnError;
 pub use metrics::Metrics;
 pub use peer_policy::PeerPolicy;
-pub use server::{parse_port_range, IceServer, TlsFiles, TurnConfig, TurnServer};
+pub use server::{parse_port_range, parse_turn_host, IceServer, TlsFiles, TurnConfig, TurnServer};

@@ -8,7 +8,7 @@
 //! task, not a receive buffer.
 
 use std::cell::RefCell;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,7 +22,8 @@ use tokio::task::{AbortHandle, JoinHandle};
 
 use crate::auth::{rest_credentials, Authenticator};
 use crate::engine::{
-    AllocationId, ClientOutcome, Engine, EngineConfig, FiveTuple, Now, RelayProvider, Transport,
+    AllocationId, ClientOutcome, Engine, EngineConfig, Family, FiveTuple, Now, RelayProvider,
+    Transport,
 };
 use crate::error::TurnError;
 use crate::message::stream_record_len;
@@ -51,6 +52,13 @@ pub struct TurnConfig {
     /// Address put in relayed addresses and `turn:` URLs; by default the
     /// listener's address.
     pub public_ip: Option<IpAddr>,
+    /// DNS name put in `turn:`/`turns:` URLs instead of the address
+    /// (`--turn-host`); a `turns:` URL must name its certificate's host.
+    pub host: Option<String>,
+    /// IPv6 address that IPv6 relays bind to and advertise
+    /// (`--turn-relay-ipv6`). Without one (and without an IPv6 listener),
+    /// allocations asking for IPv6 get 440 Address Family not Supported.
+    pub relay_ipv6: Option<Ipv6Addr>,
     /// Relay ports (`--turn-relay-ports 49152-65535`).
     pub relay_ports: RangeInclusive<u16>,
     /// Allow relaying to loopback peers (tests on one machine).
@@ -70,6 +78,8 @@ impl TurnConfig {
             secret: secret.into(),
             realm: "relaycast".into(),
             public_ip: None,
+            host: None,
+            relay_ipv6: None,
             relay_ports: 49152..=65535,
             allow_loopback_peers: false,
             user_quota: 100,
@@ -89,6 +99,26 @@ pub fn parse_port_range(s: &str) -> Result<RangeInclusive<u16>, String> {
         return Err(format!("empty or invalid port range {s:?}"));
     }
     Ok(lo..=hi)
+}
+
+/// Checks a `--turn-host` value: a DNS name (letters, digits, `-`, dots
+/// between labels of 1 to 63 characters, 253 at most), since it goes into
+/// URLs and `Link` headers verbatim.
+pub fn parse_turn_host(s: &str) -> Result<String, String> {
+    let name = s.strip_suffix('.').unwrap_or(s);
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    if name.is_empty() || name.len() > 253 || !name.split('.').all(label_ok) {
+        return Err(format!(
+            "{s:?} is not a DNS name (letters, digits, '-' and dots; e.g. turn.example.com)"
+        ));
+    }
+    Ok(name.to_ascii_lowercase())
 }
 
 /// One ICE server entry (the RTCIceServer shape).
@@ -125,8 +155,16 @@ impl Drop for RelayInner {
 struct Shared {
     engine: Mutex<Engine<Relay>>,
     ports: Mutex<PortCursor>,
-    relay_bind_ip: IpAddr,
-    relay_public_ip: IpAddr,
+    /// Relay addresses by family (IPv4, IPv6), where the server has one.
+    relay_ips: [Option<RelayIp>; 2],
+}
+
+/// Where relay sockets of one family bind, and the address they advertise
+/// (a NAT's public address may not be bindable here).
+#[derive(Debug, Clone, Copy)]
+struct RelayIp {
+    bind: IpAddr,
+    public: IpAddr,
 }
 
 /// Ports tried per Allocate before answering 508.
@@ -166,8 +204,18 @@ enum SinkRef<'a> {
 }
 
 impl RelayProvider<Relay> for Binder<'_> {
-    fn bind(&mut self, _tuple: &FiveTuple, id: AllocationId) -> Option<(Relay, SocketAddr)> {
-        let std_socket = self.shared.ports.lock().bind(self.shared.relay_bind_ip)?;
+    fn supports(&self, family: Family) -> bool {
+        self.shared.relay_ips[family.index()].is_some()
+    }
+
+    fn bind(
+        &mut self,
+        _tuple: &FiveTuple,
+        id: AllocationId,
+        family: Family,
+    ) -> Option<(Relay, SocketAddr)> {
+        let ip = self.shared.relay_ips[family.index()]?;
+        let std_socket = self.shared.ports.lock().bind(ip.bind)?;
         let port = std_socket.local_addr().ok()?.port();
         std_socket.set_nonblocking(true).ok()?;
         let socket = Arc::new(UdpSocket::from_std(std_socket).ok()?);
@@ -185,7 +233,7 @@ impl RelayProvider<Relay> for Binder<'_> {
             socket,
             task: task.abort_handle(),
         }));
-        Some((relay, SocketAddr::new(self.shared.relay_public_ip, port)))
+        Some((relay, SocketAddr::new(ip.public, port)))
     }
 }
 
@@ -207,20 +255,26 @@ async fn relay_loop(
         if socket.readable().await.is_err() {
             return;
         }
+        // One clock read per wake-up: the datagrams of one batch arrive
+        // within microseconds of each other.
+        let now = Instant::now();
         let mut closed = false;
+        let mut drained = false;
         RELAY_BUFS.with(|bufs| {
             let mut bufs = bufs.borrow_mut();
             let (buf, out) = &mut *bufs;
             for _ in 0..RELAY_BATCH {
                 let (n, peer) = match socket.try_recv_from(buf) {
                     Ok(v) => v,
-                    Err(_) => return,
+                    Err(_) => {
+                        drained = true;
+                        return;
+                    }
                 };
-                let send =
-                    shared
-                        .engine
-                        .lock()
-                        .handle_peer(Instant::now(), id, peer, &buf[..n], out);
+                let send = shared
+                    .engine
+                    .lock()
+                    .handle_peer(now, id, peer, &buf[..n], out);
                 if !send {
                     continue;
                 }
@@ -243,7 +297,11 @@ async fn relay_loop(
         if closed {
             return;
         }
-        tokio::task::yield_now().await;
+        // Only a socket that still had datagrams after a full batch gives
+        // the other tasks a turn; a drained one just waits again.
+        if !drained {
+            tokio::task::yield_now().await;
+        }
     }
 }
 
@@ -269,6 +327,7 @@ pub struct TurnServer {
     tls_addr: Option<SocketAddr>,
     secret: String,
     public_ip: IpAddr,
+    host: Option<String>,
 }
 
 impl TurnServer {
@@ -283,10 +342,28 @@ impl TurnServer {
             .or(cfg.tls.as_ref().map(|(a, _)| *a))
             .map(|a| a.ip())
             .ok_or(TurnError::NoListener)?;
+        if let Some(h) = &cfg.host {
+            parse_turn_host(h).map_err(|reason| TurnError::Host { reason })?;
+        }
         let public_ip = cfg.public_ip.unwrap_or(first_ip);
-        // Relay sockets bind where the listeners are; the public address
-        // may be a NAT's and not bindable here.
-        let relay_bind_ip = first_ip;
+        // Relay sockets bind where the listeners are and advertise the
+        // public address (which may be a NAT's); IPv6 relays also where
+        // --turn-relay-ipv6 says.
+        let mut relay_ips = [None, None];
+        relay_ips[Family::of(first_ip).index()] = Some(RelayIp {
+            bind: first_ip,
+            public: if Family::of(public_ip) == Family::of(first_ip) {
+                public_ip
+            } else {
+                first_ip
+            },
+        });
+        if let Some(v6) = cfg.relay_ipv6 {
+            relay_ips[Family::V6.index()] = Some(RelayIp {
+                bind: v6.into(),
+                public: v6.into(),
+            });
+        }
         let mut ecfg = EngineConfig::new(
             &cfg.realm,
             Authenticator::rest(cfg.secret.as_bytes()),
@@ -304,8 +381,7 @@ impl TurnServer {
                 next: *cfg.relay_ports.start(),
                 range: cfg.relay_ports.clone(),
             }),
-            relay_bind_ip,
-            relay_public_ip: public_ip,
+            relay_ips,
         });
         let mut tasks = Vec::new();
         let mut udp_addr = None;
@@ -369,6 +445,7 @@ impl TurnServer {
             tls_addr,
             secret: cfg.secret,
             public_ip,
+            host: cfg.host.as_deref().and_then(|h| parse_turn_host(h).ok()),
         })
     }
 
@@ -393,9 +470,10 @@ impl TurnServer {
     /// `turns:` URLs of every listener.
     pub fn ice_server(&self, user: &str, ttl: Duration) -> IceServer {
         let c = rest_credentials(self.secret.as_bytes(), user, unix_secs(), ttl.as_secs());
-        let host = match self.public_ip {
-            IpAddr::V6(v6) => format!("[{v6}]"),
-            v4 => v4.to_string(),
+        let host = match (&self.host, self.public_ip) {
+            (Some(name), _) => name.clone(),
+            (None, IpAddr::V6(v6)) => format!("[{v6}]"),
+            (None, v4) => v4.to_string(),
         };
         let mut urls = Vec::new();
         if let Some(a) = self.udp_addr {
@@ -441,42 +519,60 @@ fn bind_udp(addr: SocketAddr) -> Result<UdpSocket, TurnError> {
     UdpSocket::from_std(s.into()).map_err(err)
 }
 
+/// Datagrams the listener reads per readiness wake-up before yielding.
+const LISTENER_BATCH: usize = 64;
+
 async fn udp_loop(shared: Arc<Shared>, socket: Arc<UdpSocket>, local: SocketAddr) {
     let mut buf = vec![0u8; 65536];
     loop {
-        let (n, from) = match socket.recv_from(&mut buf).await {
-            Ok(v) => v,
-            // ICMP errors surface here on some systems; they concern one
-            // peer, not the listener.
-            Err(_) => continue,
-        };
-        let tuple = FiveTuple {
-            client: from,
-            server: local,
-            transport: Transport::Udp,
-        };
-        let outcome = {
-            let mut binder = Binder {
-                shared: &shared,
-                sink: SinkRef::Udp(&socket, from),
+        if socket.readable().await.is_err() {
+            return;
+        }
+        // One clock read per batch, as in the relay loop.
+        let now = now();
+        let mut drained = false;
+        for _ in 0..LISTENER_BATCH {
+            let (n, from) = match socket.try_recv_from(&mut buf) {
+                Ok(v) => v,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    drained = true;
+                    break;
+                }
+                // ICMP errors surface here on some systems; they concern one
+                // peer, not the listener.
+                Err(_) => continue,
             };
-            shared
-                .engine
-                .lock()
-                .handle_client(now(), tuple, &buf[..n], &mut binder)
-        };
-        match outcome {
-            ClientOutcome::Reply(b) => {
-                let _ = socket.try_send_to(&b, from);
+            let tuple = FiveTuple {
+                client: from,
+                server: local,
+                transport: Transport::Udp,
+            };
+            let outcome = {
+                let mut binder = Binder {
+                    shared: &shared,
+                    sink: SinkRef::Udp(&socket, from),
+                };
+                shared
+                    .engine
+                    .lock()
+                    .handle_client(now, tuple, &buf[..n], &mut binder)
+            };
+            match outcome {
+                ClientOutcome::Reply(b) => {
+                    let _ = socket.try_send_to(&b, from);
+                }
+                ClientOutcome::Relay {
+                    relay,
+                    peer,
+                    payload,
+                } => {
+                    let _ = relay.0.socket.try_send_to(&buf[payload], peer);
+                }
+                ClientOutcome::Nothing => {}
             }
-            ClientOutcome::Relay {
-                relay,
-                peer,
-                payload,
-            } => {
-                let _ = relay.0.socket.try_send_to(&buf[payload], peer);
-            }
-            ClientOutcome::Nothing => {}
+        }
+        if !drained {
+            tokio::task::yield_now().await;
         }
     }
 }
