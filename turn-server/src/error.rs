@@ -28,6 +28,9 @@ pub enum TurnError {
     /// `--turn-host` is not a DNS name.
     #[error("invalid TURN host: {reason}")]
     Host { reason: String },
+    /// The UDP relay thread or its runtime could not be started.
+    #[error("starting the TURN UDP thread: {0}")]
+    Thread(#[source] std::io::Error),
     /// rustls refused the certificate or key.
     #[error("TLS configuration: {0}")]
     Tls(#[from] rustls::Error),

@@ -6,6 +6,14 @@
 //! across an await. Relay sockets wait for readiness and then read into a
 //! per-thread buffer, so an idle allocation costs a socket and a parked
 //! task, not a receive buffer.
+//!
+//! All UDP (the UDP listener and every relay socket) runs on one thread of
+//! its own, a single-threaded tokio runtime with the I/O driver only: a
+//! woken socket is polled on the thread that saw it ready, with no work
+//! stealing, no cross-thread wake-ups, no timer wheel or signal driver on
+//! each park. TCP/TLS connections, the sweep and the caller's own work stay
+//! on the caller's runtime. The engine's single mutex already serialises
+//! relaying, so the one thread costs no parallelism it had.
 
 use std::cell::RefCell;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
@@ -17,7 +25,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::{AbortHandle, JoinHandle};
 
 use crate::auth::{rest_credentials, Authenticator};
@@ -154,6 +162,8 @@ impl Drop for RelayInner {
 
 struct Shared {
     engine: Mutex<Engine<Relay>>,
+    /// The UDP thread's runtime: relay sockets register and run there.
+    udp_rt: tokio::runtime::Handle,
     ports: Mutex<PortCursor>,
     /// Relay addresses by family (IPv4, IPv6), where the server has one.
     relay_ips: [Option<RelayIp>; 2],
@@ -218,12 +228,15 @@ impl RelayProvider<Relay> for Binder<'_> {
         let std_socket = self.shared.ports.lock().bind(ip.bind)?;
         let port = std_socket.local_addr().ok()?.port();
         std_socket.set_nonblocking(true).ok()?;
-        let socket = Arc::new(UdpSocket::from_std(std_socket).ok()?);
+        let socket = {
+            let _rt = self.shared.udp_rt.enter();
+            Arc::new(UdpSocket::from_std(std_socket).ok()?)
+        };
         let sink = match &self.sink {
             SinkRef::Udp(s, to) => ClientSink::Udp(Arc::clone(s), *to),
             SinkRef::Stream(tx) => ClientSink::Stream((*tx).clone()),
         };
-        let task = tokio::spawn(relay_loop(
+        let task = self.shared.udp_rt.spawn(relay_loop(
             Arc::clone(self.shared),
             id,
             Arc::clone(&socket),
@@ -312,6 +325,39 @@ fn now() -> Now {
     }
 }
 
+/// [`Now`] for the UDP listener at one clock read per batch: wall-clock
+/// seconds follow the monotonic clock from a base re-read once a minute
+/// (credential expiry and nonces only need seconds).
+struct BatchClock {
+    base: Instant,
+    base_unix: u64,
+}
+
+impl BatchClock {
+    fn new() -> BatchClock {
+        BatchClock {
+            base: Instant::now(),
+            base_unix: unix_secs(),
+        }
+    }
+
+    fn now(&mut self) -> Now {
+        let instant = Instant::now();
+        let mut since = instant.saturating_duration_since(self.base);
+        if since >= Duration::from_secs(60) {
+            *self = BatchClock {
+                base: instant,
+                base_unix: unix_secs(),
+            };
+            since = Duration::ZERO;
+        }
+        Now {
+            instant,
+            unix_secs: self.base_unix + since.as_secs(),
+        }
+    }
+}
+
 fn unix_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -322,6 +368,8 @@ fn unix_secs() -> u64 {
 pub struct TurnServer {
     shared: Arc<Shared>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Ends the UDP thread when sent or dropped.
+    udp_stop: Mutex<Option<oneshot::Sender<()>>>,
     udp_addr: Option<SocketAddr>,
     tcp_addr: Option<SocketAddr>,
     tls_addr: Option<SocketAddr>,
@@ -375,7 +423,9 @@ impl TurnServer {
         };
         ecfg.user_quota = cfg.user_quota;
         ecfg.total_quota = cfg.total_quota;
+        let (udp_rt, udp_stop) = start_udp_thread().await?;
         let shared = Arc::new(Shared {
+            udp_rt,
             engine: Mutex::new(Engine::new(ecfg, metrics)),
             ports: Mutex::new(PortCursor {
                 next: *cfg.relay_ports.start(),
@@ -386,16 +436,19 @@ impl TurnServer {
         let mut tasks = Vec::new();
         let mut udp_addr = None;
         if let Some(addr) = cfg.udp {
-            let socket = bind_udp(addr)?;
+            let socket = {
+                let _rt = shared.udp_rt.enter();
+                bind_udp(addr)?
+            };
             let local = socket
                 .local_addr()
                 .map_err(|e| TurnError::Bind { addr, source: e })?;
             udp_addr = Some(local);
-            tasks.push(tokio::spawn(udp_loop(
-                Arc::clone(&shared),
-                Arc::new(socket),
-                local,
-            )));
+            tasks.push(
+                shared
+                    .udp_rt
+                    .spawn(udp_loop(Arc::clone(&shared), Arc::new(socket), local)),
+            );
         }
         let mut tcp_addr = None;
         if let Some(addr) = cfg.tcp {
@@ -440,6 +493,7 @@ impl TurnServer {
         Ok(TurnServer {
             shared,
             tasks: Mutex::new(tasks),
+            udp_stop: Mutex::new(Some(udp_stop)),
             udp_addr,
             tcp_addr,
             tls_addr,
@@ -502,6 +556,44 @@ impl TurnServer {
             let _ = t.await;
         }
         self.shared.engine.lock().clear();
+        if let Some(stop) = self.udp_stop.lock().take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Starts the UDP thread; returns its runtime's handle and the sender that
+/// stops it (dropping the runtime closes every socket left on it).
+async fn start_udp_thread() -> Result<(tokio::runtime::Handle, oneshot::Sender<()>), TurnError> {
+    let (handle_tx, handle_rx) = oneshot::channel();
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name("turn-udp".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_io()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = handle_tx.send(Err(e));
+                    return;
+                }
+            };
+            if handle_tx.send(Ok(rt.handle().clone())).is_err() {
+                return;
+            }
+            rt.block_on(async {
+                let _ = stop_rx.await;
+            });
+        })
+        .map_err(TurnError::Thread)?;
+    match handle_rx.await {
+        Ok(Ok(h)) => Ok((h, stop_tx)),
+        Ok(Err(e)) => Err(TurnError::Thread(e)),
+        Err(_) => Err(TurnError::Thread(std::io::Error::other(
+            "the TURN UDP thread ended while starting",
+        ))),
     }
 }
 
@@ -524,12 +616,13 @@ const LISTENER_BATCH: usize = 64;
 
 async fn udp_loop(shared: Arc<Shared>, socket: Arc<UdpSocket>, local: SocketAddr) {
     let mut buf = vec![0u8; 65536];
+    let mut clock = BatchClock::new();
     loop {
         if socket.readable().await.is_err() {
             return;
         }
         // One clock read per batch, as in the relay loop.
-        let now = now();
+        let now = clock.now();
         let mut drained = false;
         for _ in 0..LISTENER_BATCH {
             let (n, from) = match socket.try_recv_from(&mut buf) {
