@@ -14,6 +14,7 @@
 #
 # Needs the Debian `coturn` package, valgrind, and
 #   cargo build --release -p api --bin relaycast
+# RELAYCAST_EXAMPLE=path runs turn-server's loopback_turn example in place of `relaycast turn`.
 # Tunables (env): CLIENTS MSGS_LO MSGS_HI LEN INTERVAL_MS RELAYCAST TARGET_DIR.
 set -euo pipefail
 
@@ -32,7 +33,7 @@ TURN_PORT=${TURN_PORT:-13478}
 RELAY_LO=20000
 RELAY_HI=32000
 
-for tool in turnutils_uclient turnutils_peer turnserver valgrind callgrind_control "$RELAYCAST"; do
+for tool in turnutils_uclient turnutils_peer turnserver valgrind callgrind_control "${RELAYCAST_EXAMPLE:-$RELAYCAST}"; do
     command -v "$tool" >/dev/null || { echo "missing $tool" >&2; exit 1; }
 done
 TMP=$(mktemp -d)
@@ -51,9 +52,14 @@ start_server() { # name out-file → sets SERVER_PID
     local cg=(valgrind --tool=callgrind "--callgrind-out-file=$2" ${CG_OPTS:-})
     case $1 in
     relaycast)
-        "${cg[@]}" "$RELAYCAST" turn --turn-udp "127.0.0.1:$TURN_PORT" --turn-secret "$SECRET" \
-            --turn-allow-loopback-peers --turn-relay-ports "$RELAY_LO-$RELAY_HI" \
-            --turn-user-quota 100000 --turn-total-quota 100000 >"$TMP/$1.log" 2>&1 &
+        if [ -n "${RELAYCAST_EXAMPLE:-}" ]; then
+            # turn-server's loopback_turn example: the same TurnServer, quick to build.
+            "${cg[@]}" "$RELAYCAST_EXAMPLE" "$SECRET" "$TURN_PORT" "$((TURN_PORT + 1))" >"$TMP/$1.log" 2>&1 &
+        else
+            "${cg[@]}" "$RELAYCAST" turn --turn-udp "127.0.0.1:$TURN_PORT" --turn-secret "$SECRET" \
+                --turn-allow-loopback-peers --turn-relay-ports "$RELAY_LO-$RELAY_HI" \
+                --turn-user-quota 100000 --turn-total-quota 100000 >"$TMP/$1.log" 2>&1 &
+        fi
         ;;
     coturn)
         "${cg[@]}" turnserver -n --no-cli --use-auth-secret --static-auth-secret="$SECRET" \

@@ -9,6 +9,8 @@
 # `coturn` package and
 #   cargo build --release -p api --bin relaycast
 #   cargo build --release -p turn-server --example hold_allocations
+# RELAYCAST_EXAMPLE=path runs turn-server's loopback_turn example in place of `relaycast turn` (part 2
+# needs the binary: the example keeps the default quotas).
 # Tunables (env): CLIENTS MSGS LEN INTERVAL_MS REPS ALLOCS (0 skips part 2) TARGET_DIR.
 set -euo pipefail
 
@@ -31,7 +33,7 @@ TURN_PORT=${TURN_PORT:-13478}
 RELAY_LO=20000
 RELAY_HI=32000
 
-for tool in turnutils_uclient turnutils_peer turnserver "$RELAYCAST" "$HOLD"; do
+for tool in turnutils_uclient turnutils_peer turnserver "${RELAYCAST_EXAMPLE:-$RELAYCAST}" "$HOLD"; do
     command -v "$tool" >/dev/null || { echo "missing $tool" >&2; exit 1; }
 done
 ulimit -n "$(ulimit -Hn)"
@@ -51,9 +53,14 @@ now() { date +%s.%N; }
 start_server() { # name → sets SERVER_PID
     case $1 in
     relaycast)
-        "$RELAYCAST" turn --turn-udp "127.0.0.1:$TURN_PORT" --turn-secret "$SECRET" \
-            --turn-allow-loopback-peers --turn-relay-ports "$RELAY_LO-$RELAY_HI" \
-            --turn-user-quota 100000 --turn-total-quota 100000 >"$TMP/$1.log" 2>&1 &
+        if [ -n "${RELAYCAST_EXAMPLE:-}" ]; then
+            # turn-server's loopback_turn example: the same TurnServer, quick to build.
+            "$RELAYCAST_EXAMPLE" "$SECRET" "$TURN_PORT" "$((TURN_PORT + 1))" >"$TMP/$1.log" 2>&1 &
+        else
+            "$RELAYCAST" turn --turn-udp "127.0.0.1:$TURN_PORT" --turn-secret "$SECRET" \
+                --turn-allow-loopback-peers --turn-relay-ports "$RELAY_LO-$RELAY_HI" \
+                --turn-user-quota 100000 --turn-total-quota 100000 >"$TMP/$1.log" 2>&1 &
+        fi
         ;;
     coturn)
         turnserver -n --no-cli --use-auth-secret --static-auth-secret="$SECRET" \

@@ -6,6 +6,7 @@
 #
 # Needs the Debian `coturn` package, strace, and
 #   cargo build --release -p api --bin relaycast
+# RELAYCAST_EXAMPLE=path runs turn-server's loopback_turn example in place of `relaycast turn`.
 # Tunables (env): CLIENTS MSGS LEN INTERVAL_MS RELAYCAST TARGET_DIR ORDER.
 set -euo pipefail
 
@@ -22,7 +23,7 @@ TURN_PORT=${TURN_PORT:-13478}
 RELAY_LO=20000
 RELAY_HI=32000
 
-for tool in turnutils_uclient turnutils_peer turnserver strace "$RELAYCAST"; do
+for tool in turnutils_uclient turnutils_peer turnserver strace "${RELAYCAST_EXAMPLE:-$RELAYCAST}"; do
     command -v "$tool" >/dev/null || { echo "missing $tool" >&2; exit 1; }
 done
 TMP=$(mktemp -d)
@@ -39,9 +40,14 @@ listening() { ss -Hlun "sport = :$TURN_PORT" | grep -q .; }
 start_server() {
     case $1 in
     relaycast)
-        "$RELAYCAST" turn --turn-udp "127.0.0.1:$TURN_PORT" --turn-secret "$SECRET" \
-            --turn-allow-loopback-peers --turn-relay-ports "$RELAY_LO-$RELAY_HI" \
-            --turn-user-quota 100000 --turn-total-quota 100000 >"$TMP/$1.log" 2>&1 &
+        if [ -n "${RELAYCAST_EXAMPLE:-}" ]; then
+            # turn-server's loopback_turn example: the same TurnServer, quick to build.
+            "$RELAYCAST_EXAMPLE" "$SECRET" "$TURN_PORT" "$((TURN_PORT + 1))" >"$TMP/$1.log" 2>&1 &
+        else
+            "$RELAYCAST" turn --turn-udp "127.0.0.1:$TURN_PORT" --turn-secret "$SECRET" \
+                --turn-allow-loopback-peers --turn-relay-ports "$RELAY_LO-$RELAY_HI" \
+                --turn-user-quota 100000 --turn-total-quota 100000 >"$TMP/$1.log" 2>&1 &
+        fi
         ;;
     coturn)
         turnserver -n --no-cli --use-auth-secret --static-auth-secret="$SECRET" \
