@@ -7,13 +7,13 @@
 //! per-thread buffer, so an idle allocation costs a socket and a parked
 //! task, not a receive buffer.
 //!
-//! All UDP (the UDP listener and every relay socket) runs on one thread of
-//! its own, a single-threaded tokio runtime with the I/O driver only: a
-//! woken socket is polled on the thread that saw it ready, with no work
-//! stealing, no cross-thread wake-ups, no timer wheel or signal driver on
-//! each park. TCP/TLS connections, the sweep and the caller's own work stay
-//! on the caller's runtime. The engine's single mutex already serialises
-//! relaying, so the one thread costs no parallelism it had.
+//! All UDP (the UDP listener and every relay socket) runs on threads of its
+//! own (one per core by default), each a single-threaded tokio runtime with
+//! the I/O driver only: a woken socket is polled on the thread that saw it
+//! ready, with no work stealing, no cross-thread wake-ups, no timer wheel or
+//! signal driver on each park. Relay sockets are spread over the threads by
+//! allocation; the UDP listener runs on the first. TCP/TLS connections, the
+//! sweep and the caller's own work stay on the caller's runtime.
 
 use std::cell::RefCell;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
@@ -73,6 +73,9 @@ pub struct TurnConfig {
     pub allow_loopback_peers: bool,
     pub user_quota: usize,
     pub total_quota: usize,
+    /// Threads that run the UDP listener and the relay sockets (default:
+    /// one per core).
+    pub udp_threads: usize,
 }
 
 impl TurnConfig {
@@ -92,6 +95,7 @@ impl TurnConfig {
             allow_loopback_peers: false,
             user_quota: 100,
             total_quota: 50_000,
+            udp_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
 }
@@ -162,8 +166,8 @@ impl Drop for RelayInner {
 
 struct Shared {
     engine: Mutex<Engine<Relay>>,
-    /// The UDP thread's runtime: relay sockets register and run there.
-    udp_rt: tokio::runtime::Handle,
+    /// The UDP threads' runtimes: relay sockets register and run there.
+    udp_rts: Vec<tokio::runtime::Handle>,
     ports: Mutex<PortCursor>,
     /// Relay addresses by family (IPv4, IPv6), where the server has one.
     relay_ips: [Option<RelayIp>; 2],
@@ -228,15 +232,17 @@ impl RelayProvider<Relay> for Binder<'_> {
         let std_socket = self.shared.ports.lock().bind(ip.bind)?;
         let port = std_socket.local_addr().ok()?.port();
         std_socket.set_nonblocking(true).ok()?;
+        // `udp_rts` is never empty (see `TurnServer::start`).
+        let rt = &self.shared.udp_rts[(id.0 as usize) % self.shared.udp_rts.len()];
         let socket = {
-            let _rt = self.shared.udp_rt.enter();
+            let _rt = rt.enter();
             Arc::new(UdpSocket::from_std(std_socket).ok()?)
         };
         let sink = match &self.sink {
             SinkRef::Udp(s, to) => ClientSink::Udp(Arc::clone(s), *to),
             SinkRef::Stream(tx) => ClientSink::Stream((*tx).clone()),
         };
-        let task = self.shared.udp_rt.spawn(relay_loop(
+        let task = rt.spawn(relay_loop(
             Arc::clone(self.shared),
             id,
             Arc::clone(&socket),
@@ -369,7 +375,7 @@ pub struct TurnServer {
     shared: Arc<Shared>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Ends the UDP thread when sent or dropped.
-    udp_stop: Mutex<Option<oneshot::Sender<()>>>,
+    udp_stop: Mutex<Vec<oneshot::Sender<()>>>,
     udp_addr: Option<SocketAddr>,
     tcp_addr: Option<SocketAddr>,
     tls_addr: Option<SocketAddr>,
@@ -423,9 +429,15 @@ impl TurnServer {
         };
         ecfg.user_quota = cfg.user_quota;
         ecfg.total_quota = cfg.total_quota;
-        let (udp_rt, udp_stop) = start_udp_thread().await?;
+        let mut udp_rts = Vec::new();
+        let mut udp_stop = Vec::new();
+        for i in 0..cfg.udp_threads.max(1) {
+            let (rt, stop) = start_udp_thread(i).await?;
+            udp_rts.push(rt);
+            udp_stop.push(stop);
+        }
         let shared = Arc::new(Shared {
-            udp_rt,
+            udp_rts,
             engine: Mutex::new(Engine::new(ecfg, metrics)),
             ports: Mutex::new(PortCursor {
                 next: *cfg.relay_ports.start(),
@@ -437,18 +449,18 @@ impl TurnServer {
         let mut udp_addr = None;
         if let Some(addr) = cfg.udp {
             let socket = {
-                let _rt = shared.udp_rt.enter();
+                let _rt = shared.udp_rts[0].enter();
                 bind_udp(addr)?
             };
             let local = socket
                 .local_addr()
                 .map_err(|e| TurnError::Bind { addr, source: e })?;
             udp_addr = Some(local);
-            tasks.push(
-                shared
-                    .udp_rt
-                    .spawn(udp_loop(Arc::clone(&shared), Arc::new(socket), local)),
-            );
+            tasks.push(shared.udp_rts[0].spawn(udp_loop(
+                Arc::clone(&shared),
+                Arc::new(socket),
+                local,
+            )));
         }
         let mut tcp_addr = None;
         if let Some(addr) = cfg.tcp {
@@ -493,7 +505,7 @@ impl TurnServer {
         Ok(TurnServer {
             shared,
             tasks: Mutex::new(tasks),
-            udp_stop: Mutex::new(Some(udp_stop)),
+            udp_stop: Mutex::new(udp_stop),
             udp_addr,
             tcp_addr,
             tls_addr,
@@ -556,7 +568,7 @@ impl TurnServer {
             let _ = t.await;
         }
         self.shared.engine.lock().clear();
-        if let Some(stop) = self.udp_stop.lock().take() {
+        for stop in std::mem::take(&mut *self.udp_stop.lock()) {
             let _ = stop.send(());
         }
     }
@@ -564,11 +576,13 @@ impl TurnServer {
 
 /// Starts the UDP thread; returns its runtime's handle and the sender that
 /// stops it (dropping the runtime closes every socket left on it).
-async fn start_udp_thread() -> Result<(tokio::runtime::Handle, oneshot::Sender<()>), TurnError> {
+async fn start_udp_thread(
+    index: usize,
+) -> Result<(tokio::runtime::Handle, oneshot::Sender<()>), TurnError> {
     let (handle_tx, handle_rx) = oneshot::channel();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     std::thread::Builder::new()
-        .name("turn-udp".into())
+        .name(format!("turn-udp-{index}"))
         .spawn(move || {
             let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_io()
