@@ -1,7 +1,7 @@
 //! The `relaycast` command line: `serve`, `turn`, `keys create`, `token`,
 //! `migrate`.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -30,7 +30,7 @@ pub enum Command {
     /// Print a signed JWT (for tests and integrators).
     Token(TokenArgs),
     /// Run only the TURN server (needs --turn-secret and a listener).
-    Turn(TurnArgs),
+    Turn(TurnCommand),
     /// Apply pending database migrations and exit (`serve` also applies them).
     Migrate {
         #[command(flatten)]
@@ -115,6 +115,17 @@ pub struct ServeArgs {
     pub turn: TurnArgs,
 }
 
+/// `relaycast turn`: the TURN flags, and where to serve `/metrics`, since
+/// there is no HTTP API alongside.
+#[derive(Debug, Args)]
+pub struct TurnCommand {
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 0.0.0.0:9641).
+    #[arg(long, env = "RELAYCAST_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+    #[command(flatten)]
+    pub turn: TurnArgs,
+}
+
 /// TURN server flags, shared by `serve` and `turn`. No listener flag, no TURN.
 #[derive(Debug, Clone, Args)]
 pub struct TurnArgs {
@@ -144,6 +155,14 @@ pub struct TurnArgs {
     /// listener's address, else the first non-loopback IPv4).
     #[arg(long, env = "RELAYCAST_TURN_PUBLIC_IP")]
     pub turn_public_ip: Option<IpAddr>,
+    /// DNS name put in turn:/turns: URLs instead of the address (a turns: URL must
+    /// name the host its certificate is for).
+    #[arg(long, env = "RELAYCAST_TURN_HOST", value_parser = turn_server::parse_turn_host)]
+    pub turn_host: Option<String>,
+    /// IPv6 address for IPv6 relays (bound and advertised); without one, clients
+    /// asking for an IPv6 relay get 440 unless a TURN listener is on IPv6.
+    #[arg(long, env = "RELAYCAST_TURN_RELAY_IPV6")]
+    pub turn_relay_ipv6: Option<Ipv6Addr>,
     /// Relay ports, LOW-HIGH.
     #[arg(long, env = "RELAYCAST_TURN_RELAY_PORTS", default_value = "49152-65535",
           value_parser = turn_server::parse_port_range)]
@@ -194,6 +213,8 @@ impl TurnArgs {
             .map(|a| a.ip())
             .find(|ip| !ip.is_unspecified());
         cfg.public_ip = self.turn_public_ip.or(public_ip).or(listener_ip);
+        cfg.host = self.turn_host.clone();
+        cfg.relay_ipv6 = self.turn_relay_ipv6;
         cfg.relay_ports = self.turn_relay_ports.clone();
         cfg.allow_loopback_peers = self.turn_allow_loopback_peers;
         cfg.user_quota = self.turn_user_quota;
@@ -336,15 +357,38 @@ mod tests {
             "--turn-relay-ports",
             "40000-40100",
             "--turn-allow-loopback-peers",
+            "--turn-host",
+            "Turn.Example.com",
+            "--turn-relay-ipv6",
+            "::1",
+            "--metrics-addr",
+            "127.0.0.1:9641",
         ])
         .expect("parses");
         let Command::Turn(t) = cli.command else {
             panic!("not the turn command");
         };
-        let cfg = t.to_config(None).expect("a listener was given");
+        assert_eq!(
+            t.metrics_addr,
+            Some(SocketAddr::from(([127, 0, 0, 1], 9641)))
+        );
+        let cfg = t.turn.to_config(None).expect("a listener was given");
         assert_eq!(cfg.relay_ports, 40000..=40100);
         assert_eq!(cfg.public_ip, Some(IpAddr::from([127, 0, 0, 1])));
+        assert_eq!(cfg.host.as_deref(), Some("turn.example.com"));
+        assert_eq!(cfg.relay_ipv6, Some(Ipv6Addr::LOCALHOST));
         assert!(cfg.allow_loopback_peers);
+        for bad in [
+            "https://turn.example.com",
+            "turn.example.com:5349",
+            "a b",
+            "-x.com",
+        ] {
+            assert!(
+                Cli::try_parse_from(["relaycast", "turn", "--turn-host", bad]).is_err(),
+                "--turn-host {bad:?} is refused"
+            );
+        }
         assert!(Cli::try_parse_from(["relaycast", "turn", "--turn-relay-ports", "9-1"]).is_err());
         assert!(
             Cli::try_parse_from(["relaycast", "turn", "--turn-tls", "0.0.0.0:5349"]).is_err(),

@@ -599,6 +599,23 @@ async fn ice_servers_handler(
         .into_response()
 }
 
+/// `/metrics` and `/healthz` on their own, for `relaycast turn`, which has
+/// no HTTP API to carry them.
+pub async fn serve_metrics(listener: tokio::net::TcpListener, registry: Registry) {
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/metrics",
+            get(move || {
+                let registry = registry.clone();
+                async move { render_metrics(&registry) }
+            }),
+        );
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::error!("metrics listener: {e}");
+    }
+}
+
 fn render_metrics(registry: &Registry) -> axum::response::Response {
     let mut buf = Vec::new();
     match TextEncoder::new().encode(&registry.gather(), &mut buf) {

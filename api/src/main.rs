@@ -119,22 +119,41 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Turn(t) => {
             anyhow::ensure!(
-                t.turn_secret.is_some(),
+                t.turn.turn_secret.is_some(),
                 "relaycast turn needs --turn-secret (the one your signalling mints credentials with)"
             );
             let mut cfg = t
+                .turn
                 .to_config(None)
                 .context("relaycast turn needs --turn-udp, --turn-tcp or --turn-tls")?;
             cfg.public_ip.get_or_insert_with(api::default_public_ip);
-            let server =
-                turn_server::TurnServer::start(cfg, turn_server::Metrics::unregistered()).await?;
+            let registry = prometheus::Registry::new();
+            let metrics =
+                turn_server::Metrics::new(&registry).context("registering TURN metrics")?;
+            let server = turn_server::TurnServer::start(cfg, metrics).await?;
             eprintln!(
                 "relaycast TURN: udp {:?}, tcp {:?}, tls {:?}",
                 server.udp_addr(),
                 server.tcp_addr(),
                 server.tls_addr()
             );
+            let metrics_task = match t.metrics_addr {
+                Some(addr) => {
+                    let listener = tokio::net::TcpListener::bind(addr)
+                        .await
+                        .with_context(|| format!("binding --metrics-addr {addr}"))?;
+                    eprintln!(
+                        "relaycast TURN metrics on http://{}/metrics",
+                        listener.local_addr()?
+                    );
+                    Some(tokio::spawn(api::serve_metrics(listener, registry)))
+                }
+                None => None,
+            };
             tokio::signal::ctrl_c().await?;
+            if let Some(task) = metrics_task {
+                task.abort();
+            }
             server.shutdown().await;
             Ok(())
         }

@@ -230,3 +230,40 @@ async fn ice_servers_endpoint_needs_a_token_and_returns_turn_credentials() -> Re
     server.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turn_host_names_the_server_in_ice_server_urls() -> Result<()> {
+    let server = TestServer::start_with(|c| {
+        let mut turn = turn_server::TurnConfig::new("test-turn-secret");
+        turn.udp = Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
+        turn.host = Some("turn.example.test".into());
+        c.turn = Some(turn);
+    })
+    .await?;
+    let base = server.base_url().to_owned();
+    server.create_stream("cam", false).await?;
+    let token = server.token("cam", "play", Duration::from_secs(60))?;
+    let body: serde_json::Value = http_client()?
+        .get(format!("{base}/api/ice-servers"))
+        .header(AUTHORIZATION, format!("Bearer {token}"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let port = server
+        .server()
+        .turn()
+        .and_then(|t| t.udp_addr())
+        .context("TURN over UDP runs")?
+        .port();
+    let turn = body["iceServers"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["username"].is_string()))
+        .context("a TURN entry")?;
+    ensure!(
+        turn["urls"] == serde_json::json!([format!("turn:turn.example.test:{port}?transport=udp")]),
+        "{body}"
+    );
+    server.shutdown().await;
+    Ok(())
+}

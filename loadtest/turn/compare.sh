@@ -4,10 +4,14 @@
 #      (UDP, channels, REST credentials) echoing through turnutils_peer;
 #   2. N allocations held at once (default 10,000) and server memory per allocation,
 #      with turn-server's `hold_allocations` example.
-# Each server runs alone while it is measured. Needs the Debian `coturn` package and
+# Each server runs alone while it is measured; the throughput runs are repeated REPS times,
+# alternating which server goes first, and summarised (mean, min, max). Needs the Debian
+# `coturn` package and
 #   cargo build --release -p api --bin relaycast
 #   cargo build --release -p turn-server --example hold_allocations
-# Tunables (env): CLIENTS MSGS LEN INTERVAL_MS ALLOCS TARGET_DIR.
+# RELAYCAST_EXAMPLE=path runs turn-server's loopback_turn example in place of `relaycast turn` (part 2
+# needs the binary: the example keeps the default quotas).
+# Tunables (env): CLIENTS MSGS LEN INTERVAL_MS REPS ALLOCS (0 skips part 2) TARGET_DIR.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -15,7 +19,9 @@ TARGET_DIR=${TARGET_DIR:-${CARGO_TARGET_DIR:-target}}
 RELAYCAST=${RELAYCAST:-$TARGET_DIR/release/relaycast}
 HOLD=${HOLD:-$TARGET_DIR/release/examples/hold_allocations}
 CLIENTS=${CLIENTS:-20}
-MSGS=${MSGS:-5000}
+# 20 x 20000 x 1000 B is several seconds of server CPU per run, so scheduling noise averages out.
+MSGS=${MSGS:-20000}
+REPS=${REPS:-3}
 LEN=${LEN:-1000}
 INTERVAL_MS=${INTERVAL_MS:-0}
 ALLOCS=${ALLOCS:-10000}
@@ -27,7 +33,7 @@ TURN_PORT=${TURN_PORT:-13478}
 RELAY_LO=20000
 RELAY_HI=32000
 
-for tool in turnutils_uclient turnutils_peer turnserver "$RELAYCAST" "$HOLD"; do
+for tool in turnutils_uclient turnutils_peer turnserver "${RELAYCAST_EXAMPLE:-$RELAYCAST}" "$HOLD"; do
     command -v "$tool" >/dev/null || { echo "missing $tool" >&2; exit 1; }
 done
 ulimit -n "$(ulimit -Hn)"
@@ -41,16 +47,20 @@ cleanup() {
 trap cleanup EXIT
 
 TCK=$(getconf CLK_TCK)
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 now() { date +%s.%N; }
 
 start_server() { # name → sets SERVER_PID
     case $1 in
     relaycast)
-        "$RELAYCAST" turn --turn-udp "127.0.0.1:$TURN_PORT" --turn-secret "$SECRET" \
-            --turn-allow-loopback-peers --turn-relay-ports "$RELAY_LO-$RELAY_HI" \
-            --turn-user-quota 100000 --turn-total-quota 100000 >"$TMP/$1.log" 2>&1 &
+        if [ -n "${RELAYCAST_EXAMPLE:-}" ]; then
+            # turn-server's loopback_turn example: the same TurnServer, quick to build.
+            "$RELAYCAST_EXAMPLE" "$SECRET" "$TURN_PORT" "$((TURN_PORT + 1))" >"$TMP/$1.log" 2>&1 &
+        else
+            "$RELAYCAST" turn --turn-udp "127.0.0.1:$TURN_PORT" --turn-secret "$SECRET" \
+                --turn-allow-loopback-peers --turn-relay-ports "$RELAY_LO-$RELAY_HI" \
+                --turn-user-quota 100000 --turn-total-quota 100000 >"$TMP/$1.log" 2>&1 &
+        fi
         ;;
     coturn)
         turnserver -n --no-cli --use-auth-secret --static-auth-secret="$SECRET" \
@@ -76,28 +86,45 @@ stop_server() {
 turnutils_peer -L 127.0.0.1 -p "$PEER_PORT" >/dev/null 2>&1 &
 PIDS+=("$!")
 
-echo "## relay throughput: $CLIENTS clients x $MSGS messages x $LEN bytes, interval ${INTERVAL_MS} ms, UDP, channels"
+echo "## relay throughput: $CLIENTS clients x $MSGS messages x $LEN bytes, interval ${INTERVAL_MS} ms, UDP, channels, $REPS rounds"
 echo
-echo "| server | wall s | relayed Mbit | Mbit/s | lost | server CPU s | CPU ms per relayed Mbit | RTT avg ms |"
-echo "|---|---|---|---|---|---|---|---|"
-for name in relaycast coturn; do
-    start_server "$name"
-    c0=$(cpu_ticks "$SERVER_PID"); t0=$(now)
-    timeout 300 turnutils_uclient -W "$SECRET" -u bench -e 127.0.0.1 -r "$PEER_PORT" \
-        -p "$TURN_PORT" -c -m "$CLIENTS" -n "$MSGS" -l "$LEN" -z "$INTERVAL_MS" 127.0.0.1 \
-        >"$TMP/uclient-$name.out" 2>&1 || true
-    t1=$(now); c1=$(cpu_ticks "$SERVER_PID")
-    lost=$(grep -o 'Total lost packets [0-9]* ([0-9.]*%)' "$TMP/uclient-$name.out" | tail -1 | sed 's/Total lost packets //')
-    rtt=$(grep -o 'Average round trip delay [0-9.]*' "$TMP/uclient-$name.out" | tail -1 | awk '{print $5}')
-    # Every message crosses the server twice: client -> peer, and the echo peer -> client.
-    awk -v w="$(echo "$t1 - $t0" | bc)" -v c="$((c1 - c0))" -v tck="$TCK" \
-        -v n="$((CLIENTS * MSGS))" -v l="$LEN" -v lost="${lost:-?}" -v rtt="${rtt:-?}" -v name="$name" \
-        'BEGIN { mbit = n * l * 2 * 8 / 1e6; cpu = c / tck;
-                 printf "| %s | %.1f | %.0f | %.0f | %s | %.2f | %.3f | %s |\n",
-                        name, w, mbit, mbit / w, lost, cpu, cpu * 1000 / mbit, rtt }'
-    stop_server
+echo "| round | server | wall s | relayed Mbit | Mbit/s | lost | server CPU s (user+sys) | CPU ms per relayed Mbit | RTT avg ms |"
+echo "|---|---|---|---|---|---|---|---|---|"
+for rep in $(seq 1 "$REPS"); do
+    # Alternate who goes first, so a drift in the machine's load hits both alike.
+    if [ $((rep % 2)) -eq 1 ]; then order="relaycast coturn"; else order="coturn relaycast"; fi
+    for name in $order; do
+        start_server "$name"
+        read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$SERVER_PID/stat"); t0=$(now)
+        timeout 900 turnutils_uclient -W "$SECRET" -u bench -e 127.0.0.1 -r "$PEER_PORT" \
+            -p "$TURN_PORT" -c -m "$CLIENTS" -n "$MSGS" -l "$LEN" -z "$INTERVAL_MS" 127.0.0.1 \
+            >"$TMP/uclient-$name.out" 2>&1 || true
+        t1=$(now); read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$SERVER_PID/stat")
+        lost=$(grep -o 'Total lost packets [0-9]* ([0-9.]*%)' "$TMP/uclient-$name.out" | tail -1 | sed 's/Total lost packets //')
+        rtt=$(grep -o 'Average round trip delay [0-9.]*' "$TMP/uclient-$name.out" | tail -1 | awk '{print $5}')
+        # Every message crosses the server twice: client -> peer, and the echo peer -> client.
+        awk -v w="$(echo "$t1 - $t0" | bc)" -v u="$((u1 - u0))" -v s="$((s1 - s0))" -v tck="$TCK" \
+            -v n="$((CLIENTS * MSGS))" -v l="$LEN" -v lost="${lost:-?}" -v rtt="${rtt:-?}" \
+            -v name="$name" -v rep="$rep" \
+            'BEGIN { mbit = n * l * 2 * 8 / 1e6; cpu = (u + s) / tck;
+                     printf "| %d | %s | %.1f | %.0f | %.0f | %s | %.2f (%.2f+%.2f) | %.3f | %s |\n",
+                            rep, name, w, mbit, mbit / w, lost, cpu, u / tck, s / tck,
+                            cpu * 1000 / mbit, rtt }' | tee -a "$TMP/rounds"
+        stop_server
+    done
 done
+echo
+echo "| server | rounds | CPU ms per relayed Mbit: mean | min | max |"
+echo "|---|---|---|---|---|"
+for name in relaycast coturn; do
+    awk -F'|' -v name="$name" '$3 ~ " " name " " { v = $9 + 0; n++; sum += v;
+             if (n == 1 || v < lo) lo = v; if (n == 1 || v > hi) hi = v }
+         END { printf "| %s | %d | **%.3f** | %.3f | %.3f |\n", name, n, sum / n, lo, hi }' "$TMP/rounds"
+done
+awk -F'|' '$3 ~ " relaycast " { r += $9; nr++ } $3 ~ " coturn " { c += $9; nc++ }
+     END { printf "\nratio relaycast / coturn (means): **%.2f**\n", (r / nr) / (c / nc) }' "$TMP/rounds"
 
+[ "$ALLOCS" -gt 0 ] || exit 0
 echo
 echo "## $ALLOCS allocations held at once (UDP, REST credentials)"
 echo

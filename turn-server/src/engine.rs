@@ -5,11 +5,11 @@
 //! allocation, through [`RelayProvider`]; the handle it gets back (`R`) is
 //! opaque to it and dropped when the allocation ends.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
+use foldhash::HashMap as FastMap;
 use stun_codec::rfc5389::attributes::{
     ErrorCode, Fingerprint, MessageIntegrity, Nonce, Realm, Software, UnknownAttributes, Username,
     XorMappedAddress,
@@ -19,7 +19,9 @@ use stun_codec::rfc5766::attributes::{
     Lifetime, RequestedTransport, ReservationToken, XorPeerAddress, XorRelayAddress,
 };
 use stun_codec::rfc5766::methods::{ALLOCATE, CHANNEL_BIND, CREATE_PERMISSION, REFRESH, SEND};
-use stun_codec::rfc8656::attributes::{AddressFamily, RequestedAddressFamily};
+use stun_codec::rfc8656::attributes::{
+    AdditionalAddressFamily, AddressFamily, RequestedAddressFamily,
+};
 use stun_codec::{Attribute as _, AttributeType, Message, MessageClass, TransactionId};
 
 use crate::auth::{long_term_key, quota_user, Authenticator, Nonces, Refusal};
@@ -73,11 +75,51 @@ pub struct Now {
     pub unix_secs: u64,
 }
 
+/// The address family of a relayed transport address (RFC 8656 §18.8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    pub fn of(ip: IpAddr) -> Family {
+        match ip {
+            IpAddr::V4(_) => Family::V4,
+            IpAddr::V6(_) => Family::V6,
+        }
+    }
+
+    pub(crate) fn index(self) -> usize {
+        match self {
+            Family::V4 => 0,
+            Family::V6 => 1,
+        }
+    }
+}
+
+impl From<AddressFamily> for Family {
+    fn from(f: AddressFamily) -> Family {
+        match f {
+            AddressFamily::V4 => Family::V4,
+            AddressFamily::V6 => Family::V6,
+        }
+    }
+}
+
 /// Binds relay transport addresses for new allocations.
 pub trait RelayProvider<R> {
-    /// A relay address for allocation `id` of `tuple`, with the driver's
-    /// handle for it, or `None` if no port is free.
-    fn bind(&mut self, tuple: &FiveTuple, id: AllocationId) -> Option<(R, SocketAddr)>;
+    /// Whether this server has relay addresses of `family` at all; an
+    /// Allocate for a family it has not is answered 440.
+    fn supports(&self, family: Family) -> bool;
+    /// A relay address of `family` for allocation `id` of `tuple`, with the
+    /// driver's handle for it, or `None` if no port is free.
+    fn bind(
+        &mut self,
+        tuple: &FiveTuple,
+        id: AllocationId,
+        family: Family,
+    ) -> Option<(R, SocketAddr)>;
 }
 
 #[derive(Debug, Clone)]
@@ -133,18 +175,30 @@ struct Allocation<R> {
     tuple: FiveTuple,
     username: String,
     user: String,
-    relay: R,
-    relay_addr: SocketAddr,
+    /// Relay sockets by family (IPv4, IPv6): one, or both for a dual
+    /// allocation (RFC 8656 §7.2, ADDITIONAL-ADDRESS-FAMILY).
+    relays: [Option<(R, SocketAddr)>; 2],
     expires: Instant,
     allocate_tid: TransactionId,
-    permissions: HashMap<IpAddr, Instant>,
-    channels: HashMap<u16, (SocketAddr, Instant)>,
-    channel_of_peer: HashMap<SocketAddr, u16>,
+    permissions: FastMap<IpAddr, Instant>,
+    channels: FastMap<u16, (SocketAddr, Instant)>,
+    channel_of_peer: FastMap<SocketAddr, u16>,
 }
 
 impl<R> Allocation<R> {
     fn permitted(&self, ip: IpAddr, now: Instant) -> bool {
         self.permissions.get(&ip).is_some_and(|e| *e > now)
+    }
+
+    /// The relay that reaches `peer`, if the allocation has one of its family.
+    fn relay_for(&self, peer: SocketAddr) -> Option<&R> {
+        self.relays[Family::of(peer.ip()).index()]
+            .as_ref()
+            .map(|(r, _)| r)
+    }
+
+    fn relay_addrs(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.relays.iter().flatten().map(|(_, a)| *a)
     }
 }
 
@@ -157,9 +211,9 @@ struct Authenticated {
 pub struct Engine<R> {
     cfg: EngineConfig,
     nonces: Nonces,
-    by_tuple: HashMap<FiveTuple, AllocationId>,
-    allocations: HashMap<AllocationId, Allocation<R>>,
-    per_user: HashMap<String, usize>,
+    by_tuple: FastMap<FiveTuple, AllocationId>,
+    allocations: FastMap<AllocationId, Allocation<R>>,
+    per_user: FastMap<String, usize>,
     next_id: u64,
     tid_counter: u64,
     metrics: Metrics,
@@ -172,9 +226,9 @@ impl<R: Clone> Engine<R> {
         Engine {
             nonces: Nonces::new(cfg.nonce_key, cfg.nonce_lifetime_secs),
             cfg,
-            by_tuple: HashMap::new(),
-            allocations: HashMap::new(),
-            per_user: HashMap::new(),
+            by_tuple: FastMap::default(),
+            allocations: FastMap::default(),
+            per_user: FastMap::default(),
             next_id: 1,
             tid_counter: 0,
             metrics,
@@ -325,9 +379,12 @@ impl<R: Clone> Engine<R> {
         if *expires <= now || a.expires <= now || !a.permitted(peer.ip(), now) {
             return ClientOutcome::Nothing;
         }
+        let Some(relay) = a.relay_for(*peer) else {
+            return ClientOutcome::Nothing;
+        };
         self.metrics.relayed_bytes.inc_by(len as u64);
         ClientOutcome::Relay {
-            relay: a.relay.clone(),
+            relay: relay.clone(),
             peer: *peer,
             payload: 4..4 + len,
         }
@@ -405,11 +462,14 @@ impl<R: Clone> Engine<R> {
         if a.expires <= now.instant || !a.permitted(peer.ip(), now.instant) {
             return ClientOutcome::Nothing;
         }
+        let Some(relay) = a.relay_for(peer) else {
+            return ClientOutcome::Nothing;
+        };
         self.metrics
             .relayed_bytes
             .inc_by((payload.end - payload.start) as u64);
         ClientOutcome::Relay {
-            relay: a.relay.clone(),
+            relay: relay.clone(),
             peer,
             payload,
         }
@@ -537,7 +597,7 @@ impl<R: Clone> Engine<R> {
             // A retransmitted Allocate gets the same answer again.
             if a.allocate_tid == msg.transaction_id() && a.username == auth.username {
                 let remaining = a.expires.saturating_duration_since(now.instant);
-                let ok = allocate_success(msg, a.relay_addr, tuple.client, remaining);
+                let ok = allocate_success(msg, a.relay_addrs(), tuple.client, remaining);
                 return self.signed(ok, &key);
             }
             return self.signed(error(msg, 437, "Allocation Mismatch"), &key);
@@ -549,10 +609,23 @@ impl<R: Clone> Engine<R> {
             }
             Some(_) => {}
         }
-        if msg
+        // RFC 8656 §7.2: IPv4 unless asked otherwise; ADDITIONAL-ADDRESS-FAMILY
+        // (IPv6 only) asks for an IPv6 relay besides the IPv4 one.
+        let requested = msg
             .get_attribute::<RequestedAddressFamily>()
-            .is_some_and(|f| f.address_family() != AddressFamily::V4)
-        {
+            .map(|f| Family::from(f.address_family()));
+        let additional = msg
+            .get_attribute::<AdditionalAddressFamily>()
+            .map(|f| Family::from(f.address_family()));
+        let families: &[Family] = match (requested, additional) {
+            (Some(_), Some(_)) | (None, Some(Family::V4)) => {
+                return self.signed(error(msg, 400, "Bad Request"), &key)
+            }
+            (None, Some(Family::V6)) => &[Family::V4, Family::V6],
+            (Some(Family::V6), None) => &[Family::V6],
+            (Some(Family::V4), None) | (None, None) => &[Family::V4],
+        };
+        if families.iter().any(|f| !relays.supports(*f)) {
             return self.signed(error(msg, 440, "Address Family not Supported"), &key);
         }
         if msg.get_attribute::<ReservationToken>().is_some() {
@@ -565,10 +638,16 @@ impl<R: Clone> Engine<R> {
             return self.signed(error(msg, 486, "Allocation Quota Reached"), &key);
         }
         let id = AllocationId(self.next_id);
-        let Some((relay, relay_addr)) = relays.bind(&tuple, id) else {
-            return self.signed(error(msg, 508, "Insufficient Capacity"), &key);
-        };
+        let mut bound: [Option<(R, SocketAddr)>; 2] = [None, None];
+        for f in families {
+            // A half-made dual allocation is dropped whole, closing its socket.
+            let Some(relay) = relays.bind(&tuple, id, *f) else {
+                return self.signed(error(msg, 508, "Insufficient Capacity"), &key);
+            };
+            bound[f.index()] = Some(relay);
+        }
         self.next_id += 1;
+        let addrs: Vec<SocketAddr> = bound.iter().flatten().map(|(_, a)| *a).collect();
         let lifetime = self.lifetime(msg);
         self.allocations.insert(
             id,
@@ -576,19 +655,18 @@ impl<R: Clone> Engine<R> {
                 tuple,
                 username: auth.username,
                 user: user.clone(),
-                relay,
-                relay_addr,
+                relays: bound,
                 expires: now.instant + lifetime,
                 allocate_tid: msg.transaction_id(),
-                permissions: HashMap::new(),
-                channels: HashMap::new(),
-                channel_of_peer: HashMap::new(),
+                permissions: FastMap::default(),
+                channels: FastMap::default(),
+                channel_of_peer: FastMap::default(),
             },
         );
         self.by_tuple.insert(tuple, id);
         *self.per_user.entry(user).or_default() += 1;
         self.metrics.allocations.inc();
-        let ok = allocate_success(msg, relay_addr, tuple.client, lifetime);
+        let ok = allocate_success(msg, addrs.into_iter(), tuple.client, lifetime);
         self.signed(ok, &key)
     }
 
@@ -597,6 +675,17 @@ impl<R: Clone> Engine<R> {
             Ok(v) => v,
             Err(reply) => return reply,
         };
+        // RFC 8656 §7.3: a Refresh naming a family must name the allocation's.
+        if let Some(f) = msg.get_attribute::<RequestedAddressFamily>() {
+            let f = Family::from(f.address_family());
+            if self
+                .allocations
+                .get(&id)
+                .is_some_and(|a| a.relays[f.index()].is_none())
+            {
+                return self.signed(error(msg, 443, "Peer Address Family Mismatch"), &key);
+            }
+        }
         let requested_zero = msg
             .get_attribute::<Lifetime>()
             .is_some_and(|l| l.lifetime().is_zero());
@@ -671,12 +760,9 @@ impl<R: Clone> Engine<R> {
         peers: &[SocketAddr],
         key: &[u8; 16],
     ) -> Option<Vec<u8>> {
-        let relay_v4 = self
-            .allocations
-            .get(&id)
-            .is_some_and(|a| a.relay_addr.is_ipv4());
+        let a = self.allocations.get(&id);
         for p in peers {
-            if p.is_ipv4() != relay_v4 {
+            if a.is_none_or(|a| a.relay_for(*p).is_none()) {
                 return Some(self.signed(error(msg, 443, "Peer Address Family Mismatch"), key));
             }
             if !self.cfg.peer_policy.allows(p.ip()) {
@@ -752,7 +838,7 @@ fn lifetime_attr(d: Duration) -> Lifetime {
 
 fn allocate_success(
     msg: &StunMessage,
-    relay: SocketAddr,
+    relays: impl Iterator<Item = SocketAddr>,
     client: SocketAddr,
     lifetime: Duration,
 ) -> StunMessage {
@@ -761,7 +847,9 @@ fn allocate_success(
         ALLOCATE,
         msg.transaction_id(),
     );
-    r.add_attribute(XorRelayAddress::new(relay));
+    for relay in relays {
+        r.add_attribute(XorRelayAddress::new(relay));
+    }
     r.add_attribute(lifetime_attr(lifetime));
     r.add_attribute(XorMappedAddress::new(client));
     r

@@ -24,18 +24,29 @@ const T0: u64 = 1_700_000_000;
 struct FakeRelays {
     next_port: u16,
     refuse: bool,
+    ipv6: bool,
 }
 
 impl RelayProvider<u16> for FakeRelays {
-    fn bind(&mut self, _: &FiveTuple, _: AllocationId) -> Option<(u16, SocketAddr)> {
+    fn supports(&self, family: Family) -> bool {
+        family == Family::V4 || self.ipv6
+    }
+
+    fn bind(
+        &mut self,
+        _: &FiveTuple,
+        _: AllocationId,
+        family: Family,
+    ) -> Option<(u16, SocketAddr)> {
         if self.refuse {
             return None;
         }
         self.next_port += 1;
-        Some((
-            self.next_port,
-            SocketAddr::from(([192, 0, 2, 1], self.next_port)),
-        ))
+        let ip: std::net::IpAddr = match family {
+            Family::V4 => [192, 0, 2, 1].into(),
+            Family::V6 => [0x2001, 0xdb8, 0, 0, 0, 0, 0, 1].into(),
+        };
+        Some((self.next_port, SocketAddr::new(ip, self.next_port)))
     }
 }
 
@@ -71,6 +82,7 @@ impl Harness {
             relays: FakeRelays {
                 next_port: 50000,
                 refuse: false,
+                ipv6: true,
             },
             start: Instant::now(),
             elapsed: Duration::ZERO,
@@ -509,4 +521,119 @@ fn garbage_and_truncated_input_is_dropped_without_panicking() {
     }
     assert!(h.metrics.malformed.get() > 0);
     assert_eq!(h.engine.allocation_count(), 1, "nothing leaked or was lost");
+}
+
+fn peer6() -> SocketAddr {
+    SocketAddr::from(([0x2001, 0xdb8, 0, 0, 0, 0, 0, 5], 5000))
+}
+
+/// Allocates for `user` on `t` with `tweak` applied to the request.
+fn allocate_with(
+    h: &mut Harness,
+    t: FiveTuple,
+    user: &str,
+    tweak: impl FnOnce(&mut StunMessage),
+) -> (StunMessage, String) {
+    let nonce = h.nonce(t);
+    let creds = h.creds(user);
+    let mut m = h.allocate_request();
+    tweak(&mut m);
+    (h.signed(t, m, &creds, &nonce), nonce)
+}
+
+fn relayed(r: &StunMessage) -> Vec<SocketAddr> {
+    r.attributes()
+        .filter_map(|a| match a {
+            message::Attribute::XorRelayAddress(x) => Some(x.address()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn send_to(h: &mut Harness, t: FiveTuple, p: SocketAddr) -> Option<u16> {
+    let mut send = Message::new(MessageClass::Indication, SEND, TransactionId::new([3; 12]));
+    send.add_attribute(XorPeerAddress::new(p));
+    send.add_attribute(Data::new(b"up".to_vec()).expect("small"));
+    match h.send(t, &message::encode(send)) {
+        ClientOutcome::Relay { relay, peer, .. } if peer == p => Some(relay),
+        _ => None,
+    }
+}
+
+#[test]
+fn requested_ipv6_gets_an_ipv6_relay_that_reaches_only_ipv6_peers() {
+    use stun_codec::rfc8656::attributes::{AddressFamily, RequestedAddressFamily};
+    let mut h = Harness::new(|_| {});
+    let (r, nonce) = allocate_with(&mut h, tuple(1), "a", |m| {
+        m.add_attribute(RequestedAddressFamily::new(AddressFamily::V6))
+    });
+    assert_eq!(r.class(), MessageClass::SuccessResponse, "{r:?}");
+    let relays = relayed(&r);
+    assert_eq!(relays.len(), 1);
+    assert!(relays[0].is_ipv6(), "{relays:?}");
+    assert_eq!(
+        code(&permit(&mut h, tuple(1), "a", &nonce, peer())),
+        Some(443)
+    );
+    let ok = permit(&mut h, tuple(1), "a", &nonce, peer6());
+    assert_eq!(ok.class(), MessageClass::SuccessResponse, "{ok:?}");
+    assert_eq!(send_to(&mut h, tuple(1), peer6()), Some(relays[0].port()));
+    let out = peer_data(&mut h, peer6()).expect("permitted");
+    let ind = message::decode(&out).expect("a Data indication");
+    assert_eq!(
+        ind.get_attribute::<XorPeerAddress>().map(|a| a.address()),
+        Some(peer6())
+    );
+}
+
+#[test]
+fn ipv6_is_refused_with_440_when_the_server_has_no_ipv6_relay() {
+    use stun_codec::rfc8656::attributes::{
+        AdditionalAddressFamily, AddressFamily, RequestedAddressFamily,
+    };
+    let mut h = Harness::new(|_| {});
+    h.relays.ipv6 = false;
+    let (r, _) = allocate_with(&mut h, tuple(1), "a", |m| {
+        m.add_attribute(RequestedAddressFamily::new(AddressFamily::V6))
+    });
+    assert_eq!(code(&r), Some(440));
+    let (r, _) = allocate_with(&mut h, tuple(2), "a", |m| {
+        m.add_attribute(AdditionalAddressFamily::new(AddressFamily::V6))
+    });
+    assert_eq!(code(&r), Some(440));
+    assert_eq!(h.engine.allocation_count(), 0);
+    let (r, _) = h.allocate(tuple(3), "a");
+    assert_eq!(r.class(), MessageClass::SuccessResponse, "IPv4 still works");
+}
+
+#[test]
+fn dual_allocation_relays_each_peer_through_the_relay_of_its_family() {
+    use stun_codec::rfc8656::attributes::{
+        AdditionalAddressFamily, AddressFamily, RequestedAddressFamily,
+    };
+    let mut h = Harness::new(|_| {});
+    let (r, nonce) = allocate_with(&mut h, tuple(1), "a", |m| {
+        m.add_attribute(AdditionalAddressFamily::new(AddressFamily::V6))
+    });
+    assert_eq!(r.class(), MessageClass::SuccessResponse, "{r:?}");
+    let relays = relayed(&r);
+    assert_eq!(relays.len(), 2, "{relays:?}");
+    assert!(relays[0].is_ipv4() && relays[1].is_ipv6(), "{relays:?}");
+    for p in [peer(), peer6()] {
+        let ok = permit(&mut h, tuple(1), "a", &nonce, p);
+        assert_eq!(ok.class(), MessageClass::SuccessResponse, "{ok:?}");
+    }
+    assert_eq!(send_to(&mut h, tuple(1), peer()), Some(relays[0].port()));
+    assert_eq!(send_to(&mut h, tuple(1), peer6()), Some(relays[1].port()));
+    // Asking for a family and an additional one at once, or an additional
+    // IPv4, is malformed (RFC 8656 §7.2).
+    let (r, _) = allocate_with(&mut h, tuple(2), "a", |m| {
+        m.add_attribute(RequestedAddressFamily::new(AddressFamily::V4));
+        m.add_attribute(AdditionalAddressFamily::new(AddressFamily::V6));
+    });
+    assert_eq!(code(&r), Some(400));
+    let (r, _) = allocate_with(&mut h, tuple(3), "a", |m| {
+        m.add_attribute(AdditionalAddressFamily::new(AddressFamily::V4))
+    });
+    assert_eq!(code(&r), Some(400));
 }

@@ -25,6 +25,12 @@ pub enum TurnError {
     /// The certificate file held no certificate.
     #[error("no certificate in {path}")]
     NoCertificate { path: PathBuf },
+    /// `--turn-host` is not a DNS name.
+    #[error("invalid TURN host: {reason}")]
+    Host { reason: String },
+    /// The UDP relay thread or its runtime could not be started.
+    #[error("starting the TURN UDP thread: {0}")]
+    Thread(#[source] std::io::Error),
     /// rustls refused the certificate or key.
     #[error("TLS configuration: {0}")]
     Tls(#[from] rustls::Error),

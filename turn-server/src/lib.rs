@@ -14,9 +14,15 @@
 //! allocations, permissions (300 s), channels (600 s), lifetimes, quotas
 //! (486), denied peer ranges (403) — fed `(now, input)`; it never reads the
 //! clock or touches a socket. [`TurnServer`] is the thin tokio driver: a
-//! UDP listener loop, a task per TCP/TLS connection, a parked task per
-//! relay socket (read on readiness into a per-thread buffer), and a sweep
-//! once a second that ends what has expired.
+//! UDP listener loop and a parked task per relay socket (read on readiness
+//! into a per-thread buffer), both on UDP threads of their own (one
+//! current-thread runtime per core, I/O driver only); a task per TCP/TLS
+//! connection and a sweep once a second that ends what has expired, on the
+//! caller's runtime.
+//!
+//! **Address families.** IPv4 relays by default, IPv6 on request
+//! (REQUESTED-ADDRESS-FAMILY) or both at once (ADDITIONAL-ADDRESS-FAMILY),
+//! where the server has a relay address of the family; else 440.
 //!
 //! **Time model.** Monotonic `Instant` for every timer; Unix seconds only
 //! for REST credential expiry and nonces. Both are passed in ([`Now`]).
@@ -40,10 +46,10 @@ mod engine_tests;
 
 pub use auth::{long_term_key, rest_credentials, rest_password, Authenticator, Credentials};
 pub use engine::{
-    AllocationId, ClientOutcome, Engine, EngineConfig, FiveTuple, Now, RelayProvider, Transport,
-    CHANNEL_LIFETIME, PERMISSION_LIFETIME,
+    AllocationId, ClientOutcome, Engine, EngineConfig, Family, FiveTuple, Now, RelayProvider,
+    Transport, CHANNEL_LIFETIME, PERMISSION_LIFETIME,
 };
 pub use error::TurnError;
 pub use metrics::Metrics;
 pub use peer_policy::PeerPolicy;
-pub use server::{parse_port_range, IceServer, TlsFiles, TurnConfig, TurnServer};
+pub use server::{parse_port_range, parse_turn_host, IceServer, TlsFiles, TurnConfig, TurnServer};

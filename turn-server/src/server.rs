@@ -6,9 +6,17 @@
 //! across an await. Relay sockets wait for readiness and then read into a
 //! per-thread buffer, so an idle allocation costs a socket and a parked
 //! task, not a receive buffer.
+//!
+//! All UDP (the UDP listener and every relay socket) runs on threads of its
+//! own (one per core by default), each a single-threaded tokio runtime with
+//! the I/O driver only: a woken socket is polled on the thread that saw it
+//! ready, with no work stealing, no cross-thread wake-ups, no timer wheel or
+//! signal driver on each park. Relay sockets are spread over the threads by
+//! allocation; the UDP listener runs on the first. TCP/TLS connections, the
+//! sweep and the caller's own work stay on the caller's runtime.
 
 use std::cell::RefCell;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,12 +25,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::{AbortHandle, JoinHandle};
 
 use crate::auth::{rest_credentials, Authenticator};
 use crate::engine::{
-    AllocationId, ClientOutcome, Engine, EngineConfig, FiveTuple, Now, RelayProvider, Transport,
+    AllocationId, ClientOutcome, Engine, EngineConfig, Family, FiveTuple, Now, RelayProvider,
+    Transport,
 };
 use crate::error::TurnError;
 use crate::message::stream_record_len;
@@ -51,12 +60,22 @@ pub struct TurnConfig {
     /// Address put in relayed addresses and `turn:` URLs; by default the
     /// listener's address.
     pub public_ip: Option<IpAddr>,
+    /// DNS name put in `turn:`/`turns:` URLs instead of the address
+    /// (`--turn-host`); a `turns:` URL must name its certificate's host.
+    pub host: Option<String>,
+    /// IPv6 address that IPv6 relays bind to and advertise
+    /// (`--turn-relay-ipv6`). Without one (and without an IPv6 listener),
+    /// allocations asking for IPv6 get 440 Address Family not Supported.
+    pub relay_ipv6: Option<Ipv6Addr>,
     /// Relay ports (`--turn-relay-ports 49152-65535`).
     pub relay_ports: RangeInclusive<u16>,
     /// Allow relaying to loopback peers (tests on one machine).
     pub allow_loopback_peers: bool,
     pub user_quota: usize,
     pub total_quota: usize,
+    /// Threads that run the UDP listener and the relay sockets (default:
+    /// one per core).
+    pub udp_threads: usize,
 }
 
 impl TurnConfig {
@@ -70,10 +89,13 @@ impl TurnConfig {
             secret: secret.into(),
             realm: "relaycast".into(),
             public_ip: None,
+            host: None,
+            relay_ipv6: None,
             relay_ports: 49152..=65535,
             allow_loopback_peers: false,
             user_quota: 100,
             total_quota: 50_000,
+            udp_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
 }
@@ -89,6 +111,26 @@ pub fn parse_port_range(s: &str) -> Result<RangeInclusive<u16>, String> {
         return Err(format!("empty or invalid port range {s:?}"));
     }
     Ok(lo..=hi)
+}
+
+/// Checks a `--turn-host` value: a DNS name (letters, digits, `-`, dots
+/// between labels of 1 to 63 characters, 253 at most), since it goes into
+/// URLs and `Link` headers verbatim.
+pub fn parse_turn_host(s: &str) -> Result<String, String> {
+    let name = s.strip_suffix('.').unwrap_or(s);
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    if name.is_empty() || name.len() > 253 || !name.split('.').all(label_ok) {
+        return Err(format!(
+            "{s:?} is not a DNS name (letters, digits, '-' and dots; e.g. turn.example.com)"
+        ));
+    }
+    Ok(name.to_ascii_lowercase())
 }
 
 /// One ICE server entry (the RTCIceServer shape).
@@ -124,9 +166,19 @@ impl Drop for RelayInner {
 
 struct Shared {
     engine: Mutex<Engine<Relay>>,
+    /// The UDP threads' runtimes: relay sockets register and run there.
+    udp_rts: Vec<tokio::runtime::Handle>,
     ports: Mutex<PortCursor>,
-    relay_bind_ip: IpAddr,
-    relay_public_ip: IpAddr,
+    /// Relay addresses by family (IPv4, IPv6), where the server has one.
+    relay_ips: [Option<RelayIp>; 2],
+}
+
+/// Where relay sockets of one family bind, and the address they advertise
+/// (a NAT's public address may not be bindable here).
+#[derive(Debug, Clone, Copy)]
+struct RelayIp {
+    bind: IpAddr,
+    public: IpAddr,
 }
 
 /// Ports tried per Allocate before answering 508.
@@ -166,16 +218,31 @@ enum SinkRef<'a> {
 }
 
 impl RelayProvider<Relay> for Binder<'_> {
-    fn bind(&mut self, _tuple: &FiveTuple, id: AllocationId) -> Option<(Relay, SocketAddr)> {
-        let std_socket = self.shared.ports.lock().bind(self.shared.relay_bind_ip)?;
+    fn supports(&self, family: Family) -> bool {
+        self.shared.relay_ips[family.index()].is_some()
+    }
+
+    fn bind(
+        &mut self,
+        _tuple: &FiveTuple,
+        id: AllocationId,
+        family: Family,
+    ) -> Option<(Relay, SocketAddr)> {
+        let ip = self.shared.relay_ips[family.index()]?;
+        let std_socket = self.shared.ports.lock().bind(ip.bind)?;
         let port = std_socket.local_addr().ok()?.port();
         std_socket.set_nonblocking(true).ok()?;
-        let socket = Arc::new(UdpSocket::from_std(std_socket).ok()?);
+        // `udp_rts` is never empty (see `TurnServer::start`).
+        let rt = &self.shared.udp_rts[(id.0 as usize) % self.shared.udp_rts.len()];
+        let socket = {
+            let _rt = rt.enter();
+            Arc::new(UdpSocket::from_std(std_socket).ok()?)
+        };
         let sink = match &self.sink {
             SinkRef::Udp(s, to) => ClientSink::Udp(Arc::clone(s), *to),
             SinkRef::Stream(tx) => ClientSink::Stream((*tx).clone()),
         };
-        let task = tokio::spawn(relay_loop(
+        let task = rt.spawn(relay_loop(
             Arc::clone(self.shared),
             id,
             Arc::clone(&socket),
@@ -185,7 +252,7 @@ impl RelayProvider<Relay> for Binder<'_> {
             socket,
             task: task.abort_handle(),
         }));
-        Some((relay, SocketAddr::new(self.shared.relay_public_ip, port)))
+        Some((relay, SocketAddr::new(ip.public, port)))
     }
 }
 
@@ -207,20 +274,26 @@ async fn relay_loop(
         if socket.readable().await.is_err() {
             return;
         }
+        // One clock read per wake-up: the datagrams of one batch arrive
+        // within microseconds of each other.
+        let now = Instant::now();
         let mut closed = false;
+        let mut drained = false;
         RELAY_BUFS.with(|bufs| {
             let mut bufs = bufs.borrow_mut();
             let (buf, out) = &mut *bufs;
             for _ in 0..RELAY_BATCH {
                 let (n, peer) = match socket.try_recv_from(buf) {
                     Ok(v) => v,
-                    Err(_) => return,
+                    Err(_) => {
+                        drained = true;
+                        return;
+                    }
                 };
-                let send =
-                    shared
-                        .engine
-                        .lock()
-                        .handle_peer(Instant::now(), id, peer, &buf[..n], out);
+                let send = shared
+                    .engine
+                    .lock()
+                    .handle_peer(now, id, peer, &buf[..n], out);
                 if !send {
                     continue;
                 }
@@ -243,7 +316,11 @@ async fn relay_loop(
         if closed {
             return;
         }
-        tokio::task::yield_now().await;
+        // Only a socket that still had datagrams after a full batch gives
+        // the other tasks a turn; a drained one just waits again.
+        if !drained {
+            tokio::task::yield_now().await;
+        }
     }
 }
 
@@ -251,6 +328,39 @@ fn now() -> Now {
     Now {
         instant: Instant::now(),
         unix_secs: unix_secs(),
+    }
+}
+
+/// [`Now`] for the UDP listener at one clock read per batch: wall-clock
+/// seconds follow the monotonic clock from a base re-read once a minute
+/// (credential expiry and nonces only need seconds).
+struct BatchClock {
+    base: Instant,
+    base_unix: u64,
+}
+
+impl BatchClock {
+    fn new() -> BatchClock {
+        BatchClock {
+            base: Instant::now(),
+            base_unix: unix_secs(),
+        }
+    }
+
+    fn now(&mut self) -> Now {
+        let instant = Instant::now();
+        let mut since = instant.saturating_duration_since(self.base);
+        if since >= Duration::from_secs(60) {
+            *self = BatchClock {
+                base: instant,
+                base_unix: unix_secs(),
+            };
+            since = Duration::ZERO;
+        }
+        Now {
+            instant,
+            unix_secs: self.base_unix + since.as_secs(),
+        }
     }
 }
 
@@ -264,11 +374,14 @@ fn unix_secs() -> u64 {
 pub struct TurnServer {
     shared: Arc<Shared>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Ends the UDP thread when sent or dropped.
+    udp_stop: Mutex<Vec<oneshot::Sender<()>>>,
     udp_addr: Option<SocketAddr>,
     tcp_addr: Option<SocketAddr>,
     tls_addr: Option<SocketAddr>,
     secret: String,
     public_ip: IpAddr,
+    host: Option<String>,
 }
 
 impl TurnServer {
@@ -283,10 +396,28 @@ impl TurnServer {
             .or(cfg.tls.as_ref().map(|(a, _)| *a))
             .map(|a| a.ip())
             .ok_or(TurnError::NoListener)?;
+        if let Some(h) = &cfg.host {
+            parse_turn_host(h).map_err(|reason| TurnError::Host { reason })?;
+        }
         let public_ip = cfg.public_ip.unwrap_or(first_ip);
-        // Relay sockets bind where the listeners are; the public address
-        // may be a NAT's and not bindable here.
-        let relay_bind_ip = first_ip;
+        // Relay sockets bind where the listeners are and advertise the
+        // public address (which may be a NAT's); IPv6 relays also where
+        // --turn-relay-ipv6 says.
+        let mut relay_ips = [None, None];
+        relay_ips[Family::of(first_ip).index()] = Some(RelayIp {
+            bind: first_ip,
+            public: if Family::of(public_ip) == Family::of(first_ip) {
+                public_ip
+            } else {
+                first_ip
+            },
+        });
+        if let Some(v6) = cfg.relay_ipv6 {
+            relay_ips[Family::V6.index()] = Some(RelayIp {
+                bind: v6.into(),
+                public: v6.into(),
+            });
+        }
         let mut ecfg = EngineConfig::new(
             &cfg.realm,
             Authenticator::rest(cfg.secret.as_bytes()),
@@ -298,24 +429,34 @@ impl TurnServer {
         };
         ecfg.user_quota = cfg.user_quota;
         ecfg.total_quota = cfg.total_quota;
+        let mut udp_rts = Vec::new();
+        let mut udp_stop = Vec::new();
+        for i in 0..cfg.udp_threads.max(1) {
+            let (rt, stop) = start_udp_thread(i).await?;
+            udp_rts.push(rt);
+            udp_stop.push(stop);
+        }
         let shared = Arc::new(Shared {
+            udp_rts,
             engine: Mutex::new(Engine::new(ecfg, metrics)),
             ports: Mutex::new(PortCursor {
                 next: *cfg.relay_ports.start(),
                 range: cfg.relay_ports.clone(),
             }),
-            relay_bind_ip,
-            relay_public_ip: public_ip,
+            relay_ips,
         });
         let mut tasks = Vec::new();
         let mut udp_addr = None;
         if let Some(addr) = cfg.udp {
-            let socket = bind_udp(addr)?;
+            let socket = {
+                let _rt = shared.udp_rts[0].enter();
+                bind_udp(addr)?
+            };
             let local = socket
                 .local_addr()
                 .map_err(|e| TurnError::Bind { addr, source: e })?;
             udp_addr = Some(local);
-            tasks.push(tokio::spawn(udp_loop(
+            tasks.push(shared.udp_rts[0].spawn(udp_loop(
                 Arc::clone(&shared),
                 Arc::new(socket),
                 local,
@@ -364,11 +505,13 @@ impl TurnServer {
         Ok(TurnServer {
             shared,
             tasks: Mutex::new(tasks),
+            udp_stop: Mutex::new(udp_stop),
             udp_addr,
             tcp_addr,
             tls_addr,
             secret: cfg.secret,
             public_ip,
+            host: cfg.host.as_deref().and_then(|h| parse_turn_host(h).ok()),
         })
     }
 
@@ -393,9 +536,10 @@ impl TurnServer {
     /// `turns:` URLs of every listener.
     pub fn ice_server(&self, user: &str, ttl: Duration) -> IceServer {
         let c = rest_credentials(self.secret.as_bytes(), user, unix_secs(), ttl.as_secs());
-        let host = match self.public_ip {
-            IpAddr::V6(v6) => format!("[{v6}]"),
-            v4 => v4.to_string(),
+        let host = match (&self.host, self.public_ip) {
+            (Some(name), _) => name.clone(),
+            (None, IpAddr::V6(v6)) => format!("[{v6}]"),
+            (None, v4) => v4.to_string(),
         };
         let mut urls = Vec::new();
         if let Some(a) = self.udp_addr {
@@ -424,6 +568,46 @@ impl TurnServer {
             let _ = t.await;
         }
         self.shared.engine.lock().clear();
+        for stop in std::mem::take(&mut *self.udp_stop.lock()) {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Starts the UDP thread; returns its runtime's handle and the sender that
+/// stops it (dropping the runtime closes every socket left on it).
+async fn start_udp_thread(
+    index: usize,
+) -> Result<(tokio::runtime::Handle, oneshot::Sender<()>), TurnError> {
+    let (handle_tx, handle_rx) = oneshot::channel();
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name(format!("turn-udp-{index}"))
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_io()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = handle_tx.send(Err(e));
+                    return;
+                }
+            };
+            if handle_tx.send(Ok(rt.handle().clone())).is_err() {
+                return;
+            }
+            rt.block_on(async {
+                let _ = stop_rx.await;
+            });
+        })
+        .map_err(TurnError::Thread)?;
+    match handle_rx.await {
+        Ok(Ok(h)) => Ok((h, stop_tx)),
+        Ok(Err(e)) => Err(TurnError::Thread(e)),
+        Err(_) => Err(TurnError::Thread(std::io::Error::other(
+            "the TURN UDP thread ended while starting",
+        ))),
     }
 }
 
@@ -441,42 +625,61 @@ fn bind_udp(addr: SocketAddr) -> Result<UdpSocket, TurnError> {
     UdpSocket::from_std(s.into()).map_err(err)
 }
 
+/// Datagrams the listener reads per readiness wake-up before yielding.
+const LISTENER_BATCH: usize = 64;
+
 async fn udp_loop(shared: Arc<Shared>, socket: Arc<UdpSocket>, local: SocketAddr) {
     let mut buf = vec![0u8; 65536];
+    let mut clock = BatchClock::new();
     loop {
-        let (n, from) = match socket.recv_from(&mut buf).await {
-            Ok(v) => v,
-            // ICMP errors surface here on some systems; they concern one
-            // peer, not the listener.
-            Err(_) => continue,
-        };
-        let tuple = FiveTuple {
-            client: from,
-            server: local,
-            transport: Transport::Udp,
-        };
-        let outcome = {
-            let mut binder = Binder {
-                shared: &shared,
-                sink: SinkRef::Udp(&socket, from),
+        if socket.readable().await.is_err() {
+            return;
+        }
+        // One clock read per batch, as in the relay loop.
+        let now = clock.now();
+        let mut drained = false;
+        for _ in 0..LISTENER_BATCH {
+            let (n, from) = match socket.try_recv_from(&mut buf) {
+                Ok(v) => v,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    drained = true;
+                    break;
+                }
+                // ICMP errors surface here on some systems; they concern one
+                // peer, not the listener.
+                Err(_) => continue,
             };
-            shared
-                .engine
-                .lock()
-                .handle_client(now(), tuple, &buf[..n], &mut binder)
-        };
-        match outcome {
-            ClientOutcome::Reply(b) => {
-                let _ = socket.try_send_to(&b, from);
+            let tuple = FiveTuple {
+                client: from,
+                server: local,
+                transport: Transport::Udp,
+            };
+            let outcome = {
+                let mut binder = Binder {
+                    shared: &shared,
+                    sink: SinkRef::Udp(&socket, from),
+                };
+                shared
+                    .engine
+                    .lock()
+                    .handle_client(now, tuple, &buf[..n], &mut binder)
+            };
+            match outcome {
+                ClientOutcome::Reply(b) => {
+                    let _ = socket.try_send_to(&b, from);
+                }
+                ClientOutcome::Relay {
+                    relay,
+                    peer,
+                    payload,
+                } => {
+                    let _ = relay.0.socket.try_send_to(&buf[payload], peer);
+                }
+                ClientOutcome::Nothing => {}
             }
-            ClientOutcome::Relay {
-                relay,
-                peer,
-                payload,
-            } => {
-                let _ = relay.0.socket.try_send_to(&buf[payload], peer);
-            }
-            ClientOutcome::Nothing => {}
+        }
+        if !drained {
+            tokio::task::yield_now().await;
         }
     }
 }

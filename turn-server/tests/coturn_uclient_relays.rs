@@ -181,11 +181,16 @@ async fn relays_through_us(transport_flags: &[&str], over: Over) {
     if over == Over::Udp {
         assert!(metrics.malformed.get() > 0, "the garbage was not counted");
     }
-    // uclient's two clients hold at most one allocation each.
-    assert!(server.allocation_count() <= 2, "allocations leaked");
+    // uclient's two clients hold at most one allocation each. Over TCP/TLS
+    // a client that retried on a new connection (a loaded machine) may
+    // leave one more until the server has read its close; those are
+    // checked below, once the connections are gone.
+    if !tcp {
+        assert!(server.allocation_count() <= 2, "allocations leaked");
+    }
     if tcp {
         // Closed connections take their allocations with them.
-        for _ in 0..50 {
+        for _ in 0..250 {
             if server.allocation_count() == 0 {
                 break;
             }
