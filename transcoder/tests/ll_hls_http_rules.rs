@@ -56,6 +56,8 @@ impl Feeder {
             index: i,
             contiguous: true,
             epoch: 1 << 20,
+            layer: 0,
+            top: true,
             wallclock: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)),
         }
     }
