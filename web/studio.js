@@ -246,7 +246,7 @@ async function endStream(report = true) {
   pc = null;
   document.body.dataset.live = 'false';
   $('end').disabled = true;
-  $('go-live').disabled = !media;
+  $('go-live').disabled = false;
   if (resource) {
     try {
       const res = await fetch(resource, { method: 'DELETE' });

@@ -13,6 +13,7 @@
 pub mod cli;
 pub mod rest;
 pub mod stream_recorder;
+pub mod web;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -367,6 +368,7 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
         .route("/api/ice-servers", get(ice_servers_handler).with_state(ice))
         .merge(whip_whep::router(whip))
         .merge(rest::router(rest_state))
+        .merge(web::router())
         .fallback(|| async {
             (
                 StatusCode::NOT_FOUND,
