@@ -11,10 +11,12 @@
 //    request /hls/<stream>/index.m3u8 through hls.js; whether it then played
 //    is reported, not required (the server may not serve LL-HLS).
 // 4. /embed/<stream> is served without X-Frame-Options.
-// 5. The studio ends the stream (DELETE of the WHIP session).
+// 5. Dashboard (signed in): the stream is listed live, its health panel
+//    lists the layers measured through a monitoring viewer.
+// 6. The studio ends the stream (DELETE of the WHIP session).
 //
 // Prints one JSON line on stdout, diagnostics on stderr, screenshots
-// (studio.png, player.png, player-hls.png) in <out_dir>. Exit 0 = pass,
+// (studio.png, player.png, player-hls.png, dashboard.png) in <out_dir>. Exit 0 = pass,
 // 1 = fail, 2 = usage / environment error.
 
 import fs from 'node:fs';
@@ -193,16 +195,30 @@ try {
   summary.embed = { status: embed.status(), x_frame_options: embed.headers()['x-frame-options'] ?? null };
   if (embed.status() !== 200 || summary.embed.x_frame_options) await finish(1, `embed page: ${JSON.stringify(summary.embed)}`);
 
+  // 5. Dashboard (in the studio's context: signed in): the live stream is
+  // listed with its viewers, and its health shows the simulcast layers.
+  const dash = await studio.context().newPage();
+  pages.dashboard = dash;
+  dash.on('pageerror', (e) => log(`dashboard page error: ${e?.message ?? e}`));
+  await dash.goto(`${baseUrl}/dashboard`, { waitUntil: 'load' });
+  const row = dash.locator('#live-rows tr', { hasText: stream });
+  await row.waitFor({ timeout: 10_000 });
+  summary.dashboard_row = (await row.innerText()).replace(/\s+/g, ' ').trim();
+  await row.getByRole('button', { name: 'Health' }).click();
+  await dash.locator('#layer-rows tr').first().waitFor({ timeout: 10_000 });
+  summary.dashboard_layers = await dash.locator('#layer-rows tr').count();
+
   // Screenshots while live.
   await screenshots();
 
-  // 5. End the stream from the studio.
+  // 6. End the stream from the studio.
   const del = studio.waitForResponse((r) => r.request().method() === 'DELETE' && r.url().includes('/whip/'), { timeout: 5_000 });
   await studio.getByRole('button', { name: 'End stream' }).click();
   summary.end_stream_status = (await del.catch(() => null))?.status() ?? null;
   if (summary.end_stream_status === null || summary.end_stream_status >= 300) {
     await finish(1, `ending the stream: DELETE answered ${summary.end_stream_status}`);
   }
+  delete pages.dashboard;
   delete pages['player-hls'];
   delete pages.player;
   delete pages.studio;
