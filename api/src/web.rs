@@ -63,8 +63,10 @@ fn page(html: &'static str, framing: Framing) -> Response {
     )
         .into_response();
     if let Framing::SameOrigin = framing {
-        res.headers_mut()
-            .insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("SAMEORIGIN"));
+        res.headers_mut().insert(
+            header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("SAMEORIGIN"),
+        );
     }
     res
 }

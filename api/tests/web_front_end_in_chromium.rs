@@ -65,15 +65,14 @@ async fn ready_to_run(browser_dir: &Path) -> anyhow::Result<bool> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn studio_goes_live_and_the_player_plays_over_whep_and_tries_ll_hls() -> anyhow::Result<()>
-{
+async fn studio_goes_live_and_the_player_plays_over_whep_and_tries_ll_hls() -> anyhow::Result<()> {
     let root = workspace_root();
     let browser_dir = root.join("tests").join("browser");
     if !ready_to_run(&browser_dir).await? {
         return Ok(());
     }
-    let data_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("web-ui-{}", std::process::id()));
+    let data_dir =
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("web-ui-{}", std::process::id()));
     std::fs::create_dir_all(&data_dir)?;
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let server = api::start(api::Config::for_test(data_dir.clone()), listener)
