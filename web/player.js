@@ -377,7 +377,7 @@ $('fullscreen').addEventListener('click', () => {
 });
 $('unmute').addEventListener('click', () => {
   video.muted = !video.muted;
-  $('unmute').textContent = video.muted ? '🔇 Unmute' : '🔊 Mute';
+  $('unmute').textContent = video.muted ? 'Unmute' : 'Mute';
 });
 
 // ---------------------------------------------------------------------------
