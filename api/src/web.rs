@@ -18,7 +18,7 @@ struct Asset {
 }
 
 macro_rules! asset {
-    ($name:literal, $ty:literal) => {
+    ($name:literal, $ty:expr) => {
         Asset {
             name: $name,
             content_type: $ty,
