@@ -95,8 +95,8 @@ const mon = { stream: null, pc: null, resource: null, timer: null, series: new M
 
 async function stopMonitor() {
   clearInterval(mon.timer);
-  if (mon.pc) mon.pc.close();
   if (mon.resource) await fetch(mon.resource, { method: 'DELETE' }).catch(() => {});
+  if (mon.pc) mon.pc.close();
   Object.assign(mon, { stream: null, pc: null, resource: null, timer: null, series: new Map() });
 }
 $('stop-monitor').addEventListener('click', async () => {

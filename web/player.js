@@ -202,9 +202,10 @@ async function playWhep() {
 async function endWhep() {
   const resource = state.whepResource;
   state.whepResource = null;
+  // DELETE first: a closed connection may already have ended the session.
+  if (resource) await fetch(resource, { method: 'DELETE' }).catch(() => {});
   if (pc) pc.close();
   pc = null;
-  if (resource) await fetch(resource, { method: 'DELETE' }).catch(() => {});
 }
 
 // ---------------------------------------------------------------------------

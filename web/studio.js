@@ -242,19 +242,22 @@ $('go-live').addEventListener('click', goLive);
 async function endStream(report = true) {
   const resource = whipResource;
   whipResource = null;
-  if (pc) pc.close();
-  pc = null;
-  document.body.dataset.live = 'false';
   $('end').disabled = true;
-  $('go-live').disabled = false;
+  // DELETE before closing the connection: the server drops a session whose
+  // DTLS closes, and the DELETE would then find nothing (404).
   if (resource) {
     try {
       const res = await fetch(resource, { method: 'DELETE' });
-      if (report) say($('live-status'), res.ok ? 'Stream ended.' : `Stream ended (server answered HTTP ${res.status}).`, res.ok ? '' : 'warn');
+      const ended = res.ok || res.status === 404;
+      if (report) say($('live-status'), ended ? 'Stream ended.' : `Stream ended (server answered HTTP ${res.status}).`, ended ? '' : 'warn');
     } catch (e) {
       if (report) say($('live-status'), `Stream ended locally; the server could not be told (${e.message}).`, 'warn');
     }
   }
+  if (pc) pc.close();
+  pc = null;
+  document.body.dataset.live = 'false';
+  $('go-live').disabled = false;
   loadStreams();
 }
 $('end').addEventListener('click', () => endStream(true));
