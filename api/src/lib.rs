@@ -16,6 +16,7 @@ pub mod realtime;
 pub mod rest;
 pub mod stream_recorder;
 pub mod webhooks;
+pub mod web;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -497,6 +498,7 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
         .merge(webhooks::router(hook_routes))
         .merge(rest::router(rest_state))
         .merge(transcoder::router(hls))
+        .merge(web::router())
         .fallback(|| async {
             (
                 StatusCode::NOT_FOUND,

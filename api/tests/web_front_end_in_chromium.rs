@@ -1,0 +1,124 @@
+//! The web front end end to end in headless Chromium
+//! (`tests/browser/web_ui.mjs`, playwright-core driving Debian's
+//! `/usr/bin/chromium`): the studio registers a broadcaster, creates a
+//! stream and goes live from the fake camera; a second context plays
+//! `/watch/{stream}` over WHEP with the video advancing; a third opens
+//! `/watch/{stream}?hls=1` and must request the LL-HLS playlist through
+//! hls.js (whether it plays depends on the server serving LL-HLS and is
+//! only reported); `/embed/{stream}` may be framed. Screenshots land in
+//! `target/web-artifacts/`.
+//!
+//! Needs `/usr/bin/chromium`, `node` and `tests/browser/node_modules`
+//! (`cd tests/browser && npm ci`); without them the test is skipped with a
+//! loud message, except under CI (env `CI` set), where it fails.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{bail, ensure, Context};
+use tokio::net::TcpListener;
+use tokio::process::Command;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."))
+}
+
+fn in_ci() -> bool {
+    std::env::var("CI")
+        .map(|v| !v.trim().is_empty() && v.trim() != "0" && v.trim() != "false")
+        .unwrap_or(false)
+}
+
+async fn ready_to_run(browser_dir: &Path) -> anyhow::Result<bool> {
+    let mut missing = Vec::new();
+    if !Path::new(CHROMIUM).exists() {
+        missing.push(format!("{CHROMIUM} (apt-get install chromium)"));
+    }
+    let node = Command::new("node")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .await
+        .is_ok_and(|s| s.success());
+    if !node {
+        missing.push("node (Node.js >= 20)".into());
+    }
+    if !browser_dir.join("node_modules/playwright-core").is_dir() {
+        missing.push(format!("npm ci in {}", browser_dir.display()));
+    }
+    if missing.is_empty() {
+        return Ok(true);
+    }
+    if in_ci() {
+        bail!("browser test prerequisites missing under CI: {missing:?}");
+    }
+    eprintln!("SKIPPED: web front end browser test: missing {missing:?}");
+    Ok(false)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn studio_goes_live_and_the_player_plays_over_whep_and_tries_ll_hls() -> anyhow::Result<()> {
+    let root = workspace_root();
+    let browser_dir = root.join("tests").join("browser");
+    if !ready_to_run(&browser_dir).await? {
+        return Ok(());
+    }
+    let data_dir =
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("web-ui-{}", std::process::id()));
+    std::fs::create_dir_all(&data_dir)?;
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let server = api::start(api::Config::for_test(data_dir.clone()), listener)
+        .await
+        .context("starting relaycast")?;
+    let base = format!("http://{}", server.http_addr());
+
+    // The pages and their assets are served from the binary.
+    let client = reqwest::Client::new();
+    for path in [
+        "/watch/x",
+        "/embed/x",
+        "/studio",
+        "/dashboard",
+        "/web/player.js",
+        "/web/vendor/hls.min.js",
+    ] {
+        let res = client.get(format!("{base}{path}")).send().await?;
+        ensure!(res.status() == 200, "GET {path}: {}", res.status());
+    }
+
+    let out_dir = root.join("target").join("web-artifacts");
+    std::fs::create_dir_all(&out_dir)?;
+    let run = Command::new("node")
+        .arg(browser_dir.join("web_ui.mjs"))
+        .arg(&base)
+        .arg("webui")
+        .arg(&out_dir)
+        .current_dir(&root)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(SCRIPT_TIMEOUT, run).await;
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(&data_dir);
+    let output = output
+        .context("web_ui.mjs timed out")?
+        .context("running node")?;
+    eprintln!("{}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    println!("{stdout}");
+    eprintln!("screenshots in {}", out_dir.display());
+    ensure!(
+        output.status.success(),
+        "web_ui.mjs failed ({}): {stdout}",
+        output.status
+    );
+    Ok(())
+}
