@@ -15,8 +15,8 @@ pub mod cli;
 pub mod realtime;
 pub mod rest;
 pub mod stream_recorder;
-pub mod webhooks;
 pub mod web;
+pub mod webhooks;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
