@@ -161,7 +161,10 @@ async fn multivariant(State(hls): State<Hls>, Path(stream): Path<String>) -> Res
                 .rungs()
                 .iter()
                 .all(|r| r.track.as_ref().is_some_and(Track::has_media));
-            if st.video().is_some_and(Track::has_media)
+            // A player starts from here: answer once the source lists a
+            // whole segment (hls.js treats a parts-only live playlist as
+            // empty and gives up after a few reloads).
+            if st.video().is_some_and(Track::has_segment)
                 && (rungs_ready || tokio::time::Instant::now() >= grace)
             {
                 let prefix = format!("{}/", entry.session);

@@ -442,6 +442,12 @@ impl Track {
     }
 
     /// Whether anything can be listed yet (a first part exists).
+    /// Whether a whole segment is listed (players such as hls.js give up
+    /// on a live playlist that lists parts only).
+    pub fn has_segment(&self) -> bool {
+        !self.segments.is_empty()
+    }
+
     pub fn has_media(&self) -> bool {
         !self.segments.is_empty() || self.current.as_ref().is_some_and(|c| !c.parts.is_empty())
     }

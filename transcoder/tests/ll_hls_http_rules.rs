@@ -318,6 +318,18 @@ async fn the_multivariant_playlist_waits_for_the_first_keyframe() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn the_multivariant_playlist_waits_for_a_whole_segment() {
+    let (app, mut f) = setup();
+    // Parts but no whole segment yet, and nothing more comes: 503.
+    f.feed(0.5);
+    let a = get(&app, "/hls/s/index.m3u8").await;
+    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
+    f.feed(2.5);
+    let b = get(&app, "/hls/s/index.m3u8").await;
+    assert_eq!(b.status, StatusCode::OK);
+}
+
+#[tokio::test(start_paused = true)]
 async fn opus_passthrough_is_labelled_opus() {
     let (app, mut f) = setup_with(HlsConfig {
         audio: AudioOut::Opus,
