@@ -1,5 +1,10 @@
 //! The tokio driver: one packager per live stream, fed from an SFU tap on
 //! its own task, started on `Live` and finished on `Ended`.
+//!
+//! Date ranges ([`Hls::add_event`]) wait in a small queue of the stream's
+//! entry, so the caller never waits for the packager; the stream task
+//! moves them into the packager (and the recording) with the next frame,
+//! or at the end.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,8 +16,9 @@ use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, Registry};
 use sfu::{Sfu, StreamEventKind};
 use tokio::sync::{broadcast, watch, Notify};
 
+use crate::daterange::{DateRange, MAX_LIVE_DATE_RANGES};
 use crate::ladder::{LadderHandle, Rung};
-use crate::record::{RecordEvent, Recorder, RecordingConfig};
+use crate::record::{RecordEvent, Recorder, RecordingConfig, RecordingReady};
 use crate::stream::{AudioOut, StreamPackager};
 use crate::track::TrackSample;
 
@@ -112,6 +118,8 @@ pub struct StreamEntry {
     end: Notify,
     /// `Ended` was seen; a `Live` after it starts a new packager.
     ending: AtomicBool,
+    /// Date ranges not yet in the packager.
+    inbox: Mutex<Vec<Arc<DateRange>>>,
 }
 
 impl StreamEntry {
@@ -126,7 +134,26 @@ impl StreamEntry {
             changed: watch::channel(0).0,
             end: Notify::new(),
             ending: AtomicBool::new(false),
+            inbox: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Queues a date range for every rendition's playlist; false once the
+    /// stream is ending. Never waits for the packager.
+    pub fn add_date_range(&self, range: DateRange) -> bool {
+        if self.ending.load(Ordering::Acquire) {
+            return false;
+        }
+        let mut inbox = self.inbox.lock();
+        if inbox.len() >= MAX_LIVE_DATE_RANGES {
+            inbox.remove(0);
+        }
+        inbox.push(Arc::new(range));
+        true
+    }
+
+    fn take_date_ranges(&self) -> Vec<Arc<DateRange>> {
+        std::mem::take(&mut *self.inbox.lock())
     }
 
     /// Wakes on every change of the packager.
@@ -140,8 +167,12 @@ impl StreamEntry {
 
     /// Feeds one frame (as a tap would) and wakes waiting requests.
     pub fn feed(&self, frame: &sfu::Frame, arrival_wall: SystemTime) -> crate::stream::Handled {
+        let ranges = self.take_date_ranges();
         let handled = {
             let mut st = self.state.lock();
+            for r in ranges {
+                st.add_date_range(r);
+            }
             let handled = st.handle_frame(frame, arrival_wall);
             // No ladder thread for hand-fed streams.
             st.take_ladder_inputs();
@@ -159,7 +190,13 @@ impl StreamEntry {
 
     /// Ends the stream (`EXT-X-ENDLIST`) and wakes waiting requests.
     pub fn finish(&self) {
-        self.state.lock().end();
+        let ranges = self.take_date_ranges();
+        let mut st = self.state.lock();
+        for r in ranges {
+            st.add_date_range(r);
+        }
+        st.end();
+        drop(st);
         self.notify();
     }
 }
@@ -170,7 +207,12 @@ struct Inner {
     config: HlsConfig,
     metrics: HlsMetrics,
     streams: Mutex<HashMap<String, Arc<StreamEntry>>>,
+    /// Recordings complete on disk.
+    ready: broadcast::Sender<RecordingReady>,
 }
+
+/// Notices a slow listener may fall behind by before it misses some.
+const READY_CAPACITY: usize = 64;
 
 /// The LL-HLS side of relaycast: packagers of the live streams.
 #[derive(Clone)]
@@ -189,6 +231,7 @@ impl Hls {
                 config,
                 metrics,
                 streams: Mutex::new(HashMap::new()),
+                ready: broadcast::channel(READY_CAPACITY).0,
             }),
         };
         tokio::spawn(follow_events(hls.clone(), events));
@@ -216,6 +259,7 @@ impl Hls {
                 config,
                 metrics,
                 streams: Mutex::new(HashMap::new()),
+                ready: broadcast::channel(READY_CAPACITY).0,
             }),
         }
     }
@@ -242,6 +286,20 @@ impl Hls {
     /// The packager of `stream`, if one runs or recently ended.
     pub fn stream(&self, stream: &str) -> Option<Arc<StreamEntry>> {
         self.inner.streams.lock().get(stream).cloned()
+    }
+
+    /// Attaches a date range (an integrator event) to the live stream's
+    /// playlists and its recording; false when no packager of the stream
+    /// is live. Never waits for the packager.
+    pub fn add_event(&self, stream: &str, range: DateRange) -> bool {
+        self.stream(stream).is_some_and(|e| e.add_date_range(range))
+    }
+
+    /// Hears of each recording once it is complete on disk (subscribe
+    /// before streams end; a listener more than 64 notices behind misses
+    /// some).
+    pub fn recording_notices(&self) -> broadcast::Receiver<RecordingReady> {
+        self.inner.ready.subscribe()
     }
 
     fn start_stream(&self, stream: &str) {
@@ -329,7 +387,7 @@ async fn run_stream(
     let mut ladder_dropped = 0;
     let recorder = hls.inner.config.recordings.as_ref().and_then(|r| {
         crate::record::safe_component(&stream)
-            .then(|| Recorder::start(r.dir.join(&stream).join(&entry.session)))
+            .then(|| Recorder::start(&r.dir, &stream, &entry.session, hls.inner.ready.clone()))
     });
     let mut recording_started = [false; 2];
     loop {
@@ -338,6 +396,7 @@ async fn run_stream(
             () = entry.end.notified() => None,
         };
         let Some(frame) = frame else { break };
+        let ranges = entry.take_date_ranges();
         let now = Instant::now();
         let wall_now = SystemTime::now();
         let arrival_wall = wall_now
@@ -345,6 +404,7 @@ async fn run_stream(
             .unwrap_or(wall_now);
         let (handled, published, inputs, sizes, fps) = {
             let mut st = entry.state.lock();
+            add_date_ranges(&mut st, ranges, recorder.as_ref());
             let before = st.video().and_then(|t| t.last_msn_part());
             let handled = st.handle_frame(&frame, arrival_wall);
             let after = st.video().and_then(|t| t.last_msn_part());
@@ -410,7 +470,9 @@ async fn run_stream(
     drop(tap);
     drop(ladder);
     {
+        let ranges = entry.take_date_ranges();
         let mut st = entry.state.lock();
+        add_date_ranges(&mut st, ranges, recorder.as_ref());
         st.end();
         if let Some(rec) = &recorder {
             record(&mut st, rec, &mut recording_started);
@@ -428,6 +490,16 @@ async fn run_stream(
     let mut streams = hls.inner.streams.lock();
     if streams.get(&stream).is_some_and(|e| Arc::ptr_eq(e, &entry)) {
         streams.remove(&stream);
+    }
+}
+
+/// Moves queued date ranges into the packager and the recording.
+fn add_date_ranges(st: &mut StreamPackager, ranges: Vec<Arc<DateRange>>, rec: Option<&Recorder>) {
+    for r in ranges {
+        if let Some(rec) = rec {
+            rec.send(RecordEvent::DateRange(r.clone()));
+        }
+        st.add_date_range(r);
     }
 }
 

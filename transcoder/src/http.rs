@@ -1,7 +1,8 @@
 //! `/hls/…`: the multivariant playlist at a stable URL, and per publisher
 //! run (`{run}`) the renditions' media playlists (blocking reload, delta
-//! updates, rendition reports), init segments, segments and parts (the
-//! preload-hinted part streamed while it is written).
+//! updates, rendition reports, `EXT-X-DATERANGE` integrator events), init
+//! segments, segments and parts (the preload-hinted part streamed while it
+//! is written).
 //!
 //! Caching is CDN-shaped: playlists and blocking answers `max-age=1`;
 //! init, segments and parts are immutable (a new publisher run gets new
@@ -348,6 +349,8 @@ async fn media_playlist(
     if part.is_some() && msn.is_none() {
         return error(StatusCode::BAD_REQUEST, "_HLS_part requires _HLS_msn");
     }
+    // `v2` (skip date ranges too) is answered like `YES`: the playlists do
+    // not advertise CAN-SKIP-DATERANGES, so date ranges always stay.
     let skip = match query.get("_HLS_skip").map(String::as_str) {
         None => false,
         Some("YES") | Some("v2") => true,
@@ -385,7 +388,8 @@ async fn media_playlist(
                     Readiness::Ready => {
                         let reports = rendition.reports(&st);
                         let skip = skip && !track.is_ended();
-                        return ok(PLAYLIST, SHORT, track.playlist(skip, &reports));
+                        let ranges = st.date_ranges();
+                        return ok(PLAYLIST, SHORT, track.playlist(skip, &reports, ranges));
                     }
                     Readiness::Wait => {}
                 }

@@ -19,8 +19,12 @@
 //!   scale and `openh264` encode per rung, IDRs where the source has
 //!   keyframes so segments line up.
 //! - [`hls::Hls`]: the tokio driver: a packager per live stream, started on
-//!   `Live` and ended (`EXT-X-ENDLIST`) on `Ended`.
-//! - [`record`]: ended streams kept on disk as VOD, `/vod/{stream}/…`.
+//!   `Live` and ended (`EXT-X-ENDLIST`) on `Ended`; [`Hls::add_event`]
+//!   attaches a date range to a live stream.
+//! - [`daterange`]: `EXT-X-DATERANGE` (integrator events) at the matching
+//!   `EXT-X-PROGRAM-DATE-TIME`, in the live and the VOD playlists.
+//! - [`record`]: ended streams kept on disk as VOD, `/vod/{stream}/…`;
+//!   [`Hls::recording_notices`] tells when one is complete.
 //! - [`http::router`]: `GET /hls/{stream}/index.m3u8` and the renditions
 //!   under `/hls/{stream}/{run}/{video|audio|720p…}/`; the recordings.
 //!
@@ -29,6 +33,7 @@
 //! sender-report wall clock, or its arrival time when there is none yet.
 
 pub mod aac;
+pub mod daterange;
 pub mod fmp4;
 pub mod h264_params;
 pub mod hls;
@@ -38,9 +43,10 @@ pub mod record;
 pub mod stream;
 pub mod track;
 
+pub use daterange::DateRange;
 pub use hls::{Hls, HlsConfig, HlsMetrics};
 pub use http::router;
 pub use ladder::Rung;
-pub use record::RecordingConfig;
+pub use record::{RecordingConfig, RecordingReady};
 pub use stream::AudioOut;
 pub use track::Timing;

@@ -1,7 +1,11 @@
 //! Recording: a live stream's source video and audio renditions written to
 //! disk segment by segment while live, closed with VOD playlists
-//! (`EXT-X-PLAYLIST-TYPE:VOD`) when the stream ends, served at the stable
-//! URL `/vod/{stream}/{run}/index.m3u8`, and deleted after the retention.
+//! (`EXT-X-PLAYLIST-TYPE:VOD`, each segment with its
+//! `EXT-X-PROGRAM-DATE-TIME`, the stream's `EXT-X-DATERANGE`s at their
+//! segments) when the stream ends, served at the stable URL
+//! `/vod/{stream}/{run}/index.m3u8`, and deleted after the retention. Once
+//! a recording is complete on disk a [`RecordingReady`] notice goes out
+//! (see [`crate::Hls::recording_notices`]).
 //!
 //! Layout: `{dir}/{stream}/{run}/index.m3u8` (multivariant) and
 //! `{dir}/{stream}/{run}/{video|audio}/{init.mp4, seg{n}.m4s, index.m3u8}`.
@@ -11,12 +15,18 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 
+use crate::daterange::DateRange;
 use crate::track::FinishedSegment;
+
+/// Date ranges a recording keeps (the first ones; later ones are left out
+/// of the VOD playlists, logged).
+pub const MAX_VOD_DATE_RANGES: usize = 256;
 
 /// Where recordings go and how long they stay.
 #[derive(Debug, Clone)]
@@ -36,8 +46,25 @@ pub enum RecordEvent {
         rendition: &'static str,
         segment: FinishedSegment,
     },
+    /// A date range for the VOD playlists.
+    DateRange(Arc<DateRange>),
     /// The stream ended; `multivariant` is the top-level VOD playlist.
     End { multivariant: String },
+}
+
+/// A recording is complete on disk and served at `url`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordingReady {
+    pub stream: String,
+    pub run: String,
+    /// `/vod/{stream}/{run}/index.m3u8` (multivariant).
+    pub url: String,
+    /// Recorded duration of the source video.
+    pub duration: Duration,
+    /// Segments of the source video.
+    pub segments: usize,
+    /// When the recording was closed.
+    pub at: SystemTime,
 }
 
 /// The packager's end of one recording.
@@ -46,10 +73,21 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// Starts recording into `dir` (`{base}/{stream}/{run}`).
-    pub fn start(dir: PathBuf) -> Recorder {
+    /// Starts recording `stream`'s publisher run `run` into
+    /// `{base}/{stream}/{run}`; `ready` hears when it is complete.
+    pub fn start(
+        base: &Path,
+        stream: &str,
+        run: &str,
+        ready: broadcast::Sender<RecordingReady>,
+    ) -> Recorder {
         let (tx, rx) = mpsc::channel(256);
-        tokio::spawn(write_loop(dir, rx));
+        let id = RecordingId {
+            dir: base.join(stream).join(run),
+            stream: stream.to_string(),
+            run: run.to_string(),
+        };
+        tokio::spawn(write_loop(id, rx, ready));
         Recorder { tx }
     }
 
@@ -60,13 +98,28 @@ impl Recorder {
     }
 }
 
-#[derive(Default)]
-struct RenditionLog {
-    segments: Vec<(u64, f64)>,
+struct RecordingId {
+    dir: PathBuf,
+    stream: String,
+    run: String,
 }
 
-async fn write_loop(dir: PathBuf, mut rx: mpsc::Receiver<RecordEvent>) {
+/// One recorded segment: (msn, seconds, program date-time).
+pub type VodSegment = (u64, f64, SystemTime);
+
+#[derive(Default)]
+struct RenditionLog {
+    segments: Vec<VodSegment>,
+}
+
+async fn write_loop(
+    id: RecordingId,
+    mut rx: mpsc::Receiver<RecordEvent>,
+    ready: broadcast::Sender<RecordingReady>,
+) {
+    let dir = &id.dir;
     let mut logs: Vec<(&'static str, RenditionLog)> = Vec::new();
+    let mut ranges: Vec<Arc<DateRange>> = Vec::new();
     while let Some(ev) = rx.recv().await {
         let result = match ev {
             RecordEvent::Init { rendition, bytes } => {
@@ -76,7 +129,7 @@ async fn write_loop(dir: PathBuf, mut rx: mpsc::Receiver<RecordEvent>) {
             RecordEvent::Segment { rendition, segment } => {
                 if let Some((_, log)) = logs.iter_mut().find(|(r, _)| *r == rendition) {
                     log.segments
-                        .push((segment.msn, segment.duration.as_secs_f64()));
+                        .push((segment.msn, segment.duration.as_secs_f64(), segment.pdt));
                 }
                 write(
                     &dir.join(rendition),
@@ -85,17 +138,47 @@ async fn write_loop(dir: PathBuf, mut rx: mpsc::Receiver<RecordEvent>) {
                 )
                 .await
             }
+            RecordEvent::DateRange(range) => {
+                if ranges.len() < MAX_VOD_DATE_RANGES {
+                    ranges.push(range);
+                } else {
+                    tracing::warn!(
+                        dir = %dir.display(),
+                        "recording keeps {MAX_VOD_DATE_RANGES} date ranges; event {} left out",
+                        range.id()
+                    );
+                }
+                Ok(())
+            }
             RecordEvent::End { multivariant } => {
                 let mut r = Ok(());
                 for (rendition, log) in &logs {
                     if log.segments.is_empty() {
                         continue;
                     }
-                    let text = vod_playlist(&log.segments);
+                    let text = vod_playlist(&log.segments, &ranges);
                     r = r.and(write(&dir.join(rendition), "index.m3u8", text.as_bytes()).await);
                 }
                 // Written last: its presence marks a complete recording.
-                r.and(write(&dir, "index.m3u8", multivariant.as_bytes()).await)
+                let r = r.and(write(dir, "index.m3u8", multivariant.as_bytes()).await);
+                if r.is_ok() {
+                    let main = logs
+                        .iter()
+                        .find(|(name, _)| *name == "video")
+                        .or(logs.first())
+                        .map(|(_, log)| log.segments.as_slice())
+                        .unwrap_or_default();
+                    // No receiver is fine: nobody wants to know.
+                    let _ = ready.send(RecordingReady {
+                        stream: id.stream.clone(),
+                        run: id.run.clone(),
+                        url: format!("/vod/{}/{}/index.m3u8", id.stream, id.run),
+                        duration: Duration::from_secs_f64(main.iter().map(|s| s.1).sum()),
+                        segments: main.len(),
+                        at: SystemTime::now(),
+                    });
+                }
+                r
             }
         };
         if let Err(e) = result {
@@ -111,8 +194,10 @@ async fn write(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
     tokio::fs::rename(&tmp, dir.join(name)).await
 }
 
-/// A VOD media playlist over `(msn, seconds)` segments.
-pub fn vod_playlist(segments: &[(u64, f64)]) -> String {
+/// A VOD media playlist over `(msn, seconds, program date-time)`
+/// segments, with `date_ranges` at the segments they start in (those
+/// before the first at the first).
+pub fn vod_playlist(segments: &[VodSegment], date_ranges: &[Arc<DateRange>]) -> String {
     let td = segments
         .iter()
         .map(|s| s.1.ceil() as u64)
@@ -127,13 +212,23 @@ pub fn vod_playlist(segments: &[(u64, f64)]) -> String {
         segments.first().map_or(0, |s| s.0)
     );
     out.push_str("#EXT-X-MAP:URI=\"init.mp4\"\n");
+    let pdts: Vec<SystemTime> = segments.iter().map(|s| s.2).collect();
+    let ranges = crate::daterange::by_segment(&pdts, date_ranges, true);
     let mut prev: Option<u64> = None;
-    for (msn, d) in segments {
+    for (i, (msn, d, pdt)) in segments.iter().enumerate() {
         // A segment lost on the way (queue full) is a discontinuity.
         if prev.is_some_and(|p| *msn != p + 1) {
             out.push_str("#EXT-X-DISCONTINUITY\n");
         }
         prev = Some(*msn);
+        let _ = writeln!(
+            out,
+            "#EXT-X-PROGRAM-DATE-TIME:{}",
+            crate::track::rfc3339_millis(*pdt)
+        );
+        for line in &ranges[i] {
+            let _ = writeln!(out, "{line}");
+        }
         let _ = writeln!(out, "#EXTINF:{d:.5},\nseg{msn}.m4s");
     }
     out.push_str("#EXT-X-ENDLIST\n");
@@ -182,16 +277,50 @@ pub async fn sweep(base: &Path, retention: Duration, now: SystemTime) {
 mod tests {
     use super::*;
 
+    fn at(ms: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_000 + ms)
+    }
+
     #[test]
     fn vod_playlists_list_every_segment_and_end() {
-        let p = vod_playlist(&[(3, 2.0), (4, 1.5), (6, 2.0)]);
+        let p = vod_playlist(
+            &[(3, 2.0, at(0)), (4, 1.5, at(2000)), (6, 2.0, at(5500))],
+            &[],
+        );
         assert!(p.contains("#EXT-X-PLAYLIST-TYPE:VOD\n"));
         assert!(p.contains("#EXT-X-TARGETDURATION:2\n"));
         assert!(p.contains("#EXT-X-MEDIA-SEQUENCE:3\n"));
         assert!(p.contains(
-            "#EXTINF:1.50000,\nseg4.m4s\n#EXT-X-DISCONTINUITY\n#EXTINF:2.00000,\nseg6.m4s\n"
+            "#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:22.000Z\n#EXTINF:1.50000,\nseg4.m4s\n\
+             #EXT-X-DISCONTINUITY\n#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:25.500Z\n\
+             #EXTINF:2.00000,\nseg6.m4s\n"
         ));
         assert!(p.ends_with("#EXT-X-ENDLIST\n"));
+    }
+
+    #[test]
+    fn vod_playlists_carry_the_date_ranges_at_their_segments() {
+        let early = Arc::new(DateRange::event(
+            "early",
+            at(0) - Duration::from_secs(1),
+            1,
+            "{}",
+        ));
+        let mid = Arc::new(DateRange::event("mid", at(3000), 2, "{\"a\":1}"));
+        let segs = [(0, 2.0, at(0)), (1, 2.0, at(2000)), (2, 2.0, at(4000))];
+        let p = vod_playlist(&segs, &[early.clone(), mid.clone()]);
+        let lines: Vec<&str> = p.lines().collect();
+        let pos = |l: &str| lines.iter().position(|x| *x == l).expect(l);
+        // Before the first segment: with the first one.
+        assert_eq!(
+            pos(early.line()),
+            pos("#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:20.000Z") + 1
+        );
+        assert_eq!(
+            pos(mid.line()),
+            pos("#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:22.000Z") + 1
+        );
+        assert_eq!(lines[pos(mid.line()) + 2], "seg1.m4s");
     }
 
     #[test]

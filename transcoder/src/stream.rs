@@ -18,6 +18,7 @@ use bytes::Bytes;
 use sfu::{Codec, Frame, MediaKind};
 
 use crate::aac::OpusToAac;
+use crate::daterange::{DateRange, MAX_LIVE_DATE_RANGES};
 use crate::fmp4::{self, TrackCodec, TrackInfo};
 use crate::h264_params::H264Params;
 use crate::ladder::{LadderInput, Rung};
@@ -206,6 +207,8 @@ pub struct StreamPackager {
     unsupported: Option<String>,
     ended: bool,
     avcc: Vec<u8>,
+    /// `EXT-X-DATERANGE`s of every rendition, oldest first.
+    date_ranges: Vec<Arc<DateRange>>,
 }
 
 impl StreamPackager {
@@ -236,6 +239,43 @@ impl StreamPackager {
             unsupported: None,
             ended: false,
             avcc: Vec::new(),
+            date_ranges: Vec::new(),
+        }
+    }
+
+    /// Adds a date range to every rendition's playlist (the newest
+    /// [`MAX_LIVE_DATE_RANGES`] are kept).
+    pub fn add_date_range(&mut self, range: Arc<DateRange>) {
+        if self.date_ranges.len() >= MAX_LIVE_DATE_RANGES {
+            self.date_ranges.remove(0);
+        }
+        self.date_ranges.push(range);
+        self.prune_date_ranges();
+    }
+
+    /// The date ranges the playlists may list.
+    pub fn date_ranges(&self) -> &[Arc<DateRange>] {
+        &self.date_ranges
+    }
+
+    /// Drops date ranges whose segment has left every rendition's window.
+    fn prune_date_ranges(&mut self) {
+        if self.date_ranges.is_empty() {
+            return;
+        }
+        let tracks = self
+            .video
+            .iter()
+            .chain(self.audio.iter())
+            .chain(self.rungs.iter().filter_map(|r| r.track.as_ref()));
+        let mut horizon: Option<SystemTime> = None;
+        for t in tracks {
+            // A rendition still listing its first segment keeps them all.
+            let Some(w) = t.window_start() else { return };
+            horizon = Some(horizon.map_or(w, |h| h.min(w)));
+        }
+        if let Some(h) = horizon {
+            self.date_ranges.retain(|r| r.start() >= h);
         }
     }
 
@@ -281,6 +321,7 @@ impl StreamPackager {
         if self.ended {
             return Handled::default();
         }
+        self.prune_date_ranges();
         let origin = *self.origin.get_or_insert(frame.network_time);
         let since = frame.network_time.saturating_duration_since(origin);
         let wallclock = frame.wallclock.unwrap_or(arrival_wall);

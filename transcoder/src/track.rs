@@ -13,10 +13,12 @@
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 
+use crate::daterange::DateRange;
 use crate::fmp4::{self, Sample, TrackInfo};
 
 /// Timing of the playlists; shared by every rendition of a stream.
@@ -465,6 +467,12 @@ impl Track {
             .map(|s| (s.msn, Some(s.parts.len().saturating_sub(1))))
     }
 
+    /// Program date-time of the first listed segment once earlier ones
+    /// have left the window (`None` while the first segment is listed).
+    pub fn window_start(&self) -> Option<SystemTime> {
+        self.segments.front().filter(|s| s.msn > 0).map(|s| s.pdt)
+    }
+
     /// Media sequence number of the segment in progress (or the next one).
     fn live_msn(&self) -> u64 {
         self.current.as_ref().map_or(self.next_msn, |c| c.msn)
@@ -559,8 +567,14 @@ impl Track {
 
     /// The media playlist. `skip`: a delta update (`_HLS_skip=YES`).
     /// `reports`: (relative URI, last msn, last part) of the other
-    /// renditions.
-    pub fn playlist(&self, skip: bool, reports: &[(String, u64, Option<usize>)]) -> String {
+    /// renditions. `date_ranges`: listed with the segment they start in
+    /// (see [`crate::daterange`]); all of them, in delta updates too.
+    pub fn playlist(
+        &self,
+        skip: bool,
+        reports: &[(String, u64, Option<usize>)],
+        date_ranges: &[Arc<DateRange>],
+    ) -> String {
         let t = &self.timing;
         let td = t.target_duration_secs();
         let mut out = String::with_capacity(4096);
@@ -585,6 +599,26 @@ impl Track {
         let skip_until = self.ticks(Duration::from_secs_f64(t.can_skip_until()));
         let parts_from = total.saturating_sub(3 * td * u64::from(self.info.timescale));
 
+        // Listed segments' program date-times: the finished ones, then the
+        // one in progress once it has a part (open or closed).
+        let current_listed = self
+            .current
+            .as_ref()
+            .is_some_and(|c| !c.parts.is_empty() || c.open.is_some());
+        let pdts: Vec<SystemTime> = self
+            .segments
+            .iter()
+            .map(|s| s.pdt)
+            .chain(
+                self.current
+                    .as_ref()
+                    .filter(|_| current_listed)
+                    .map(|c| c.pdt),
+            )
+            .collect();
+        let first_kept = self.segments.front().is_none_or(|s| s.msn == 0);
+        let ranges = crate::daterange::by_segment(&pdts, date_ranges, first_kept);
+
         let mut skipped = 0;
         if skip && !self.ended {
             let mut end = 0;
@@ -598,6 +632,10 @@ impl Track {
             }
             if skipped > 0 {
                 let _ = writeln!(out, "#EXT-X-SKIP:SKIPPED-SEGMENTS={skipped}");
+                // Date ranges are not skipped (no CAN-SKIP-DATERANGES).
+                for line in ranges.iter().take(skipped).flatten() {
+                    let _ = writeln!(out, "{line}");
+                }
             }
         }
         let mut end = 0;
@@ -607,6 +645,9 @@ impl Track {
                 continue;
             }
             write_pdt(&mut out, s.pdt);
+            for line in &ranges[i] {
+                let _ = writeln!(out, "{line}");
+            }
             if end > parts_from {
                 for (k, p) in s.parts.iter().enumerate() {
                     self.write_part(&mut out, s.msn, k, p.duration, p.independent);
@@ -620,8 +661,11 @@ impl Track {
             );
         }
         if let Some(cur) = &self.current {
-            if !cur.parts.is_empty() || cur.open.is_some() {
+            if current_listed {
                 write_pdt(&mut out, cur.pdt);
+                for line in ranges.last().into_iter().flatten() {
+                    let _ = writeln!(out, "{line}");
+                }
             }
             for (k, p) in cur.parts.iter().enumerate() {
                 self.write_part(&mut out, cur.msn, k, p.duration, p.independent);

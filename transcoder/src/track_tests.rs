@@ -1,10 +1,12 @@
 //! The LL-HLS playlist rules, with samples fed by hand (no clock at all).
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 
 use super::*;
+use crate::daterange::DateRange;
 use crate::fmp4::{TrackCodec, TrackInfo};
 
 const FRAME: u32 = 3000; // 30 fps at 90 kHz
@@ -74,7 +76,7 @@ fn nothing_before_the_first_keyframe() {
 fn parts_and_segments_follow_the_targets() {
     let mut t = video();
     feed(&mut t, 0, 30 * 12, 30); // 12 s, keyframe every second
-    let p = t.playlist(false, &[]);
+    let p = t.playlist(false, &[], &[]);
     let td: f64 = p
         .lines()
         .find_map(|l| l.strip_prefix("#EXT-X-TARGETDURATION:"))
@@ -141,7 +143,7 @@ fn part_durations_stay_within_85_percent_except_independent_and_last() {
             wallclock: SystemTime::UNIX_EPOCH,
         });
     }
-    let p = t.playlist(false, &[]);
+    let p = t.playlist(false, &[], &[]);
     let lines: Vec<&str> = p.lines().collect();
     for (i, l) in lines.iter().enumerate() {
         if !l.starts_with("#EXT-X-PART:") {
@@ -164,7 +166,7 @@ fn part_durations_stay_within_85_percent_except_independent_and_last() {
 fn a_publisher_without_keyframes_still_gets_segments_within_the_target_duration() {
     let mut t = video();
     feed(&mut t, 0, 30 * 10, 0); // only the first frame is a keyframe
-    let p = t.playlist(false, &[]);
+    let p = t.playlist(false, &[], &[]);
     let infs = lines_with(&p, "#EXTINF:");
     assert!(infs.len() >= 3, "{p}");
     for l in infs {
@@ -212,8 +214,8 @@ fn blocking_reload_readiness() {
 fn delta_updates_skip_old_segments() {
     let mut t = video();
     feed(&mut t, 0, 30 * 30, 30); // 30 s: 14 full segments
-    let full = t.playlist(false, &[]);
-    let delta = t.playlist(true, &[]);
+    let full = t.playlist(false, &[], &[]);
+    let delta = t.playlist(true, &[], &[]);
     assert!(!full.contains("#EXT-X-SKIP"));
     let skip = lines_with(&delta, "#EXT-X-SKIP:")[0];
     let skipped: usize = skip["#EXT-X-SKIP:SKIPPED-SEGMENTS=".len()..]
@@ -239,7 +241,7 @@ fn delta_updates_skip_old_segments() {
 fn the_window_slides_and_old_segments_disappear() {
     let mut t = video();
     feed(&mut t, 0, 30 * 60, 30); // 60 s with a 40 s window
-    let p = t.playlist(false, &[]);
+    let p = t.playlist(false, &[], &[]);
     let first: u64 = lines_with(&p, "#EXT-X-MEDIA-SEQUENCE:")[0][22..]
         .parse()
         .expect("well-formed test playlist");
@@ -252,12 +254,12 @@ fn the_window_slides_and_old_segments_disappear() {
 fn rendition_reports_and_the_end() {
     let mut t = video();
     feed(&mut t, 0, 30 * 3, 30);
-    let p = t.playlist(false, &[("../audio/index.m3u8".into(), 1, Some(3))]);
+    let p = t.playlist(false, &[("../audio/index.m3u8".into(), 1, Some(3))], &[]);
     assert!(
         p.contains("#EXT-X-RENDITION-REPORT:URI=\"../audio/index.m3u8\",LAST-MSN=1,LAST-PART=3\n")
     );
     t.end();
-    let p = t.playlist(true, &[]);
+    let p = t.playlist(true, &[], &[]);
     assert!(p.ends_with("#EXT-X-ENDLIST\n"));
     assert!(!p.contains("PRELOAD-HINT"));
     assert!(!p.contains("EXT-X-SKIP"));
@@ -307,5 +309,122 @@ fn program_date_time_format() {
     assert_eq!(
         rfc3339_millis(SystemTime::UNIX_EPOCH),
         "1970-01-01T00:00:00.000Z"
+    );
+}
+
+/// Base of the wall clock of [`timed`] samples.
+fn wall0() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+}
+
+/// Feeds frames `from..from + n` (keyframe every second) whose capture
+/// clock advances with the media, as a publisher's sender reports say.
+fn feed_timed(t: &mut Track, from: u64, n: u64) {
+    for i in from..from + n {
+        let mut s = sample(i, i.is_multiple_of(30));
+        s.wallclock = wall0() + Duration::from_micros(i * 33_333);
+        t.push(s);
+    }
+}
+
+fn range(id: &str, at_ms: u64, seq: u64, json: &str) -> Arc<DateRange> {
+    Arc::new(DateRange::event(
+        id,
+        wall0() + Duration::from_millis(at_ms),
+        seq,
+        json,
+    ))
+}
+
+/// The `seg{n}.m4s` line that follows `from` in `lines`.
+fn next_segment<'a>(lines: &[&'a str], from: usize) -> Option<&'a str> {
+    lines[from..].iter().find(|l| l.starts_with("seg")).copied()
+}
+
+#[test]
+fn date_ranges_sit_at_their_segment_survive_delta_updates_and_leave_with_it() {
+    use base64::Engine as _;
+    let mut t = video();
+    feed_timed(&mut t, 0, 30 * 30); // 30 s: segments of 2 s, 14 done + one open
+    let json = "{\"team\":\"A \\\"B\\\"\",\"note\":\"line\\nbreak\"}";
+    let before_start = range("first", 0, 1, "{}"); // at the very first frame
+    let in_seg1 = range("ev-1", 3_500, 2, json);
+    let live_edge = range("ev-2", 29_950, 3, "{\"x\":2}");
+    let ranges = [before_start.clone(), in_seg1.clone(), live_edge.clone()];
+
+    let full = t.playlist(false, &[], &ranges);
+    let lines: Vec<&str> = full.lines().collect();
+    let pos = |l: &str| lines.iter().position(|x| *x == l);
+    for r in &ranges {
+        assert_eq!(full.matches(r.line()).count(), 1, "{full}");
+    }
+    // After the program date-time of the segment it starts in.
+    let at = pos(in_seg1.line()).expect("listed");
+    assert_eq!(
+        lines[at - 1],
+        "#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:21.999Z",
+        "{full}"
+    );
+    assert_eq!(next_segment(&lines, at), Some("seg1.m4s"));
+    let at0 = pos(before_start.line()).expect("listed");
+    assert_eq!(next_segment(&lines, at0), Some("seg0.m4s"));
+    // The open segment's: no segment line follows, parts do.
+    let edge = pos(live_edge.line()).expect("listed");
+    assert!(lines[edge - 1].starts_with("#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:47.99"));
+    assert_eq!(next_segment(&lines, edge), None, "{full}");
+    assert!(lines[edge + 1].starts_with("#EXT-X-PART:"));
+
+    // Quoting: the JSON travels base64, the tag has nothing to escape.
+    let tag = lines[at];
+    assert_eq!(attr(tag, "ID").as_deref(), Some("ev-1"));
+    assert_eq!(attr(tag, "CLASS").as_deref(), Some("com.relaycast.event"));
+    assert_eq!(
+        attr(tag, "START-DATE").as_deref(),
+        Some("2023-11-14T22:13:23.500Z")
+    );
+    assert_eq!(attr(tag, "X-SEQ").as_deref(), Some("2"));
+    let payload = attr(tag, "X-PAYLOAD").expect("X-PAYLOAD");
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(payload)
+        .expect("base64");
+    assert_eq!(decoded, json.as_bytes());
+    assert_eq!(tag.matches('"').count(), 8, "{tag}");
+
+    // A delta update skips segments 0..=5 but keeps every date range (no
+    // CAN-SKIP-DATERANGES): those of skipped segments follow EXT-X-SKIP.
+    assert!(!full.contains("CAN-SKIP-DATERANGES"));
+    let delta = t.playlist(true, &[], &ranges);
+    let dl: Vec<&str> = delta.lines().collect();
+    let skip = dl
+        .iter()
+        .position(|l| l.starts_with("#EXT-X-SKIP:SKIPPED-SEGMENTS=6"))
+        .expect("a delta update");
+    assert_eq!(dl[skip + 1], before_start.line(), "{delta}");
+    assert_eq!(dl[skip + 2], in_seg1.line(), "{delta}");
+    assert!(!delta.contains("seg1.m4s"));
+    assert_eq!(delta.matches(live_edge.line()).count(), 1);
+    assert_eq!(
+        lines_with(&delta, "#EXT-X-DATERANGE:").len(),
+        ranges.len(),
+        "{delta}"
+    );
+
+    // 60 s with a 40 s window: segments 0..=8 are gone, and with them the
+    // date ranges that started there; the one at 29.95 s stays.
+    feed_timed(&mut t, 30 * 30, 30 * 30);
+    let later = t.playlist(false, &[], &ranges);
+    assert!(later.contains("#EXT-X-MEDIA-SEQUENCE:9\n"), "{later}");
+    assert!(!later.contains(before_start.line()));
+    assert!(!later.contains(in_seg1.line()));
+    assert_eq!(later.matches(live_edge.line()).count(), 1);
+    let ll: Vec<&str> = later.lines().collect();
+    let edge = ll
+        .iter()
+        .position(|l| *l == live_edge.line())
+        .expect("listed");
+    assert_eq!(next_segment(&ll, edge), Some("seg14.m4s"));
+    assert_eq!(
+        t.window_start(),
+        Some(wall0() + Duration::from_micros(540 * 33_333))
     );
 }

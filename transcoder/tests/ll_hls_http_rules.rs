@@ -14,7 +14,12 @@ use sfu::{Codec, Frame, MediaKind, MediaTime};
 use str0m::media::Frequency;
 use tower::ServiceExt;
 use transcoder::hls::StreamEntry;
-use transcoder::{AudioOut, Hls, HlsConfig, HlsMetrics};
+use transcoder::{AudioOut, DateRange, Hls, HlsConfig, HlsMetrics};
+
+/// Capture clock of the first frames.
+fn wall0() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)
+}
 
 /// SPS + PPS of a 320x240 constrained-baseline stream, and a slice.
 const KEY_AU: &[u8] = &[
@@ -24,6 +29,7 @@ const KEY_AU: &[u8] = &[
 const DELTA_AU: &[u8] = &[0, 0, 0, 1, 0x41, 0x9a, 0x02, 0x04];
 
 struct Feeder {
+    hls: Hls,
     entry: Arc<StreamEntry>,
     start: Instant,
     video: u64,
@@ -58,7 +64,8 @@ impl Feeder {
             epoch: 1 << 20,
             layer: 0,
             top: true,
-            wallclock: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)),
+            // The capture clock advances with the media.
+            wallclock: Some(wall0() + step * (i as u32)),
         }
     }
 
@@ -88,8 +95,9 @@ fn setup_with(config: HlsConfig) -> (Router, Feeder) {
     let hls = Hls::detached(config, HlsMetrics::new(&registry).expect("metrics"));
     let entry = hls.open_stream("s", "r1");
     (
-        transcoder::router(hls),
+        transcoder::router(hls.clone()),
         Feeder {
+            hls,
             entry,
             start: Instant::now(),
             video: 0,
@@ -340,4 +348,66 @@ async fn opus_passthrough_is_labelled_opus() {
     assert!(mv.contains("CODECS=\"avc1.42c00d,opus\""), "{mv}");
     let init = get(&app, "/hls/s/r1/audio/init.mp4").await;
     assert!(init.body.windows(4).any(|w| w == b"dOps"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn events_become_date_ranges_in_every_rendition_and_delta_updates() {
+    use base64::Engine as _;
+    let (app, mut f) = setup();
+    f.feed(30.0);
+    let json = r#"{"goal":"home","minute":17}"#;
+    let start = wall0() + Duration::from_millis(5_250);
+    assert!(f
+        .hls
+        .add_event("s", DateRange::event("ev-9", start, 9, json)));
+    assert!(!f
+        .hls
+        .add_event("nope", DateRange::event("x", start, 1, "{}")));
+    // Taken in with the next frame.
+    f.feed(0.1);
+    for uri in [VIDEO, "/hls/s/r1/audio/index.m3u8"] {
+        for q in ["", "?_HLS_skip=YES", "?_HLS_skip=v2"] {
+            let p = get(&app, &format!("{uri}{q}")).await.text();
+            let lines: Vec<&str> = p.lines().collect();
+            let tags: Vec<usize> = (0..lines.len())
+                .filter(|&i| lines[i].starts_with("#EXT-X-DATERANGE:"))
+                .collect();
+            assert_eq!(tags.len(), 1, "{uri}{q}: {p}");
+            let tag = lines[tags[0]];
+            assert!(
+                tag.starts_with(
+                    "#EXT-X-DATERANGE:ID=\"ev-9\",CLASS=\"com.relaycast.event\",START-DATE=\"2027-01-15T08:00:05.250Z\",DURATION=0,X-SEQ=9,X-PAYLOAD=\""
+                ),
+                "{tag}"
+            );
+            let b64 = tag.rsplit_once("X-PAYLOAD=\"").expect("payload").1;
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(b64.trim_end_matches('"'))
+                .expect("base64");
+            assert_eq!(decoded, json.as_bytes());
+            if q.is_empty() {
+                // With the segment that starts at or before 5.25 s.
+                let pdt = lines[..tags[0]]
+                    .iter()
+                    .rev()
+                    .find_map(|l| l.strip_prefix("#EXT-X-PROGRAM-DATE-TIME:"))
+                    .expect("a PDT before it");
+                assert!(
+                    pdt.as_bytes() <= b"2027-01-15T08:00:05.250Z".as_slice(),
+                    "{pdt}"
+                );
+                assert!(
+                    pdt.as_bytes() > b"2027-01-15T08:00:03.000Z".as_slice(),
+                    "{pdt}"
+                );
+            } else {
+                assert!(p.contains("#EXT-X-SKIP:"), "{p}");
+                assert!(!p.contains("CAN-SKIP-DATERANGES"));
+            }
+        }
+    }
+    // It leaves with its segment: 40 s of window later it is gone.
+    f.feed(40.0);
+    let p = get(&app, VIDEO).await.text();
+    assert!(!p.contains("#EXT-X-DATERANGE"), "{p}");
 }
