@@ -204,6 +204,8 @@ pub struct Server {
     shutdown: Option<oneshot::Sender<()>>,
     http: Option<JoinHandle<()>>,
     recorder: Option<JoinHandle<()>>,
+    /// `recording.ready` webhooks from the transcoder.
+    recording_hooks: JoinHandle<()>,
 }
 
 impl Server {
@@ -286,6 +288,7 @@ impl Server {
             r.abort();
             let _ = r.await;
         }
+        self.recording_hooks.abort();
         self.sfu.shutdown().await;
         if let Some(turn) = self.turn.take() {
             turn.shutdown().await;
@@ -463,6 +466,10 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
             });
     }
     let hls = transcoder::Hls::start(sfu.clone(), hls_config, hls_metrics);
+    let recording_hooks = tokio::spawn(webhooks::forward_recordings(
+        hls.recording_notices(),
+        webhooks.clone(),
+    ));
     let ice = IceServersState {
         store: store.clone(),
         tokens: tokens.clone(),
@@ -532,6 +539,7 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
         shutdown: Some(tx),
         http: Some(http),
         recorder: Some(recorder),
+        recording_hooks,
     })
 }
 

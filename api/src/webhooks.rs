@@ -5,8 +5,10 @@
 //! Events: `stream.started`, `stream.stalled`, `stream.resumed`,
 //! `stream.ended` (from the SFU's stream events), `viewers.threshold` (a
 //! registered viewer count crossed upwards on this node), and
-//! `recording.ready` (accepted at registration; nothing emits it until
-//! recording exists).
+//! `recording.ready` (a publisher run's VOD recording is complete on disk:
+//! `data` is `{run, url, duration_s, segments}`, `url` the recording's
+//! multivariant playlist `/vod/{stream}/{run}/index.m3u8`; from
+//! [`forward_recordings`]).
 //!
 //! Nothing here can slow the media path: [`Webhooks::notify`] is a
 //! `try_send` into a bounded queue (full: dropped, logged and counted in
@@ -218,6 +220,42 @@ async fn endpoints_for(store: &Store, event: &WebhookEvent) -> Result<Vec<Endpoi
             thresholds: split_counts(&r.get::<String, _>("viewer_thresholds")),
         })
         .collect())
+}
+
+/// Turns the transcoder's notices of complete recordings into
+/// `recording.ready` events until the transcoder is gone.
+pub async fn forward_recordings(
+    mut notices: tokio::sync::broadcast::Receiver<transcoder::RecordingReady>,
+    hooks: Webhooks,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        match notices.recv().await {
+            Ok(r) => hooks.notify(recording_ready(&r)),
+            Err(RecvError::Lagged(n)) => {
+                tracing::warn!("{n} recording.ready webhooks lost: the notices ran ahead");
+            }
+            Err(RecvError::Closed) => return,
+        }
+    }
+}
+
+/// The `recording.ready` event of a complete recording.
+pub fn recording_ready(r: &transcoder::RecordingReady) -> WebhookEvent {
+    let at_ms =
+        r.at.duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+    WebhookEvent::new(
+        "recording.ready",
+        &r.stream,
+        at_ms,
+        serde_json::json!({
+            "run": r.run,
+            "url": r.url,
+            "duration_s": r.duration.as_millis() as f64 / 1000.0,
+            "segments": r.segments,
+        }),
+    )
 }
 
 /// `t=<unix>,v1=<hex hmac>` for `body` signed at `t`.

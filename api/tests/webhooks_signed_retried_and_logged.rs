@@ -4,7 +4,9 @@
 //! requests, so the retry with backoff and the delivery log are exercised.
 //! A WHEP viewer crosses a registered viewer threshold. The stream's
 //! WebSocket shows the same status changes, and integrator
-//! events posted while live carry the stream's media time.
+//! events posted while live carry the stream's media time. When the
+//! publisher has left and its recording is complete, `recording.ready`
+//! names the VOD, which is served (`EXT-X-ENDLIST`).
 
 mod realtime_client;
 mod support;
@@ -13,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -143,7 +145,8 @@ async fn stream_lifecycle_webhooks_are_signed_retried_and_logged() -> Result<()>
 
         // Registration and its validation.
         let new_hook = json!({"url": hook_url, "stream": "hooked",
-            "events": ["stream.started", "stream.stalled", "stream.ended", "viewers.threshold"],
+            "events": ["stream.started", "stream.stalled", "stream.ended", "viewers.threshold",
+                "recording.ready"],
             "viewer_thresholds": [1, 50]});
         let post = |token: Option<String>, body: Value| {
             let mut req = http.post(format!("{base}/api/webhooks")).json(&body);
@@ -262,8 +265,47 @@ async fn stream_lifecycle_webhooks_are_signed_retried_and_logged() -> Result<()>
         .await?;
 
         publisher.close().await?;
-        let (_, ended) = next_hook(&mut hooks).await?;
-        ensure!(ended["type"] == "stream.ended", "{ended}");
+        // stream.ended, and recording.ready once the VOD is on disk (their
+        // deliveries may cross).
+        let (mut ended, mut ready) = (None, None);
+        while ended.is_none() || ready.is_none() {
+            let (_, hook) = next_hook(&mut hooks).await?;
+            match hook["type"].as_str() {
+                Some("stream.ended") => ended = Some(hook),
+                Some("recording.ready") => ready = Some(hook),
+                _ => bail!("unexpected webhook after the publisher left: {hook}"),
+            }
+        }
+        let ready = ready.context("recording.ready")?;
+        ensure!(ready["stream"] == "hooked", "{ready}");
+        let run = ready["data"]["run"].as_str().context("run")?;
+        let url = ready["data"]["url"].as_str().context("url")?;
+        ensure!(url == format!("/vod/hooked/{run}/index.m3u8"), "{ready}");
+        let segments = ready["data"]["segments"].as_u64().context("segments")?;
+        let duration = ready["data"]["duration_s"].as_f64().context("duration_s")?;
+        ensure!(segments >= 1 && duration > 0.5, "{ready}");
+        // The URL serves the recording: its video playlist is a finished VOD.
+        let mv = http.get(format!("{base}{url}")).send().await?;
+        ensure!(mv.status() == 200, "{url}: {}", mv.status());
+        let mv = mv.text().await?;
+        ensure!(
+            mv.lines().any(|l| l == "video/index.m3u8"),
+            "multivariant:\n{mv}"
+        );
+        let vod = http
+            .get(format!("{base}/vod/hooked/{run}/video/index.m3u8"))
+            .send()
+            .await?;
+        ensure!(vod.status() == 200, "VOD playlist: {}", vod.status());
+        let vod = vod.text().await?;
+        ensure!(
+            vod.contains("#EXT-X-PLAYLIST-TYPE:VOD\n") && vod.ends_with("#EXT-X-ENDLIST\n"),
+            "{vod}"
+        );
+        ensure!(
+            vod.matches("#EXTINF:").count() as u64 == segments,
+            "{segments} segments announced:\n{vod}"
+        );
         ws.wait_for("status ended", |v| {
             v["type"] == "status" && v["status"] == "ended"
         })
@@ -293,7 +335,7 @@ async fn stream_lifecycle_webhooks_are_signed_retried_and_logged() -> Result<()>
             started_attempts == [(3, Some(204)), (2, Some(503)), (1, Some(503))],
             "started attempts {started_attempts:?}"
         );
-        for kind in ["stream.stalled", "stream.ended"] {
+        for kind in ["stream.stalled", "stream.ended", "recording.ready"] {
             ensure!(
                 log.iter()
                     .any(|d| d["event_type"] == kind && d["status_code"] == 204),
