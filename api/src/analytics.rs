@@ -48,6 +48,9 @@ pub struct ViewerSession {
     pub bytes: Option<u64>,
     /// Packets the viewer reported lost, when the SFU reports it.
     pub packets_lost: Option<u64>,
+    /// Simulcast layers shown (rids, comma-separated, in the order first
+    /// shown); `None` without simulcast.
+    pub layers: Option<String>,
 }
 
 /// A player's quality-of-experience report.
@@ -96,6 +99,10 @@ pub struct StreamStats {
     pub sessions: u64,
     pub watch_ms_total: u64,
     pub watch_ms_avg: u64,
+    /// Media bytes sent to the sessions (those the SFU reported on).
+    pub bytes_total: u64,
+    /// Packets those viewers reported lost.
+    pub packets_lost_total: u64,
     pub qoe_beacons: u64,
     /// Mean startup time over beacons that have one.
     pub startup_ms_avg: Option<u64>,
@@ -141,7 +148,8 @@ impl AnalyticsSink for SqlSink {
                     Record::Session(s) => {
                         sqlx::query(
                             "INSERT INTO analytics_viewer_sessions (id, stream, session, started_at_ms, \
-                             ended_at_ms, duration_ms, bytes, packets_lost) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                             ended_at_ms, duration_ms, bytes, packets_lost, layers) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                         )
                         .bind(signaling::db::new_id())
                         .bind(&s.stream)
@@ -151,6 +159,7 @@ impl AnalyticsSink for SqlSink {
                         .bind(i(s.ended_at_ms.saturating_sub(s.started_at_ms)))
                         .bind(s.bytes.map(i))
                         .bind(s.packets_lost.map(i))
+                        .bind(s.layers.as_deref())
                         .execute(&mut *tx)
                         .await?;
                     }
@@ -195,7 +204,8 @@ impl AnalyticsSink for SqlSink {
             // SUM of BIGINT is NUMERIC on PostgreSQL: cast back so both
             // backends answer an integer.
             let s = sqlx::query(
-                "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(duration_ms), 0) AS BIGINT) AS total \
+                "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(duration_ms), 0) AS BIGINT) AS total, \
+                 CAST(COALESCE(SUM(bytes), 0) AS BIGINT) AS bytes, CAST(COALESCE(SUM(packets_lost), 0) AS BIGINT) AS lost \
                  FROM analytics_viewer_sessions WHERE stream = $1 AND started_at_ms >= $2",
             )
             .bind(stream)
@@ -230,6 +240,8 @@ impl AnalyticsSink for SqlSink {
                 sessions,
                 watch_ms_total: total,
                 watch_ms_avg: total.checked_div(sessions).unwrap_or(0),
+                bytes_total: u(s.try_get("bytes")?),
+                packets_lost_total: u(s.try_get("lost")?),
                 qoe_beacons: u(q.try_get("n")?),
                 startup_ms_avg: u(q.try_get("startup")?).checked_div(with_startup),
                 exits_before_start: u(q.try_get("exits")?),
@@ -254,8 +266,9 @@ pub struct Analytics {
     tx: mpsc::Sender<Record>,
     dropped: IntCounter,
     sink: Arc<dyn AnalyticsSink>,
-    /// Open WHEP sessions: session id → (stream, started_at_ms).
-    open: Arc<Mutex<HashMap<String, (String, u64)>>>,
+    /// Open WHEP sessions: session id → (stream, started_at_ms, the SFU's
+    /// counters of the session).
+    open: Arc<Mutex<HashMap<String, OpenSession>>>,
     /// QoE beacons per client address in the current minute.
     qoe_budget: Arc<Mutex<(u64, HashMap<IpAddr, u32>)>>,
     /// Streams seen stalled and not yet resumed.
@@ -263,7 +276,10 @@ pub struct Analytics {
     /// Last sampled viewer count per live stream, and who hears of changes.
     viewers: Arc<Mutex<HashMap<String, u32>>>,
     on_viewers: Option<ViewerChange>,
+    sfu: Sfu,
 }
+
+type OpenSession = (String, u64, Option<Arc<sfu::StatsCell>>);
 
 /// Called with (stream, previous count, new count) when a live stream's
 /// sampled viewer count changes (webhook viewer thresholds).
@@ -295,6 +311,7 @@ impl Analytics {
             stalled: Arc::default(),
             viewers: Arc::default(),
             on_viewers,
+            sfu: sfu.clone(),
         };
         tokio::spawn(writer(sink, rx));
         let me = a.clone();
@@ -372,23 +389,34 @@ impl Analytics {
         }
     }
 
-    pub fn session_started(&self, stream: &str, session: &str, at_ms: u64) {
+    /// A WHEP session began; `stats` are the SFU's counters for it.
+    pub fn session_started(
+        &self,
+        stream: &str,
+        session: &str,
+        at_ms: u64,
+        stats: Option<Arc<sfu::StatsCell>>,
+    ) {
         self.open
             .lock()
-            .insert(session.to_string(), (stream.to_string(), at_ms));
+            .insert(session.to_string(), (stream.to_string(), at_ms, stats));
     }
 
     pub fn session_ended(&self, session: &str, at_ms: u64) {
-        let Some((stream, started)) = self.open.lock().remove(session) else {
+        let Some((stream, started, stats)) = self.open.lock().remove(session) else {
             return;
         };
+        let stats = stats.map(|s| s.snapshot());
         self.push(Record::Session(ViewerSession {
             stream,
             session: session.to_string(),
             started_at_ms: started,
             ended_at_ms: at_ms,
-            bytes: None,
-            packets_lost: None,
+            bytes: stats.as_ref().map(|s| s.bytes),
+            packets_lost: stats.as_ref().map(|s| s.packets_lost),
+            layers: stats
+                .filter(|s| !s.layers.is_empty())
+                .map(|s| s.layers.join(",")),
         }));
     }
 
@@ -435,7 +463,8 @@ pub async fn track_whep(State(a): State<Analytics>, req: Request<Body>, next: Ne
             .and_then(|l| l.rsplit('/').next())
             .map(str::to_string);
         if let Some(session) = session {
-            a.session_started(&stream, &session, now);
+            let stats = sfu::SessionId::parse(&session).and_then(|sid| a.sfu.session_stats(sid));
+            a.session_started(&stream, &session, now, stats);
         }
     } else if method == Method::DELETE && resp.status().is_success() {
         if let Some(session) = parts.next() {

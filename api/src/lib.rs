@@ -416,11 +416,22 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
             serde_json::json!({}),
         ));
     });
+    // Integrator events reach WebRTC viewers on their data channels.
+    let to_viewers = sfu.clone();
+    let event_sinks: Vec<realtime::EventSink> = vec![Arc::new(
+        move |event: &Arc<signaling::IntegratorEvent>| match serde_json::to_vec(&**event) {
+            Ok(json) => {
+                to_viewers.send_data(&event.stream, json.into());
+            }
+            Err(e) => tracing::warn!("integrator event not serialisable: {e}"),
+        },
+    )];
     let watch = realtime::StreamWatch::start(
         sfu.clone(),
         bus.clone(),
         Arc::clone(&clock),
         vec![to_webhooks],
+        event_sinks,
     );
     let hooks = webhooks.clone();
     let viewer_change: analytics::ViewerChange = Arc::new(move |stream, before, now| {

@@ -30,6 +30,7 @@ pub mod layers;
 pub mod metrics;
 mod peer;
 mod picture;
+mod session_stats;
 #[cfg(test)]
 mod sim_tests;
 mod stream;
@@ -42,7 +43,7 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use str0m::change::SdpOffer;
@@ -54,6 +55,7 @@ pub use crate::layers::{LayerCap, LayerInfo, LayerTable};
 pub use crate::metrics::Metrics;
 use crate::peer::Peer;
 pub use crate::peer::Role;
+pub use crate::session_stats::{SessionStats, StatsCell};
 pub use crate::stream::Frame;
 use crate::stream::{PublisherSlot, StreamHub};
 pub use crate::tap::{StreamEvent, StreamEventKind, Tap, STALL_AFTER};
@@ -147,11 +149,16 @@ pub struct SessionAnswer {
     pub ice_pwd: String,
 }
 
+/// How often a viewer's egress counters ([`Sfu::session_stats`]) are
+/// refreshed.
+pub const VIEWER_STATS_INTERVAL: Duration = Duration::from_secs(1);
+
 #[derive(Debug, Clone)]
 pub(crate) struct SessionInfo {
     pub stream: String,
     pub worker: usize,
     pub role: Role,
+    pub stats: Arc<StatsCell>,
 }
 
 pub(crate) struct WorkerLink {
@@ -341,6 +348,42 @@ impl Sfu {
         .is_ok()
     }
 
+    /// Sends `data` (a UTF-8 text message) to every viewer of `stream` that
+    /// opened a data channel. Nothing waits: a worker whose queue is full
+    /// misses it (counted as a `queue_full` drop), and a viewer whose channel
+    /// is backed up skips it. Returns how many workers it was handed to.
+    pub fn send_data(&self, stream: &str, data: Arc<[u8]>) -> usize {
+        let Some(hub) = self.streams.lock().get(stream).cloned() else {
+            return 0;
+        };
+        let mut reached = 0;
+        for (w, link) in self.shared.workers.iter().enumerate() {
+            if hub.viewers_on(w) == 0 {
+                continue;
+            }
+            let cmd = Command::Data {
+                hub: hub.clone(),
+                data: Arc::clone(&data),
+            };
+            if link.tx.try_send(cmd).is_ok() {
+                reached += 1;
+            } else {
+                self.shared.metrics.drop(metrics::DropReason::QueueFull);
+            }
+        }
+        reached
+    }
+
+    /// A session's counters (viewers: bytes, loss, layers shown), kept up to
+    /// date by its worker; the handle stays readable after the session ends.
+    pub fn session_stats(&self, session: SessionId) -> Option<Arc<StatsCell>> {
+        self.shared
+            .sessions
+            .lock()
+            .get(&session)
+            .map(|i| Arc::clone(&i.stats))
+    }
+
     /// Names of the streams with a publisher now.
     pub fn live_streams(&self) -> Vec<String> {
         self.streams
@@ -464,6 +507,7 @@ impl Sfu {
                 stream: stream.to_string(),
                 worker,
                 role: Role::Publisher,
+                stats: Arc::clone(&peer.stats),
             },
         );
         self.shared.metrics.publishers.inc();
@@ -510,7 +554,8 @@ impl Sfu {
         let hub = self.hub(stream);
         let now = Instant::now();
         let worker = self.least_loaded_worker(&hub);
-        let mut cfg = codecs::viewer_config(self.base_config(), offer_sdp, hub.h264_profile());
+        let mut cfg = codecs::viewer_config(self.base_config(), offer_sdp, hub.h264_profile())
+            .set_stats_interval(Some(VIEWER_STATS_INTERVAL));
         // Bandwidth estimation (TWCC) drives the layer choice; without
         // simulcast there is nothing to choose, and its pacing would only
         // slow the join burst.
@@ -540,6 +585,7 @@ impl Sfu {
                 stream: stream.to_string(),
                 worker,
                 role: Role::Viewer,
+                stats: Arc::clone(&peer.stats),
             },
         );
         hub.add_viewer(worker);

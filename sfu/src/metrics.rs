@@ -70,6 +70,8 @@ pub struct Metrics {
     pub keyframe_requests_sent: IntCounter,
     /// Joining viewers started from a cached GOP.
     pub gop_bursts: IntCounter,
+    /// Text messages written on viewers' data channels.
+    pub data_messages: IntCounter,
 }
 
 impl Metrics {
@@ -107,6 +109,10 @@ impl Metrics {
                 "relaycast_gop_bursts_total",
                 "Joining viewers started from the cached group of pictures",
             )?,
+            data_messages: IntCounter::new(
+                "relaycast_data_channel_messages_total",
+                "Messages (integrator events) written on viewers' data channels",
+            )?,
         };
         registry.register(Box::new(m.publishers.clone()))?;
         registry.register(Box::new(m.viewers.clone()))?;
@@ -119,6 +125,7 @@ impl Metrics {
         registry.register(Box::new(m.keyframe_requests.clone()))?;
         registry.register(Box::new(m.keyframe_requests_sent.clone()))?;
         registry.register(Box::new(m.gop_bursts.clone()))?;
+        registry.register(Box::new(m.data_messages.clone()))?;
         // Make every label visible at zero from the start.
         for r in [
             DropReason::Malformed,

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::SdpOffer;
+use str0m::channel::ChannelId;
 use str0m::format::Codec;
 use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, MediaTime, Mid, Rid};
 use str0m::{Event, IceConnectionState, IceCreds, Rtc};
@@ -13,6 +14,7 @@ use str0m::{Event, IceConnectionState, IceCreds, Rtc};
 use crate::h264;
 use crate::layers::{LayerCap, LayerInfo, LayerSelect, LayerTable, LAYER_SILENCE, STATS_INTERVAL};
 use crate::metrics::{DropReason, KeyframeOrigin, Metrics};
+use crate::session_stats::StatsCell;
 use crate::stream::{session_epoch, Frame, StreamHub};
 use crate::SessionId;
 
@@ -24,6 +26,9 @@ pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_secs(1);
 /// arrives too late for a sub-second player anyway (RTT up to ~500 ms).
 pub const RTX_CACHE_PACKETS: usize = 512;
 pub const RTX_CACHE_AGE: Duration = Duration::from_millis(600);
+/// A viewer whose data channel holds this much unsent data skips further
+/// messages until it drains (a stalled viewer must not grow without bound).
+pub const CHANNEL_BACKLOG_LIMIT: usize = 256 * 1024;
 /// A session that has not connected by then is given up.
 pub const CONNECT_DEADLINE: Duration = Duration::from_secs(20);
 
@@ -44,6 +49,8 @@ pub(crate) struct Peer {
     pub connected: bool,
     pub next_timeout: Instant,
     pub kind: PeerKind,
+    /// Counters for analytics, shared with [`crate::Sfu::session_stats`].
+    pub stats: Arc<StatsCell>,
 }
 
 pub(crate) enum PeerKind {
@@ -106,6 +113,8 @@ pub(crate) struct ViewerState {
     last_eval: Option<Instant>,
     /// Whether bandwidth estimation runs for this viewer (simulcast streams).
     bwe: bool,
+    /// The data channel the viewer opened (integrator events go there).
+    channel: Option<ChannelId>,
 }
 
 struct OutTrack {
@@ -194,6 +203,7 @@ impl Peer {
             connected: false,
             next_timeout: now,
             kind: PeerKind::Publisher(PublisherState::new(epoch)),
+            stats: Arc::default(),
         }
     }
 
@@ -220,7 +230,9 @@ impl Peer {
                 select: LayerSelect::new(cap),
                 last_eval: None,
                 bwe,
+                channel: None,
             }),
+            stats: Arc::default(),
         }
     }
 
@@ -338,6 +350,20 @@ impl Peer {
                     v.last_eval = None;
                 }
             }
+            Event::ChannelOpen(id, label) => {
+                if let PeerKind::Viewer(v) = &mut self.kind {
+                    tracing::debug!(session = %self.session, label, "data channel open");
+                    v.channel = Some(id);
+                }
+            }
+            Event::ChannelClose(id) => {
+                if let PeerKind::Viewer(v) = &mut self.kind {
+                    if v.channel == Some(id) {
+                        v.channel = None;
+                    }
+                }
+            }
+            Event::MediaEgressStats(s) => self.stats.egress(&s),
             Event::KeyframeRequest(_) => {
                 if let PeerKind::Viewer(v) = &mut self.kind {
                     if v.throttle_request(now) {
@@ -584,6 +610,7 @@ impl Peer {
                     self.rtc.bwe().set_bitrate(min, desired);
                 }
             }
+            let shown = v.select.current;
             if !v.select.admit(frame.layer, frame.keyframe) {
                 // Another layer, or the target's delta frames before its
                 // keyframe: ask for that keyframe (throttled).
@@ -592,6 +619,19 @@ impl Peer {
                         .push((KeyframeOrigin::ViewerWaiting, Some(frame.layer)));
                 }
                 return;
+            }
+            if shown != v.select.current {
+                if let Some(l) = self
+                    .hub
+                    .layers()
+                    .layers
+                    .iter()
+                    .find(|l| l.id == frame.layer)
+                {
+                    if !l.rid.is_empty() {
+                        self.stats.shown_layer(&l.rid);
+                    }
+                }
             }
         }
         let Some(track) = v.tracks.iter_mut().find(|t| t.mid == mid) else {
@@ -631,6 +671,35 @@ impl Peer {
             Err(e) => {
                 tracing::warn!(session = %self.session, "write failed, closing viewer: {e}");
                 self.rtc.disconnect();
+            }
+        }
+    }
+}
+
+impl Peer {
+    /// Writes a text message on the viewer's data channel, if it opened
+    /// one and it is not backed up. True when written.
+    pub fn send_data(&mut self, data: &[u8]) -> bool {
+        let PeerKind::Viewer(v) = &self.kind else {
+            return false;
+        };
+        let Some(id) = v.channel else {
+            return false;
+        };
+        let Some(mut channel) = self.rtc.channel(id) else {
+            return false;
+        };
+        if channel.buffered_amount() > CHANNEL_BACKLOG_LIMIT {
+            return false;
+        }
+        match channel.write(false, data) {
+            Ok(_) => {
+                self.stats.data_message();
+                true
+            }
+            Err(e) => {
+                tracing::debug!(session = %self.session, "data channel write failed: {e}");
+                false
             }
         }
     }

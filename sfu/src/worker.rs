@@ -35,6 +35,11 @@ pub(crate) enum Command {
         session: SessionId,
         cap: LayerCap,
     },
+    /// A text message for the data channels of the stream's viewers here.
+    Data {
+        hub: Arc<StreamHub>,
+        data: Arc<[u8]>,
+    },
     Close {
         session: SessionId,
     },
@@ -174,6 +179,18 @@ impl Worker {
             Command::SetLayerCap { session, cap } => {
                 if let Some(idx) = self.find(session) {
                     self.peers[idx].set_layer_cap(cap);
+                }
+            }
+            Command::Data { hub, data } => {
+                for idx in 0..self.peers.len() {
+                    let peer = &mut self.peers[idx];
+                    if peer.hub.id != hub.id || peer.role() != Role::Viewer {
+                        continue;
+                    }
+                    if peer.send_data(&data) {
+                        self.shared.metrics.data_messages.inc();
+                        self.poll(idx, now);
+                    }
                 }
             }
             Command::Close { session } => {
@@ -320,6 +337,7 @@ impl Worker {
                     break;
                 }
                 Ok(Output::Transmit(t)) => {
+                    peer.stats.sent(t.contents.len());
                     let dest = t.destination;
                     self.send(&t.contents, dest);
                 }

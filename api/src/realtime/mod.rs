@@ -15,7 +15,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use signaling::{AuthError, Bus, Store, Tokens};
 
-pub use stream_watch::{MediaClock, SfuViewers, StreamListener, StreamWatch};
+pub use stream_watch::{EventSink, MediaClock, SfuViewers, StreamListener, StreamWatch};
 
 /// The SFU as the presence task's viewer source.
 pub fn stream_watch_viewers(sfu: sfu::Sfu) -> SfuViewers {

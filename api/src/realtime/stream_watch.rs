@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 use sfu::{MediaKind, Sfu, StreamEvent, StreamEventKind};
-use signaling::{Bus, MediaStamp, StreamStatus, ViewerSource};
+use signaling::{Bus, IntegratorEvent, Lagged, MediaStamp, StreamStatus, ViewerSource};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
 
@@ -59,17 +59,23 @@ impl MediaClock {
 /// Something else that wants the SFU's stream events (webhooks).
 pub type StreamListener = Arc<dyn Fn(&StreamEvent) + Send + Sync>;
 
+/// Something that wants a live stream's integrator events, in order (the
+/// SFU's viewer data channels, the LL-HLS packager's `EXT-X-DATERANGE`).
+/// Called on the watcher's task for the stream; it must not block.
+pub type EventSink = Arc<dyn Fn(&Arc<IntegratorEvent>) + Send + Sync>;
+
 /// The running watcher; aborts its tasks on drop.
 pub struct StreamWatch {
     task: JoinHandle<()>,
-    taps: Arc<Mutex<HashMap<String, JoinHandle<()>>>>,
+    /// Per live stream: its media-clock tap and its event relay.
+    taps: Arc<Mutex<HashMap<String, Vec<JoinHandle<()>>>>>,
 }
 
 impl Drop for StreamWatch {
     fn drop(&mut self) {
         self.task.abort();
-        for (_, t) in self.taps.lock().drain() {
-            t.abort();
+        for (_, tasks) in self.taps.lock().drain() {
+            tasks.iter().for_each(JoinHandle::abort);
         }
     }
 }
@@ -80,9 +86,11 @@ impl StreamWatch {
         bus: Bus,
         clock: Arc<MediaClock>,
         listeners: Vec<StreamListener>,
+        event_sinks: Vec<EventSink>,
     ) -> StreamWatch {
         let mut events = sfu.events();
-        let taps: Arc<Mutex<HashMap<String, JoinHandle<()>>>> = Arc::default();
+        let event_sinks = Arc::new(event_sinks);
+        let taps: Arc<Mutex<HashMap<String, Vec<JoinHandle<()>>>>> = Arc::default();
         let taps2 = Arc::clone(&taps);
         let task = tokio::spawn(async move {
             loop {
@@ -107,23 +115,28 @@ impl StreamWatch {
                     StreamStatus::Live => {
                         let mut taps = taps2.lock();
                         if let Some(old) = taps.remove(&ev.stream) {
-                            old.abort();
+                            old.iter().for_each(JoinHandle::abort);
                         }
                         let mut tap = sfu.tap(&ev.stream, CLOCK_TAP_CAPACITY);
                         let clock = Arc::clone(&clock);
                         let stream = ev.stream.clone();
-                        taps.insert(
-                            ev.stream.clone(),
-                            tokio::spawn(async move {
-                                while let Some(frame) = tap.recv().await {
-                                    clock.update(&stream, &frame);
-                                }
-                            }),
-                        );
+                        let mut tasks = vec![tokio::spawn(async move {
+                            while let Some(frame) = tap.recv().await {
+                                clock.update(&stream, &frame);
+                            }
+                        })];
+                        if !event_sinks.is_empty() {
+                            tasks.push(tokio::spawn(relay_events(
+                                bus.event_feed(&ev.stream),
+                                ev.stream.clone(),
+                                Arc::clone(&event_sinks),
+                            )));
+                        }
+                        taps.insert(ev.stream.clone(), tasks);
                     }
                     StreamStatus::Ended => {
-                        if let Some(t) = taps2.lock().remove(&ev.stream) {
-                            t.abort();
+                        if let Some(tasks) = taps2.lock().remove(&ev.stream) {
+                            tasks.iter().for_each(JoinHandle::abort);
                         }
                         clock.clear(&ev.stream);
                     }
@@ -133,6 +146,22 @@ impl StreamWatch {
             }
         });
         StreamWatch { task, taps }
+    }
+}
+
+/// Hands each integrator event of a live stream to the sinks, in order.
+async fn relay_events(mut feed: signaling::EventFeed, stream: String, sinks: Arc<Vec<EventSink>>) {
+    loop {
+        match feed.recv().await {
+            Ok(Some(event)) => sinks.iter().for_each(|sink| sink(&event)),
+            Ok(None) => return,
+            Err(Lagged(n)) => {
+                tracing::warn!(
+                    stream,
+                    "event relay fell behind: {n} integrator events not relayed"
+                );
+            }
+        }
     }
 }
 

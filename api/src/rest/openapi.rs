@@ -179,7 +179,7 @@ fn realtime_schemas() -> Value {
             "QoeBeacon": { "type": "object", "required": ["stream"], "properties": {
                 "stream": string, "startup_ms": int, "rebuffer_ms": int, "watched_ms": int, "exited_before_start": { "type": "boolean" } } },
             "StreamStats": { "type": "object", "properties": { "stream": string, "since_ms": int, "stats": { "type": "object", "properties": {
-                "sessions": int, "watch_ms_total": int, "watch_ms_avg": int, "qoe_beacons": int, "startup_ms_avg": opt_int,
+                "sessions": int, "watch_ms_total": int, "watch_ms_avg": int, "bytes_total": int, "packets_lost_total": int, "qoe_beacons": int, "startup_ms_avg": opt_int,
                 "exits_before_start": int, "rebuffer_ratio": { "type": ["number", "null"] }, "health_seconds": int,
                 "stalled_seconds": int, "peak_viewers": int } } } },
             "WebhookDelivery": { "type": "object", "properties": {
