@@ -416,9 +416,25 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
             serde_json::json!({}),
         ));
     });
-    // Integrator events reach WebRTC viewers on their data channels.
+    let hls_metrics =
+        transcoder::HlsMetrics::new(&registry).context("registering LL-HLS metrics")?;
+    let mut hls_config = config.hls.clone();
+    if let Some(retention) = config.vod_retention {
+        hls_config
+            .recordings
+            .get_or_insert_with(|| transcoder::RecordingConfig {
+                dir: config.data_dir.join("recordings"),
+                retention,
+            });
+    }
+    let hls = transcoder::Hls::start(sfu.clone(), hls_config, hls_metrics);
+    let recording_hooks = tokio::spawn(webhooks::forward_recordings(
+        hls.recording_notices(),
+        webhooks.clone(),
+    ));
+    // Integrator events reach WebRTC viewers on their data channels…
     let to_viewers = sfu.clone();
-    let event_sinks: Vec<realtime::EventSink> = vec![Arc::new(
+    let mut event_sinks: Vec<realtime::EventSink> = vec![Arc::new(
         move |event: &Arc<signaling::IntegratorEvent>| match serde_json::to_vec(&**event) {
             Ok(json) => {
                 to_viewers.send_data(&event.stream, json.into());
@@ -426,6 +442,14 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
             Err(e) => tracing::warn!("integrator event not serialisable: {e}"),
         },
     )];
+    // …and LL-HLS viewers as EXT-X-DATERANGE (queued on the stream's
+    // packager, never waiting for it; the LL-HLS side always runs).
+    let to_hls = hls.clone();
+    event_sinks.push(Arc::new(move |event: &Arc<signaling::IntegratorEvent>| {
+        if let Some(range) = realtime::date_range(event) {
+            to_hls.add_event(&event.stream, range);
+        }
+    }));
     let watch = realtime::StreamWatch::start(
         sfu.clone(),
         bus.clone(),
@@ -465,22 +489,6 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
         store: store.clone(),
         clock,
     };
-    let hls_metrics =
-        transcoder::HlsMetrics::new(&registry).context("registering LL-HLS metrics")?;
-    let mut hls_config = config.hls.clone();
-    if let Some(retention) = config.vod_retention {
-        hls_config
-            .recordings
-            .get_or_insert_with(|| transcoder::RecordingConfig {
-                dir: config.data_dir.join("recordings"),
-                retention,
-            });
-    }
-    let hls = transcoder::Hls::start(sfu.clone(), hls_config, hls_metrics);
-    let recording_hooks = tokio::spawn(webhooks::forward_recordings(
-        hls.recording_notices(),
-        webhooks.clone(),
-    ));
     let ice = IceServersState {
         store: store.clone(),
         tokens: tokens.clone(),

@@ -3,7 +3,9 @@
 //! (CODECS from the SPS) and the AAC audio rendition; media playlists
 //! carry the LL-HLS tags and answer blocking reloads; the preload-hinted
 //! part streams; ffprobe reads init + segments of every rendition with
-//! continuous timestamps; the end of the stream brings `EXT-X-ENDLIST`.
+//! continuous timestamps; an integrator event posted while live appears in
+//! every rendition as `EXT-X-DATERANGE` at its media moment (and later in
+//! the recording); the end of the stream brings `EXT-X-ENDLIST`.
 
 mod support;
 
@@ -12,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
+use base64::Engine as _;
 use support::*;
 
 const STREAM: &str = "hlsdemo";
@@ -54,6 +57,26 @@ fn tag_value<'a>(playlist: &'a str, tag: &str) -> Option<&'a str> {
     playlist
         .lines()
         .find_map(|l| l.strip_prefix(tag)?.strip_prefix(':'))
+}
+
+/// Unix milliseconds of a `YYYY-MM-DDThh:mm:ss.sssZ` date-time (days
+/// from the civil date, H. Hinnant's algorithm).
+fn date_time_ms(s: &str) -> Result<i64> {
+    ensure!(s.len() == 24 && s.ends_with('Z'), "date-time {s}");
+    let n = |r: std::ops::Range<usize>| -> Result<i64> {
+        s.get(r)
+            .context("date-time")?
+            .parse::<i64>()
+            .with_context(|| format!("date-time {s}"))
+    };
+    let (y, m, d) = (n(0..4)?, n(5..7)?, n(8..10)?);
+    let (hh, mm, ss, ms) = (n(11..13)?, n(14..16)?, n(17..19)?, n(20..23)?);
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
+    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    Ok(((days * 24 + hh) * 60 + mm) * 60_000 + ss * 1000 + ms)
 }
 
 struct Fetched {
@@ -378,6 +401,84 @@ async fn whip_stream_comes_out_as_ll_hls_that_ffprobe_reads() -> Result<()> {
         ensure!(text.contains("#EXT-X-RENDITION-REPORT:URI=\"../audio/index.m3u8\""));
         ensure!(text.contains(",INDEPENDENT=YES"));
 
+        // An integrator event while live: EXT-X-DATERANGE in every
+        // rendition at its media moment, the JSON intact (base64).
+        let integrator = server.server().token_for(
+            "bookmaker",
+            Some(STREAM),
+            "integrator",
+            Duration::from_secs(3600),
+        )?;
+        let posted =
+            serde_json::json!({"goal": "home", "say": "a \"quote\"\nand a line", "minute": 17});
+        let res = client
+            .post(format!("{base}/api/streams/{STREAM}/events"))
+            .bearer_auth(&integrator)
+            .json(&posted)
+            .send()
+            .await?;
+        ensure!(res.status() == 201, "event: {}", res.status());
+        let event: serde_json::Value = res.json().await?;
+        ensure!(
+            !event["media"].is_null(),
+            "a live stream stamps media: {event}"
+        );
+        let moment_ms = event["media"]["capture_ms"]
+            .as_u64()
+            .or(event["at_ms"].as_u64())
+            .context("event time")?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let (playlist, tag) = loop {
+            let f = get(&client, &format!("{video_base}index.m3u8")).await?;
+            let p = String::from_utf8(f.body.to_vec())?;
+            if let Some(tag) = p.lines().find(|l| l.starts_with("#EXT-X-DATERANGE:")) {
+                let tag = tag.to_string();
+                break (p, tag);
+            }
+            ensure!(Instant::now() < deadline, "no EXT-X-DATERANGE:\n{p}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        check_media_playlist(&playlist, &control)?;
+        tracing::info!("date range: {tag}");
+        ensure!(attr(&tag, "ID") == event["id"].as_str(), "{tag} / {event}");
+        ensure!(attr(&tag, "CLASS") == Some("com.relaycast.event"), "{tag}");
+        ensure!(
+            attr(&tag, "X-SEQ").map(str::to_string) == event["seq"].as_u64().map(|s| s.to_string()),
+            "{tag} / {event}"
+        );
+        let start = attr(&tag, "START-DATE").context("START-DATE")?;
+        let start_ms = date_time_ms(start)?;
+        ensure!(
+            start_ms == i64::try_from(moment_ms)?,
+            "START-DATE {start} is not the event's media moment {moment_ms}"
+        );
+        let pdts = playlist
+            .lines()
+            .filter_map(|l| l.strip_prefix("#EXT-X-PROGRAM-DATE-TIME:"))
+            .map(date_time_ms)
+            .collect::<Result<Vec<i64>>>()?;
+        let (first, last) = (*pdts.first().context("PDT")?, *pdts.last().context("PDT")?);
+        let segment_ms: i64 = 1000
+            * tag_value(&playlist, "#EXT-X-TARGETDURATION")
+                .context("TARGETDURATION")?
+                .parse::<i64>()?;
+        ensure!(
+            first - segment_ms <= start_ms && start_ms <= last + segment_ms,
+            "START-DATE {start} outside the playlist's program date-times {first}..{last}"
+        );
+        let payload = attr(&tag, "X-PAYLOAD").context("X-PAYLOAD")?;
+        let json = base64::engine::general_purpose::STANDARD.decode(payload)?;
+        ensure!(
+            serde_json::from_slice::<serde_json::Value>(&json)? == posted,
+            "payload {}",
+            String::from_utf8_lossy(&json)
+        );
+        for rbase in [&audio_base, &rung_base] {
+            let p = get(&client, &format!("{rbase}index.m3u8")).await?;
+            let p = String::from_utf8(p.body.to_vec())?;
+            ensure!(p.lines().any(|l| l == tag), "{rbase}: no {tag}\n{p}");
+        }
+
         // The preload-hinted part is streamed while written, then complete.
         let hint = text
             .lines()
@@ -519,6 +620,27 @@ async fn whip_stream_comes_out_as_ll_hls_that_ffprobe_reads() -> Result<()> {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+
+        // The recording keeps the date range at the same place in time.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let run = loop {
+            let f = get(&client, &format!("{base}/vod/{STREAM}")).await?;
+            let list: serde_json::Value = serde_json::from_slice(&f.body)?;
+            if let Some(run) = list["recordings"][0]["run"].as_str() {
+                break run.to_string();
+            }
+            ensure!(Instant::now() < deadline, "no recording: {list}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let vod = get(
+            &client,
+            &format!("{base}/vod/{STREAM}/{run}/video/index.m3u8"),
+        )
+        .await?;
+        ensure!(vod.status == 200, "VOD playlist: {}", vod.status);
+        let vod = String::from_utf8(vod.body.to_vec())?;
+        ensure!(vod.lines().any(|l| l == tag), "VOD without {tag}:\n{vod}");
+        ensure!(vod.ends_with("#EXT-X-ENDLIST\n"));
         server.shutdown().await;
         Ok(())
     })

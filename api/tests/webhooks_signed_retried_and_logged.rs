@@ -306,6 +306,12 @@ async fn stream_lifecycle_webhooks_are_signed_retried_and_logged() -> Result<()>
             vod.matches("#EXTINF:").count() as u64 == segments,
             "{segments} segments announced:\n{vod}"
         );
+        // The integrator event posted while live is in it as a date range.
+        ensure!(
+            vod.lines().any(|l| l.starts_with("#EXT-X-DATERANGE:")
+                && l.contains("CLASS=\"com.relaycast.event\"")),
+            "no date range in the VOD:\n{vod}"
+        );
         ws.wait_for("status ended", |v| {
             v["type"] == "status" && v["status"] == "ended"
         })

@@ -1,8 +1,10 @@
 //! `POST /api/streams/{id}/events`: an integrator posts a JSON event (at
 //! most 4 KiB) that is stamped with the stream's media time and wall
 //! clock, sequenced per stream and delivered on the stream's WebSocket and
-//! [`signaling::EventFeed`]s. `Idempotency-Key`: the same key and body
-//! return the first event (200), another body is 409. First post: 201.
+//! [`signaling::EventFeed`]s (from which the stream watcher hands it to
+//! WebRTC viewers' data channels and, as [`date_range`], to the LL-HLS
+//! playlists). `Idempotency-Key`: the same key and body return the first
+//! event (200), another body is 409. First post: 201.
 
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -11,6 +13,27 @@ use axum::response::{IntoResponse, Response};
 use signaling::{EventError, Role, MAX_EVENT_BYTES};
 
 use super::{auth_error, bearer, check_stream_name, ApiError, RealtimeState};
+
+/// The event as an `EXT-X-DATERANGE`: START-DATE is its media moment on
+/// the playlists' program date-time clock — the capture wall clock of the
+/// stream's newest frame when it was accepted (the sender-report time the
+/// program date-times derive from), else its acceptance time.
+pub fn date_range(event: &signaling::IntegratorEvent) -> Option<transcoder::DateRange> {
+    let ms = event
+        .media
+        .and_then(|m| m.capture_ms)
+        .unwrap_or(event.at_ms);
+    let start = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    match serde_json::to_string(&event.payload) {
+        Ok(json) => Some(transcoder::DateRange::event(
+            &event.id, start, event.seq, &json,
+        )),
+        Err(e) => {
+            tracing::warn!(stream = event.stream, "event payload not serialisable: {e}");
+            None
+        }
+    }
+}
 
 /// Longest `Idempotency-Key` accepted.
 const MAX_IDEMPOTENCY_KEY: usize = 255;

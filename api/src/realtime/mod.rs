@@ -15,6 +15,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use signaling::{AuthError, Bus, Store, Tokens};
 
+pub use events::date_range;
 pub use stream_watch::{EventSink, MediaClock, SfuViewers, StreamListener, StreamWatch};
 
 /// The SFU as the presence task's viewer source.
