@@ -69,6 +69,10 @@ pub struct ServeArgs {
     /// Publisher and viewer sessions accepted at once; more get 503.
     #[arg(long, env = "RELAYCAST_MAX_SESSIONS", default_value_t = 10_000)]
     pub max_sessions: usize,
+    /// Send each viewer's runs of equal-size datagrams as one UDP GSO call
+    /// (Linux; falls back to one send per datagram where unsupported).
+    #[arg(long, env = "RELAYCAST_UDP_GSO", default_value_t = true, action = clap::ArgAction::Set)]
+    pub udp_gso: bool,
     /// JWT signing secret (default: generated once and kept in the data directory).
     #[arg(long, env = "RELAYCAST_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,

@@ -58,6 +58,8 @@ pub struct Config {
     pub workers: usize,
     /// Publisher and viewer sessions the server accepts at once.
     pub max_sessions: usize,
+    /// Batch each viewer's datagram runs with UDP GSO where available.
+    pub udp_gso: bool,
     /// TURN server run alongside (WHIP/WHEP answers then carry `turn:`
     /// Link headers with fresh credentials).
     pub turn: Option<turn_server::TurnConfig>,
@@ -93,6 +95,7 @@ impl Config {
             jwt_secret: None,
             workers: 2,
             max_sessions: 1000,
+            udp_gso: true,
             turn: None,
             redis_url: None,
             redis_prefix: "relaycast".into(),
@@ -353,6 +356,7 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
             first_port: config.media_port,
             workers: config.workers.max(1),
             max_sessions: config.max_sessions,
+            udp_gso: config.udp_gso,
         },
         metrics,
     )

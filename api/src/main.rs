@@ -38,6 +38,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 jwt_secret: a.jwt_secret,
                 workers,
                 max_sessions: a.max_sessions,
+                udp_gso: a.udp_gso,
                 turn: a.turn.to_config(a.public_ip),
                 redis_url: a.redis_url,
                 redis_prefix: a.redis_prefix,

@@ -36,6 +36,7 @@ mod sim_tests;
 mod stream;
 mod stun_binding;
 mod tap;
+mod tx_batch;
 mod worker;
 
 use std::collections::HashMap;
@@ -108,6 +109,9 @@ pub struct SfuConfig {
     pub workers: usize,
     /// Publishers and viewers together; more get [`SfuError::Full`].
     pub max_sessions: usize,
+    /// Send runs of datagrams to one viewer as one UDP GSO call where the
+    /// kernel supports it (see `tx_batch`).
+    pub udp_gso: bool,
 }
 
 #[non_exhaustive]
@@ -226,6 +230,7 @@ impl Sfu {
             events: broadcast::channel(EVENT_QUEUE).0,
         });
         let mut threads = Vec::new();
+        let udp_gso = cfg.udp_gso;
         for (i, (socket, candidate_addr, rx)) in pending.into_iter().enumerate() {
             let shared = shared.clone();
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -237,7 +242,7 @@ impl Sfu {
                     rt.block_on(async move {
                         match tokio::net::UdpSocket::from_std(socket) {
                             Ok(socket) => {
-                                Worker::new(i, socket, candidate_addr, rx, shared)
+                                Worker::new(i, socket, candidate_addr, rx, shared, udp_gso)
                                     .run()
                                     .await
                             }

@@ -18,6 +18,7 @@ use crate::layers::LayerCap;
 use crate::metrics::{DropReason, KeyframeOrigin};
 use crate::peer::{Effects, Peer, PeerKind, Role, CONNECT_DEADLINE};
 use crate::stream::{session_epoch, Frame, StreamHub};
+use crate::tx_batch::TxBatch;
 use crate::{SessionId, Shared};
 
 pub(crate) enum Command {
@@ -58,6 +59,8 @@ pub(crate) enum Command {
 pub(crate) struct Worker {
     index: usize,
     socket: UdpSocket,
+    /// Outgoing datagrams (batched per destination with GSO).
+    tx: TxBatch,
     /// Address put in our ICE candidate; the destination of every datagram
     /// as the ICE agent must see it.
     candidate_addr: SocketAddr,
@@ -89,8 +92,17 @@ impl Worker {
         candidate_addr: SocketAddr,
         rx: mpsc::Receiver<Command>,
         shared: Arc<Shared>,
+        udp_gso: bool,
     ) -> Worker {
+        let tx = TxBatch::new(&socket, udp_gso);
+        if udp_gso && !tx.batching() {
+            tracing::info!(
+                worker = index,
+                "UDP GSO unavailable; sending datagrams one by one"
+            );
+        }
         Worker {
+            tx,
             index,
             socket,
             candidate_addr,
@@ -292,17 +304,10 @@ impl Worker {
         }
     }
 
+    /// Sends one datagram at once (nothing is pending in the batch
+    /// outside [`Worker::poll`]).
     fn send(&self, bytes: &[u8], dest: SocketAddr) {
-        match self.socket.try_send_to(bytes, dest) {
-            Ok(n) => {
-                self.shared.metrics.packets_out.inc();
-                self.shared.metrics.bytes_out.inc_by(n as u64);
-            }
-            Err(e) => {
-                self.shared.metrics.drop(DropReason::SendFailed);
-                tracing::trace!("send_to failed: {e}");
-            }
-        }
+        crate::tx_batch::send_one(&self.socket, &self.shared.metrics, bytes, dest);
     }
 
     fn drive_timeouts(&mut self, now: Instant) {
@@ -338,8 +343,12 @@ impl Worker {
                 }
                 Ok(Output::Transmit(t)) => {
                     peer.stats.sent(t.contents.len());
-                    let dest = t.destination;
-                    self.send(&t.contents, dest);
+                    self.tx.push(
+                        &self.socket,
+                        &self.shared.metrics,
+                        &t.contents,
+                        t.destination,
+                    );
                 }
                 Ok(Output::Event(e)) => peer.handle_event(e, now, &mut fx),
                 Err(e) => {
@@ -348,6 +357,7 @@ impl Worker {
                 }
             }
         }
+        self.tx.flush(&self.socket, &self.shared.metrics);
         let hub = self.peers[idx].hub.clone();
         if fx.viewer_joined {
             let layer = self.peers[idx].join_layer(now);
