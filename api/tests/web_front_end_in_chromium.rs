@@ -69,7 +69,8 @@ async fn ready_to_run(browser_dir: &Path) -> anyhow::Result<bool> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn studio_goes_live_and_players_play_over_whep_and_every_ll_hls_fallback() -> anyhow::Result<()> {
+async fn studio_goes_live_and_players_play_over_whep_and_every_ll_hls_fallback(
+) -> anyhow::Result<()> {
     let root = workspace_root();
     let browser_dir = root.join("tests").join("browser");
     if !ready_to_run(&browser_dir).await? {

@@ -22,8 +22,10 @@
 // 5. Player D (phone viewport): the WHEP answer's candidates are rewritten
 //    to an unreachable address in the page; after the ICE timeout it falls
 //    back to LL-HLS and plays.
-// 6. Chat: B's message appears on A and C; C turns slow mode on; B's next
-//    message is refused and B shows the slow-mode error.
+// 6. Chat: A (anonymous) may read only; C chats under the owner's
+//    username, B under its token's subject. B's message appears on A and
+//    C; C turns slow mode on; B's next message is refused and B shows the
+//    slow-mode error.
 // 7. Integrator event (REST, integrator token): shown once on A (WebRTC, on
 //    arrival) and on C (LL-HLS) only once C's playback position (program
 //    date time) reached the event's media stamp.
@@ -190,7 +192,8 @@ try {
   const studio = await newPage('studio');
   await studio.goto(`${baseUrl}/studio`, { waitUntil: 'load' });
   await studio.getByRole('tab', { name: 'Create a broadcaster account' }).click();
-  await studio.getByLabel('Username').nth(1).fill(`caster-${Date.now()}`);
+  const caster = `caster-${Date.now()}`;
+  await studio.getByLabel('Username').nth(1).fill(caster);
   await studio.getByLabel('Password').nth(1).fill('correct horse battery staple');
   await studio.getByRole('button', { name: 'Create account' }).click();
   await studio.locator('#streams:not([hidden])').waitFor({ timeout: 15_000 });
@@ -307,7 +310,8 @@ try {
   // 6. Chat: B writes, A and C read; C (moderator) sets slow mode; B is refused.
   await b.waitForFunction(() => window.relaycastPlayer.chat.can_chat, null, { timeout: 15_000 });
   await c.waitForFunction(() => window.relaycastPlayer.chat.moderator, null, { timeout: 15_000 });
-  summary.chat = { b: (await player(b)).chat, a_can_chat: (await player(a)).chat.can_chat };
+  summary.chat = { b: (await player(b)).chat, c: (await player(c)).chat, a_can_chat: (await player(a)).chat.can_chat };
+  await check(summary.chat.c.user === caster && summary.chat.b.user === 'chatter' && !summary.chat.a_can_chat, () => `chat identities: ${JSON.stringify(summary.chat)}`);
   await b.getByLabel('Message').fill('hello from the chatter');
   await b.getByRole('button', { name: 'Send' }).click();
   for (const [name, page] of [['player', a], ['player-hls', c]]) {
@@ -346,6 +350,7 @@ try {
   summary.event.on_hls = await shownOn(c);
   const overlayCount = await a.locator(`#overlay .event[data-seq="${event.seq}"]`).count();
   summary.event.overlays_on_webrtc = overlayCount;
+  summary.event.data_channel_on_webrtc = (await player(a)).dataChannel;
   await check(summary.event.on_webrtc && overlayCount <= 1, () => `the event was not shown (once) on the WebRTC player: ${JSON.stringify(summary.event)}`);
   const h = summary.event.on_hls;
   await check(
