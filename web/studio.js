@@ -292,3 +292,7 @@ addEventListener('pagehide', () => {
 });
 
 showSignedIn();
+// Keep the viewer counts in the stream list current.
+setInterval(() => {
+  if (session() && !document.hidden) loadStreams();
+}, 10_000);
