@@ -224,6 +224,8 @@ async function loadHistory(stream) {
   }
 }
 
+const plural = (n, noun) => `${n} ${noun}${n === 1 ? '' : 's'}`;
+
 // Viewer experience over the last 24 h (GET /api/streams/{id}/stats: the
 // players' QoE beacons and the server's viewer sessions).
 async function loadStats(stream) {
@@ -231,9 +233,9 @@ async function loadStats(stream) {
   try {
     const { stats: s } = await api('GET', `/api/streams/${encodeURIComponent(stream)}/stats`);
     const parts = [
-      `Last 24 h: ${s.sessions} viewer sessions (average ${Math.round(s.watch_ms_avg / 1000)} s)`,
-      `peak ${s.peak_viewers} viewers`,
-      `${s.qoe_beacons} player reports`,
+      `Last 24 h: ${plural(s.sessions, 'ended viewer session')} (average ${Math.round(s.watch_ms_avg / 1000)} s)`,
+      `peak ${plural(s.peak_viewers, 'viewer')}`,
+      plural(s.qoe_beacons, 'player report'),
     ];
     if (s.startup_ms_avg !== null) parts.push(`startup ${s.startup_ms_avg} ms on average`);
     if (s.rebuffer_ratio !== null) parts.push(`rebuffering ${(s.rebuffer_ratio * 100).toFixed(1)} %`);

@@ -376,6 +376,9 @@ try {
   await row.getByRole('button', { name: 'Health' }).click();
   await dash.locator('#layer-rows tr').first().waitFor({ timeout: 15_000 });
   summary.dashboard_layers = await dash.locator('#layer-rows tr').count();
+  // For the screenshot: wait (without asserting) for the throughput chart's
+  // first rates and the viewer statistics.
+  await until(async () => /in \d/.test(await dash.locator('#server-summary').textContent()) && (await dash.locator('#qoe').textContent()).length > 0, 15_000);
   await screenshot('dashboard');
 
   // A leaves: its pagehide beacon reaches /api/qoe and the stats count it.
