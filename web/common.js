@@ -134,11 +134,14 @@ export function waitConnected(pc, maxMs) {
   });
 }
 
-// The chat/events socket of a stream (`/api/streams/{id}/ws`). Calls
+// The chat/events socket of a stream (`/api/streams/{id}/ws`; message
+// shapes in api/src/realtime/ws.rs). `token` (default: the signed-in
+// session's) authorizes reading private streams and writing chat. Calls
 // onMessage(obj) for each JSON message and onState('open'|'closed'|
-// 'unavailable'). Reconnects with back-off; gives up quietly (the page works
-// without it). Returns {send(obj) -> bool, close()}.
-export function streamSocket(stream, { onMessage, onState }) {
+// 'unavailable'). Pings every 25 s so idle proxies keep it open.
+// Reconnects with back-off; gives up quietly after three failed opens in a
+// row (the page works without it). Returns {send(obj) -> bool, close()}.
+export function streamSocket(stream, { token = session()?.token, onMessage, onState }) {
   let ws = null;
   let closed = false;
   let failures = 0;
@@ -150,7 +153,6 @@ export function streamSocket(stream, { onMessage, onState }) {
     }
     const url = new URL(`/api/streams/${encodeURIComponent(stream)}/ws`, location.href);
     url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
-    const token = session()?.token;
     if (token) url.searchParams.set('token', token);
     let opened = false;
     try {
@@ -187,6 +189,9 @@ export function streamSocket(stream, { onMessage, onState }) {
     });
   };
   connect();
+  const ping = setInterval(() => {
+    if (ws && ws.readyState === WebSocket.OPEN) ws.send('{"type":"ping"}');
+  }, 25_000);
   return {
     send(obj) {
       if (!ws || ws.readyState !== WebSocket.OPEN) return false;
@@ -196,6 +201,7 @@ export function streamSocket(stream, { onMessage, onState }) {
     close() {
       closed = true;
       clearTimeout(timer);
+      clearInterval(ping);
       if (ws) ws.close();
     },
   };

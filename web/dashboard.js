@@ -183,6 +183,7 @@ async function loadHistory(stream) {
   $('history').hidden = false;
   $('history-title').textContent = `Sessions and recordings of “${stream}”`;
   const rows = $('session-rows');
+  loadStats(stream);
   try {
     const { sessions } = await api('GET', `/api/streams/${encodeURIComponent(stream)}/sessions?limit=20`);
     const when = (ms) => (ms ? new Date(ms).toLocaleString() : 'live now');
@@ -203,9 +204,15 @@ async function loadHistory(stream) {
       const type = res.headers.get('Content-Type') || '';
       if (type.includes('json')) {
         const data = await res.json();
-        const list = data.recordings || data.items || (Array.isArray(data) ? data : []);
+        // {recordings: [{run, url}]}: one per publisher run, oldest first.
+        const list = data.recordings ?? [];
         vod.replaceChildren(
-          ...list.map((r) => el('a', { href: r.url || r.playlist || '#' }, r.title || r.id || r.url || 'recording'), ' '),
+          ...list.flatMap((r) => [
+            el('a', { href: `/watch/${encodeURIComponent(stream)}?vod=${encodeURIComponent(r.run)}` }, `Recording ${r.run}`),
+            ' (',
+            el('a', { href: r.url }, 'HLS playlist'),
+            ') ',
+          ]),
         );
         if (!list.length) vod.textContent = 'No recordings yet.';
       } else {
@@ -214,6 +221,29 @@ async function loadHistory(stream) {
     }
   } catch {
     $('vod').textContent = 'Recordings unavailable.';
+  }
+}
+
+const plural = (n, noun) => `${n} ${noun}${n === 1 ? '' : 's'}`;
+
+// Viewer experience over the last 24 h (GET /api/streams/{id}/stats: the
+// players' QoE beacons and the server's viewer sessions).
+async function loadStats(stream) {
+  const node = $('qoe');
+  try {
+    const { stats: s } = await api('GET', `/api/streams/${encodeURIComponent(stream)}/stats`);
+    const parts = [
+      `Last 24 h: ${plural(s.sessions, 'ended viewer session')} (average ${Math.round(s.watch_ms_avg / 1000)} s)`,
+      `peak ${plural(s.peak_viewers, 'viewer')}`,
+      plural(s.qoe_beacons, 'player report'),
+    ];
+    if (s.startup_ms_avg !== null) parts.push(`startup ${s.startup_ms_avg} ms on average`);
+    if (s.rebuffer_ratio !== null) parts.push(`rebuffering ${(s.rebuffer_ratio * 100).toFixed(1)} %`);
+    parts.push(`${s.exits_before_start} left before the first frame`);
+    parts.push(`${s.stalled_seconds} s stalled`);
+    say(node, `${parts.join(' · ')}.`);
+  } catch (e) {
+    say(node, `Viewer statistics unavailable: ${e.message}`, 'warn');
   }
 }
 

@@ -1,13 +1,20 @@
 // The relaycast player (/watch/{stream} and, with minimal chrome,
 // /embed/{stream}). WebRTC over WHEP first; LL-HLS through hls.js when
-// WebRTC is missing or blocked (no connection within ICE_TIMEOUT_MS), when
+// WebRTC is missing or blocked (not connected within ICE_TIMEOUT_MS), when
 // the server is at capacity (WHEP 503), or when the URL says ?hls=1.
 //
+// Chat, viewer count, stream status and integrator events come over the
+// stream's WebSocket (api/src/realtime/ws.rs); integrator events also come
+// over a WebRTC data channel "events" when the server opens it, and are
+// shown once (by `seq`), in sync with the video: on arrival over WebRTC
+// (sub-second latency), and over LL-HLS when the playback position's
+// program date time reaches the event's media stamp.
+//
 // The page's state is mirrored on <body data-mode data-state> and in
-// window.relaycastPlayer so embedding pages and tests can read it.
+// window.relaycastPlayer (plain data) so embedding pages and tests can
+// read it.
 
 import {
-  api,
   fmtBitrate,
   iceServersFromLinks,
   session,
@@ -16,9 +23,16 @@ import {
   waitGathering,
 } from './common.js';
 
-const ICE_TIMEOUT_MS = 5000;
+// How long WebRTC may take to connect before LL-HLS is tried instead.
+const ICE_TIMEOUT_MS = 6000;
 const GATHER_MS = 1000;
 const OFFLINE_RETRY_MS = 5000;
+// An LL-HLS event is held until its media time plays; without program
+// date times it is shown after this hold, and never held longer than
+// EVENT_MAX_HOLD_MS.
+const EVENT_HOLD_WITHOUT_PDT_MS = 3000;
+const EVENT_MAX_HOLD_MS = 60_000;
+const EVENT_SHOW_MS = 8000;
 
 const $ = (id) => document.getElementById(id);
 const video = $('video');
@@ -27,6 +41,8 @@ const parts = location.pathname.split('/').filter(Boolean);
 const embed = parts[0] === 'embed';
 const stream = decodeURIComponent(parts[1] || '');
 const playToken = params.get('token');
+// ?vod=RUN plays the recording RUN of the stream (/vod/{stream}/{run}/).
+const vodRun = params.get('vod');
 
 const state = {
   stream,
@@ -34,16 +50,21 @@ const state = {
   state: 'starting',
   whepResource: null,
   fallbackReason: null,
-  startedAt: performance.now(),
   firstFrameMs: null,
-  rebufferMs: 0,
   hlsRequested: false,
+  viewers: null,
+  dataChannel: null, // state of the "events" data channel, if any
+  chat: { connected: false, user: null, can_chat: false, moderator: false, slow_mode: 0 },
+  // Integrator events shown or pending: {seq, id, source, text,
+  // received_ms, stamp_ms, shown_ms, playing_ms} (wall clocks, Unix ms).
+  events: [],
 };
 window.relaycastPlayer = state;
 
 let pc = null;
 let hls = null;
 let stopped = false;
+let retryTimer = null;
 
 function setState(s, text, kind = '') {
   state.state = s;
@@ -56,50 +77,88 @@ function setState(s, text, kind = '') {
 function setMode(m) {
   state.mode = m;
   document.body.dataset.mode = m;
-  $('st-mode').textContent = m === 'webrtc' ? 'WebRTC (WHEP)' : 'LL-HLS';
+  $('st-mode').textContent =
+    m === 'webrtc' ? 'WebRTC (WHEP)' : `LL-HLS${state.fallbackReason ? ` (${state.fallbackReason})` : ''}`;
 }
 
 function showError(message) {
   $('error').textContent = message;
 }
 
+// Starts playback again after `ms` (one pending restart at a time).
+function scheduleStart(ms) {
+  clearTimeout(retryTimer);
+  retryTimer = setTimeout(start, ms);
+}
+
 // ---------------------------------------------------------------------------
-// Startup and rebuffering, for the QoE beacon.
+// QoE beacons (POST /api/qoe): startup time, rebuffering and watch time,
+// sent when the page is hidden or left. Each beacon covers the time since
+// the previous one.
 
-let waitingSince = null;
-video.addEventListener('playing', () => {
-  if (state.firstFrameMs === null) state.firstFrameMs = Math.round(performance.now() - state.startedAt);
-  if (waitingSince !== null) {
-    state.rebufferMs += performance.now() - waitingSince;
-    waitingSince = null;
+const qoe = { startedAt: performance.now(), startupSent: false, watchedMs: 0, rebufferMs: 0, playingSince: null, waitingSince: null };
+
+function closeSpans(now) {
+  if (qoe.playingSince !== null) {
+    qoe.watchedMs += now - qoe.playingSince;
+    qoe.playingSince = now;
   }
-});
-video.addEventListener('waiting', () => {
-  if (state.firstFrameMs !== null && waitingSince === null) waitingSince = performance.now();
-});
+  if (qoe.waitingSince !== null) {
+    qoe.rebufferMs += now - qoe.waitingSince;
+    qoe.waitingSince = now;
+  }
+}
 
-let beaconSent = false;
-function sendQoe() {
-  if (beaconSent || !stream) return;
-  beaconSent = true;
-  const body = JSON.stringify({
-    stream,
-    startup_ms: state.firstFrameMs,
-    rebuffer_ms: Math.round(state.rebufferMs + (waitingSince ? performance.now() - waitingSince : 0)),
-    exited_before_start: state.firstFrameMs === null,
+video.addEventListener('playing', () => {
+  const now = performance.now();
+  if (state.firstFrameMs === null) state.firstFrameMs = Math.round(now - qoe.startedAt);
+  closeSpans(now);
+  qoe.waitingSince = null;
+  qoe.playingSince = now;
+});
+for (const type of ['waiting', 'pause', 'emptied']) {
+  video.addEventListener(type, () => {
+    const now = performance.now();
+    closeSpans(now);
+    qoe.playingSince = null;
+    if (type === 'waiting' && state.firstFrameMs !== null) qoe.waitingSince = now;
   });
-  // The endpoint may not exist on this server; a lost beacon is harmless.
+}
+
+function sendQoe(leaving) {
+  if (!stream) return;
+  closeSpans(performance.now());
+  const hour = 3_600_000;
+  const beacon = {
+    stream,
+    startup_ms: null,
+    rebuffer_ms: Math.min(hour, Math.round(qoe.rebufferMs)),
+    watched_ms: Math.min(hour, Math.round(qoe.watchedMs)),
+    exited_before_start: leaving && state.firstFrameMs === null,
+  };
+  if (state.firstFrameMs !== null && !qoe.startupSent && state.firstFrameMs <= 120_000) {
+    beacon.startup_ms = state.firstFrameMs;
+  }
+  if (beacon.startup_ms === null && !beacon.exited_before_start && !beacon.watched_ms && !beacon.rebuffer_ms) return;
+  if (beacon.startup_ms !== null || state.firstFrameMs !== null) qoe.startupSent = true;
+  qoe.watchedMs = 0;
+  qoe.rebufferMs = 0;
+  const body = JSON.stringify(beacon);
+  // A lost beacon is harmless: no retry.
   try {
     if (!navigator.sendBeacon?.('/api/qoe', new Blob([body], { type: 'application/json' }))) {
       fetch('/api/qoe', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body, keepalive: true }).catch(() => {});
     }
   } catch {
-    // Ignored: see above.
+    // See above.
   }
 }
 
+document.addEventListener('visibilitychange', () => {
+  if (document.visibilityState === 'hidden') sendQoe(false);
+});
 addEventListener('pagehide', () => {
-  sendQoe();
+  sendQoe(true);
   stopped = true;
   if (state.whepResource) {
     fetch(state.whepResource, { method: 'DELETE', keepalive: true }).catch(() => {});
@@ -121,6 +180,25 @@ async function playWhep() {
   pc = conn;
   conn.addTransceiver('video', { direction: 'recvonly' });
   conn.addTransceiver('audio', { direction: 'recvonly' });
+  // Integrator events, where the server sends them on a data channel (the
+  // same JSON as the REST answer of POST /api/streams/{id}/events). Made
+  // before the offer so that the offer carries it.
+  const channel = conn.createDataChannel('events');
+  state.dataChannel = 'connecting';
+  channel.addEventListener('open', () => {
+    if (pc === conn) state.dataChannel = 'open';
+  });
+  channel.addEventListener('close', () => {
+    if (pc === conn) state.dataChannel = 'closed';
+  });
+  channel.addEventListener('message', (ev) => {
+    if (typeof ev.data !== 'string') return;
+    try {
+      acceptEvent(JSON.parse(ev.data), 'datachannel');
+    } catch {
+      // Not JSON: not an event.
+    }
+  });
   // Build the stream from the receivers: answers may carry no a=msid.
   video.srcObject = new MediaStream(conn.getReceivers().map((r) => r.track));
   await conn.setLocalDescription(await conn.createOffer());
@@ -139,7 +217,7 @@ async function playWhep() {
   const body = await res.text();
   if (res.status === 503) {
     conn.close();
-    throw new Fallback('the WebRTC server is at capacity');
+    throw new Fallback('WebRTC at capacity');
   }
   if (res.status === 404) {
     conn.close();
@@ -170,7 +248,7 @@ async function playWhep() {
   await conn.setRemoteDescription({ type: 'answer', sdp: body });
   if (!(await waitConnected(conn, ICE_TIMEOUT_MS))) {
     await endWhep();
-    throw new Fallback('WebRTC could not connect (blocked network?)');
+    throw new Fallback('WebRTC could not connect');
   }
   setMode('webrtc');
   setState('live', 'Live');
@@ -180,7 +258,7 @@ async function playWhep() {
     if (stopped || pc !== conn) return;
     if (conn.connectionState === 'failed' || conn.connectionState === 'closed') {
       setState('reconnecting', 'Reconnecting…', 'warn');
-      endWhep().then(() => setTimeout(start, 500));
+      endWhep().then(() => scheduleStart(500));
     } else if (conn.connectionState === 'disconnected') {
       setState('reconnecting', 'Connection interrupted…', 'warn');
     } else if (conn.connectionState === 'connected') {
@@ -194,7 +272,7 @@ async function playWhep() {
     if (tracks.length && tracks.every((t) => t.readyState === 'ended')) {
       clearInterval(ended);
       setState('offline', 'Stream ended');
-      endWhep().then(() => setTimeout(start, OFFLINE_RETRY_MS));
+      endWhep().then(() => scheduleStart(OFFLINE_RETRY_MS));
     }
   }, 1000);
 }
@@ -202,10 +280,12 @@ async function playWhep() {
 async function endWhep() {
   const resource = state.whepResource;
   state.whepResource = null;
+  const conn = pc;
+  pc = null;
+  state.dataChannel = null;
   // DELETE first: a closed connection may already have ended the session.
   if (resource) await fetch(resource, { method: 'DELETE' }).catch(() => {});
-  if (pc) pc.close();
-  pc = null;
+  if (conn) conn.close();
 }
 
 // ---------------------------------------------------------------------------
@@ -222,40 +302,57 @@ function loadHlsJs() {
   });
 }
 
+function stopHls() {
+  if (hls) hls.destroy();
+  hls = null;
+}
+
 async function playHls(reason) {
   state.fallbackReason = reason;
   setMode('hls');
   setState('connecting', 'Connecting (LL-HLS)…');
-  const src = `/hls/${encodeURIComponent(stream)}/index.m3u8${playToken ? `?token=${encodeURIComponent(playToken)}` : ''}`;
+  const query = playToken ? `?token=${encodeURIComponent(playToken)}` : '';
+  const src = vodRun
+    ? `/vod/${encodeURIComponent(stream)}/${encodeURIComponent(vodRun)}/index.m3u8${query}`
+    : `/hls/${encodeURIComponent(stream)}/index.m3u8${query}`;
+  const playingText = vodRun ? 'Recording' : 'Live (LL-HLS)';
   video.srcObject = null;
   const Hls = await loadHlsJs().catch(() => null);
+  if (stopped) return;
   state.hlsRequested = true;
+  stopHls();
   if (Hls && Hls.isSupported()) {
-    hls = new Hls({ lowLatencyMode: true, liveSyncDurationCount: 2, backBufferLength: 30 });
-    hls.on(Hls.Events.MANIFEST_PARSED, () => {
-      setState('live', 'Live (LL-HLS)');
-      $('layer').disabled = hls.levels.length < 2;
+    const h = new Hls(vodRun ? {} : { lowLatencyMode: true, backBufferLength: 30 });
+    hls = h;
+    h.on(Hls.Events.MANIFEST_PARSED, () => {
+      setState('live', playingText);
+      showError('');
+      $('layer').disabled = h.levels.length < 2;
       video.play().catch(() => {});
     });
-    hls.on(Hls.Events.ERROR, (_e, data) => {
-      if (!data.fatal) return;
+    h.on(Hls.Events.ERROR, (_e, data) => {
+      if (!data.fatal || hls !== h) return;
       const code = data.response?.code;
-      hls.destroy();
-      hls = null;
-      if (code === 404) {
-        setState('offline', 'Offline — waiting for the stream', 'warn');
+      stopHls();
+      if (code === 404 || code === 503) {
+        // 404: not live (or not H.264); 503: no keyframe yet.
+        setState('offline', vodRun ? 'No such recording' : 'Offline — waiting for the stream', 'warn');
         showError('');
+        if (vodRun) return;
       } else {
         setState('error', 'Playback error', 'error');
         showError(`LL-HLS playback failed: ${data.details}${code ? ` (HTTP ${code})` : ''}. Retrying…`);
       }
-      if (!stopped) setTimeout(() => playHls(reason), OFFLINE_RETRY_MS);
+      if (!stopped) {
+        clearTimeout(retryTimer);
+        retryTimer = setTimeout(() => playHls(reason), OFFLINE_RETRY_MS);
+      }
     });
-    hls.loadSource(src);
-    hls.attachMedia(video);
+    h.loadSource(src);
+    h.attachMedia(video);
   } else if (video.canPlayType('application/vnd.apple.mpegurl')) {
     video.src = src;
-    video.addEventListener('loadedmetadata', () => setState('live', 'Live (HLS)'), { once: true });
+    video.addEventListener('loadedmetadata', () => setState('live', vodRun ? 'Recording' : 'Live (HLS)'), { once: true });
     video.addEventListener('error', () => {
       setState('error', 'Playback error', 'error');
       showError('This stream cannot be played over HLS right now.');
@@ -270,15 +367,17 @@ async function playHls(reason) {
 // ---------------------------------------------------------------------------
 
 async function start() {
+  clearTimeout(retryTimer);
   if (stopped) return;
   showError('');
+  if (vodRun) return playHls('recording');
   if (params.get('hls') === '1') return playHls('forced by ?hls=1');
   try {
     await playWhep();
   } catch (e) {
     if (e instanceof Offline) {
       setState('offline', 'Offline — waiting for the stream', 'warn');
-      setTimeout(start, OFFLINE_RETRY_MS);
+      scheduleStart(OFFLINE_RETRY_MS);
     } else if (e instanceof Fallback) {
       playHls(e.message);
     } else if (e.fatal) {
@@ -289,6 +388,13 @@ async function start() {
       playHls(e.message || String(e));
     }
   }
+}
+
+// The publisher went live again: start now rather than at the next retry.
+function restartIfIdle() {
+  if (stopped || vodRun || !['offline', 'error'].includes(state.state)) return;
+  stopHls();
+  start();
 }
 
 // ---------------------------------------------------------------------------
@@ -324,7 +430,7 @@ $('layer').addEventListener('change', async (ev) => {
 
 let last = null;
 async function updateStats() {
-  const out = { latency: '—', bitrate: '—', resolution: '—', fps: '—', lost: '—' };
+  const out = { latency: '—', bitrate: '—', resolution: '—', fps: '—', lost: '—', codec: '—' };
   if (state.mode === 'webrtc' && pc) {
     try {
       const stats = await pc.getStats();
@@ -342,6 +448,8 @@ async function updateStats() {
         if (v.frameWidth) out.resolution = `${v.frameWidth}×${v.frameHeight}`;
         if (v.framesPerSecond) out.fps = `${Math.round(v.framesPerSecond)}`;
         out.lost = String(v.packetsLost ?? 0);
+        const codec = v.codecId && stats.get(v.codecId);
+        if (codec?.mimeType) out.codec = codec.mimeType.replace(/^video\//, '');
         // Network half round trip plus the jitter buffer's hold time.
         const jb = v.jitterBufferEmittedCount ? v.jitterBufferDelay / v.jitterBufferEmittedCount : null;
         if (jb !== null || rtt !== null) out.latency = `≈${Math.round(((rtt ?? 0) / 2 + (jb ?? 0)) * 1000)} ms`;
@@ -354,6 +462,7 @@ async function updateStats() {
     const level = hls.levels?.[hls.currentLevel];
     out.bitrate = fmtBitrate(level?.bitrate || hls.bandwidthEstimate);
     if (level?.width) out.resolution = `${level.width}×${level.height}`;
+    if (level?.videoCodec) out.codec = level.videoCodec;
     const q = video.getVideoPlaybackQuality?.();
     out.lost = q ? `${q.droppedVideoFrames} frames dropped` : '—';
   }
@@ -363,6 +472,7 @@ async function updateStats() {
   $('st-resolution').textContent = out.resolution;
   $('st-fps').textContent = out.fps;
   $('st-lost').textContent = out.lost;
+  $('st-codec').textContent = out.codec;
 }
 setInterval(updateStats, 1000);
 
@@ -382,77 +492,262 @@ $('unmute').addEventListener('click', () => {
 });
 
 // ---------------------------------------------------------------------------
-// Viewer count: from the chat socket when it reports one, else (signed in)
-// from GET /api/streams/live.
+// Integrator events: from the WebSocket and the data channel, once each.
 
-function setViewers(n) {
-  $('viewer-count').textContent = Number.isFinite(n) ? String(n) : '—';
+const seenEvents = new Set();
+const pendingEvents = [];
+
+function eventText(payload) {
+  if (payload && typeof payload === 'object') {
+    const t = payload.text ?? payload.message ?? payload.title ?? payload.label;
+    if (typeof t === 'string' || typeof t === 'number') return String(t);
+  }
+  if (typeof payload === 'string') return payload;
+  const json = JSON.stringify(payload);
+  return json.length > 160 ? `${json.slice(0, 157)}…` : json;
 }
 
-async function pollViewers() {
-  if (!session()) return;
-  try {
-    const live = await api('GET', '/api/streams/live');
-    const s = live.streams.find((x) => x.name === stream);
-    setViewers(s ? s.viewers : 0);
-  } catch {
-    // Not allowed or unreachable: keep the last count.
+// `ev`: an IntegratorEvent ({stream, seq, id, at_ms, media, payload}),
+// with `type: "event"` when it came over the WebSocket.
+function acceptEvent(ev, source) {
+  if (!ev || typeof ev !== 'object' || (ev.type !== undefined && ev.type !== 'event')) return;
+  if (ev.stream !== undefined && ev.stream !== stream) return;
+  const key = Number.isFinite(ev.seq) ? `seq:${ev.seq}` : typeof ev.id === 'string' ? `id:${ev.id}` : null;
+  if (key === null || seenEvents.has(key)) return;
+  seenEvents.add(key);
+  if (seenEvents.size > 1000) seenEvents.delete(seenEvents.values().next().value);
+  const stamp = ev.media?.capture_ms ?? ev.at_ms;
+  const rec = {
+    seq: ev.seq ?? null,
+    id: ev.id ?? null,
+    source,
+    text: eventText(ev.payload),
+    received_ms: Date.now(),
+    stamp_ms: Number.isFinite(stamp) ? stamp : null,
+    shown_ms: null,
+    playing_ms: null,
+  };
+  state.events.push(rec);
+  if (state.events.length > 100) state.events.shift();
+  pendingEvents.push(rec);
+  pumpEvents();
+}
+
+// Shows the pending events whose time has come.
+function pumpEvents() {
+  if (!pendingEvents.length) return;
+  const now = Date.now();
+  const onHls = state.mode === 'hls' && hls;
+  const playing = onHls ? hls.playingDate?.getTime() : null;
+  for (let i = 0; i < pendingEvents.length; ) {
+    const rec = pendingEvents[i];
+    let due;
+    if (!onHls || rec.stamp_ms === null) due = true;
+    else if (Number.isFinite(playing)) due = playing >= rec.stamp_ms;
+    else due = now - rec.received_ms >= EVENT_HOLD_WITHOUT_PDT_MS;
+    if (due || now - rec.received_ms >= EVENT_MAX_HOLD_MS) {
+      pendingEvents.splice(i, 1);
+      rec.shown_ms = now;
+      rec.playing_ms = Number.isFinite(playing) ? playing : null;
+      showEvent(rec);
+    } else {
+      i += 1;
+    }
   }
+}
+setInterval(pumpEvents, 100);
+
+function showEvent(rec) {
+  const node = document.createElement('div');
+  node.className = 'event';
+  if (rec.seq !== null) node.dataset.seq = String(rec.seq);
+  node.textContent = rec.text;
+  $('overlay').append(node);
+  while ($('overlay').children.length > 3) $('overlay').firstElementChild.remove();
+  setTimeout(() => node.remove(), EVENT_SHOW_MS);
 }
 
 // ---------------------------------------------------------------------------
-// Chat and integrator events.
+// Chat, viewer count and stream status (the stream's WebSocket).
 
-function showEvent(msg) {
-  const text = msg.text ?? msg.message ?? msg.title ?? msg.name ?? msg.event ?? '';
-  if (!text) return;
-  const node = document.createElement('div');
-  node.className = 'event';
-  node.textContent = String(text);
-  $('overlay').append(node);
-  setTimeout(() => node.remove(), (msg.duration_ms ?? 6000));
+function setViewers(n) {
+  state.viewers = Number.isFinite(n) ? n : null;
+  $('viewer-count').textContent = Number.isFinite(n) ? String(n) : '—';
 }
 
-function addChat(msg) {
+let socket = null;
+
+function chatError(text) {
+  $('chat-error').textContent = text;
+}
+
+function moderate(obj) {
+  if (!socket?.send(obj)) chatError('Not applied: chat is disconnected.');
+}
+
+function chatLine(m) {
   const li = document.createElement('li');
+  li.dataset.id = m.id;
   const who = document.createElement('b');
-  who.textContent = `${msg.user?.username ?? msg.username ?? msg.user ?? msg.from ?? 'someone'}: `;
-  li.append(who, String(msg.text ?? msg.message ?? ''));
+  who.textContent = `${m.user}: `;
+  li.append(who, String(m.text));
+  if (Number.isFinite(m.at_ms)) li.title = new Date(m.at_ms).toLocaleTimeString();
+  if (state.chat.moderator) {
+    const del = document.createElement('button');
+    del.type = 'button';
+    del.textContent = 'Delete';
+    del.setAttribute('aria-label', `Delete the message of ${m.user}`);
+    del.addEventListener('click', () => moderate({ type: 'delete', id: m.id }));
+    li.append(del);
+    if (m.user !== state.chat.user) {
+      const ban = document.createElement('button');
+      ban.type = 'button';
+      ban.textContent = 'Ban 10 min';
+      ban.setAttribute('aria-label', `Ban ${m.user} from the chat for 10 minutes`);
+      ban.addEventListener('click', () => moderate({ type: 'ban', user: m.user, seconds: 600 }));
+      li.append(ban);
+    }
+  }
+  return li;
+}
+
+function appendChat(li) {
   const log = $('chat-log');
   log.append(li);
   while (log.children.length > 200) log.firstElementChild.remove();
   log.scrollTop = log.scrollHeight;
 }
 
+function systemLine(text) {
+  const li = document.createElement('li');
+  li.className = 'system';
+  li.textContent = text;
+  appendChat(li);
+}
+
+function setSlowMode(seconds) {
+  state.chat.slow_mode = seconds;
+  const node = $('slow-mode');
+  node.hidden = !seconds;
+  node.textContent = seconds ? `Slow mode: one message every ${seconds} s.` : '';
+  const select = $('slow-mode-select');
+  if (![...select.options].some((o) => o.value === String(seconds))) select.append(new Option(`${seconds} s`, String(seconds)));
+  select.value = String(seconds);
+}
+
+function chatErrorText(msg) {
+  const wait = Number.isFinite(msg.retry_after_ms) ? Math.max(1, Math.ceil(msg.retry_after_ms / 1000)) : null;
+  switch (msg.code) {
+    case 'rate_limited':
+      return `Not sent: you are sending too fast. Try again in ${wait ?? 'a few'} s.`;
+    case 'slow_mode':
+      return `Not sent: slow mode is on. You can send again in ${wait ?? 'a few'} s.`;
+    case 'banned':
+      return 'Not sent: you are banned from this chat.';
+    case 'bad_message':
+      return `Not sent: ${msg.error}.`;
+    case 'forbidden':
+      return `Not allowed: ${msg.error}.`;
+    default:
+      return `Chat: ${msg.error ?? 'request refused'}.`;
+  }
+}
+
+let unsent = null; // text of the last message sent, restored if refused
+
+function onSocketMessage(msg) {
+  switch (msg.type) {
+    case 'hello': {
+      Object.assign(state.chat, {
+        connected: true,
+        user: msg.user ?? null,
+        can_chat: !!msg.can_chat,
+        moderator: !!msg.moderator,
+      });
+      setSlowMode(msg.slow_mode ?? 0);
+      setViewers(msg.viewers);
+      $('moderation').hidden = !state.chat.moderator;
+      $('chat-log').replaceChildren(...(msg.history ?? []).map(chatLine));
+      const input = $('chat-input');
+      input.disabled = $('chat-send').disabled = !state.chat.can_chat;
+      $('chat-state').textContent = state.chat.can_chat
+        ? `Chatting as ${state.chat.user}${state.chat.moderator ? ' (moderator)' : ''}.`
+        : 'Sign in (Studio) to chat.';
+      break;
+    }
+    case 'chat':
+      appendChat(chatLine(msg));
+      if (msg.user === state.chat.user) unsent = null;
+      break;
+    case 'deleted':
+      $('chat-log').querySelector(`li[data-id="${CSS.escape(String(msg.id))}"]`)?.remove();
+      break;
+    case 'banned':
+      if (msg.user === state.chat.user) {
+        const until = Number.isFinite(msg.until_ms) ? ` until ${new Date(msg.until_ms).toLocaleTimeString()}` : '';
+        chatError(`A moderator banned you from this chat${until}.`);
+      } else {
+        systemLine(`${msg.user} was banned from the chat.`);
+      }
+      break;
+    case 'slow_mode':
+      setSlowMode(msg.seconds);
+      systemLine(msg.seconds ? `Slow mode on: one message every ${msg.seconds} s.` : 'Slow mode off.');
+      break;
+    case 'viewers':
+      setViewers(msg.count);
+      break;
+    case 'status':
+      if (msg.status === 'live' || msg.status === 'resumed') {
+        if (state.state === 'stalled') setState('live', state.mode === 'hls' ? 'Live (LL-HLS)' : 'Live');
+        restartIfIdle();
+      } else if (msg.status === 'stalled') {
+        if (state.state === 'live') setState('stalled', 'Stalled — waiting for the broadcaster', 'warn');
+      } else if (msg.status === 'ended') {
+        setState('offline', 'Stream ended');
+      }
+      break;
+    case 'event':
+      acceptEvent(msg, 'websocket');
+      break;
+    case 'error':
+      chatError(chatErrorText(msg));
+      if (unsent !== null && ['rate_limited', 'slow_mode', 'bad_message'].includes(msg.code) && !$('chat-input').value) {
+        $('chat-input').value = unsent;
+      }
+      unsent = null;
+      break;
+    default:
+      // pong, lagged and future types.
+      break;
+  }
+}
+
 function startChat() {
   const input = $('chat-input');
-  const send = $('chat-form').querySelector('button');
-  const socket = streamSocket(stream, {
-    onMessage(msg) {
-      if (msg.type === 'chat') addChat(msg);
-      else if (msg.type === 'event') showEvent(msg);
-      else if (msg.type === 'viewers' && Number.isFinite(msg.count)) setViewers(msg.count);
-      if (Number.isFinite(msg.viewers)) setViewers(msg.viewers);
-    },
+  socket = streamSocket(stream, {
+    token: playToken ?? session()?.token,
+    onMessage: onSocketMessage,
     onState(s) {
-      const signedIn = !!session();
-      const stateNode = $('chat-state');
-      if (s === 'open') {
-        stateNode.textContent = signedIn ? '' : 'Sign in (Studio) to chat.';
-        input.disabled = send.disabled = !signedIn;
-      } else {
-        input.disabled = send.disabled = true;
-        stateNode.textContent = s === 'unavailable' ? 'Chat is not available for this stream.' : 'Chat disconnected, retrying…';
-      }
+      if (s === 'open') return; // the hello message says what this client may do
+      state.chat.connected = false;
+      input.disabled = $('chat-send').disabled = true;
+      $('chat-state').textContent = s === 'unavailable' ? 'Chat is not available for this stream.' : 'Chat disconnected, retrying…';
     },
   });
   $('chat-form').addEventListener('submit', (ev) => {
     ev.preventDefault();
     const text = input.value.trim();
     if (!text) return;
-    if (socket.send({ type: 'chat', text })) input.value = '';
-    else $('chat-state').textContent = 'Message not sent: chat is disconnected.';
+    chatError('');
+    if (socket.send({ type: 'chat', text })) {
+      unsent = text;
+      input.value = '';
+    } else {
+      chatError('Not sent: chat is disconnected.');
+    }
   });
+  $('slow-mode-select').addEventListener('change', (ev) => moderate({ type: 'slow_mode', seconds: Number(ev.target.value) }));
 }
 
 // ---------------------------------------------------------------------------
@@ -466,6 +761,4 @@ if (!stream) {
   $('title').textContent = stream;
   start();
   startChat(); // In the embed the chat panel is hidden; events still show.
-  pollViewers();
-  setInterval(pollViewers, 5000);
 }

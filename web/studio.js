@@ -182,6 +182,31 @@ async function startCamera() {
 }
 $('camera').addEventListener('click', startCamera);
 
+// Offers only `codec` on the transceiver when the browser can send it.
+// H.264 is the default: LL-HLS (the fallback of viewers WebRTC cannot
+// reach) is packaged from H.264 only.
+function preferCodec(transceiver, codec) {
+  if (!transceiver.setCodecPreferences || !window.RTCRtpReceiver?.getCapabilities) return;
+  // Preferences are chosen among the receive capabilities (Chromium
+  // refuses others); the codec must be sendable too.
+  const mime = `video/${codec.toLowerCase()}`;
+  const all = RTCRtpReceiver.getCapabilities('video')?.codecs ?? [];
+  const wanted = all.filter((c) => c.mimeType.toLowerCase() === mime);
+  const sendable = RTCRtpSender.getCapabilities?.('video')?.codecs?.some((c) => c.mimeType.toLowerCase() === mime) ?? true;
+  if (!wanted.length || !sendable) {
+    say($('live-status'), `This browser cannot send ${codec}; using its default codec.`, 'warn');
+    return;
+  }
+  try {
+    // Only that codec (and its retransmission/FEC helpers): a server
+    // answering in its own order would otherwise be free to pick another.
+    const helpers = all.filter((c) => /\/(rtx|red|ulpfec|flexfec)/i.test(c.mimeType));
+    transceiver.setCodecPreferences([...wanted, ...helpers]);
+  } catch {
+    // Preferences the browser refuses: its default order stays.
+  }
+}
+
 async function goLive() {
   const status = $('live-status');
   const name = current;
@@ -201,7 +226,8 @@ async function goLive() {
           { rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 1_500_000 },
         ];
       }
-      pc.addTransceiver(track, init);
+      const tr = pc.addTransceiver(track, init);
+      if (track.kind === 'video') preferCodec(tr, $('codec').value);
     }
     await pc.setLocalDescription(await pc.createOffer());
     await waitGathering(pc, 1000);
@@ -266,3 +292,7 @@ addEventListener('pagehide', () => {
 });
 
 showSignedIn();
+// Keep the viewer counts in the stream list current.
+setInterval(() => {
+  if (session() && !document.hidden) loadStreams();
+}, 10_000);

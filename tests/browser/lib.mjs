@@ -117,9 +117,11 @@ export function pageInit() {
 
 // Publishes the fake camera (640x480, or 1280x720 in three simulcast layers
 // q/h/f when `simulcast`) + microphone over WHIP; `codec` (e.g. 'VP8',
-// 'H264') is preferred when given. The PC is window.__pc, the session URL
+// 'H264') is put first when given (relaycast answers in its own order, so
+// that alone may not get it), and is the only video codec offered (with
+// rtx/red/fec) when `codecOnly`. The PC is window.__pc, the session URL
 // window.__resource.
-export async function publish({ whipUrl, streamKey, gatherMs, simulcast = false, codec = null }) {
+export async function publish({ whipUrl, streamKey, gatherMs, simulcast = false, codec = null, codecOnly = false }) {
   const note = window.__note;
   const media = await navigator.mediaDevices.getUserMedia({
     video: simulcast ? { width: 1280, height: 720 } : { width: 640, height: 480 },
@@ -155,7 +157,7 @@ export async function publish({ whipUrl, streamKey, gatherMs, simulcast = false,
     if (codec && track.kind === 'video' && tr.setCodecPreferences) {
       const all = RTCRtpReceiver.getCapabilities('video').codecs;
       const wanted = all.filter((c) => c.mimeType.toLowerCase() === `video/${codec.toLowerCase()}`);
-      const rest = all.filter((c) => !wanted.includes(c));
+      const rest = all.filter((c) => !wanted.includes(c) && (!codecOnly || /\/(rtx|red|ulpfec|flexfec)/i.test(c.mimeType)));
       if (wanted.length) tr.setCodecPreferences([...wanted, ...rest]);
     }
   }

@@ -10,9 +10,9 @@
 //! of the stream, or admin) also `{"type":"delete","id"}`,
 //! `{"type":"ban","user","seconds"?}`, `{"type":"slow_mode","seconds"}`.
 //! Reading follows the stream's play rules (public streams need no token);
-//! writing needs a signed-in account's token or a play token of the
-//! stream, whose subject is the chat user name. The stream's owner, its
-//! publish tokens and admins moderate.
+//! writing needs a signed-in account's token (chatting under its
+//! username) or a play token of the stream, whose subject is the chat user
+//! name. The stream's owner, its publish tokens and admins moderate.
 
 use std::collections::HashMap;
 
@@ -78,7 +78,8 @@ pub(super) async fn upgrade(
             .await
             .map_err(auth_error)?;
     }
-    let author = claims.and_then(|c| {
+    let mut author = None;
+    if let Some(c) = claims {
         let owner = info
             .as_ref()
             .and_then(|i| i.owner_id.as_deref())
@@ -86,11 +87,21 @@ pub(super) async fn upgrade(
         let moderator = owner || c.allows(&id, Role::Publish);
         // Signed-in accounts and play-token holders of the stream chat.
         let can_chat = moderator || c.role.is_account() || c.allows(&id, Role::Play);
-        can_chat.then_some(Author {
-            user: c.sub,
-            moderator,
-        })
-    });
+        if can_chat {
+            // An account's token names it by id: it chats under its
+            // username. A play token's subject is the chat name itself.
+            let user = if c.role.is_account() {
+                st.store
+                    .user(&c.sub)
+                    .await
+                    .map_err(ApiError::internal)?
+                    .map_or(c.sub, |u| u.username)
+            } else {
+                c.sub
+            };
+            author = Some(Author { user, moderator });
+        }
+    }
     Ok(ws
         .max_message_size(MAX_CLIENT_FRAME)
         .on_upgrade(move |socket| session(st, id, author, socket)))
