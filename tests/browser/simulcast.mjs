@@ -143,12 +143,27 @@ async function main() {
     gatherMs: 2_000,
     simulcast: true,
     codec,
+    codecOnly: Boolean(codec),
   });
   if (!pub.ok) return finish(1, `WHIP POST returned ${pub.status}`, pub);
   const conn = await pages.publisher.evaluate(waitConnected, 10_000);
   if (conn.state !== 'connected') return finish(1, 'publisher did not connect', conn);
   // Let the publisher's own bandwidth estimate ramp up so all three layers flow.
   await new Promise((r) => setTimeout(r, 4_000));
+  // The codec under test is the one on the wire, not just the preferred one.
+  const sent = await pages.publisher.evaluate(async () => {
+    const stats = await window.__pc.getStats();
+    const codecs = {};
+    const used = new Set();
+    stats.forEach((r) => {
+      if (r.type === 'codec') codecs[r.id] = r.mimeType;
+      if (r.type === 'outbound-rtp' && r.kind === 'video' && r.codecId) used.add(r.codecId);
+    });
+    return [...used].map((id) => codecs[id]);
+  });
+  if (codec && (sent.length === 0 || sent.some((m) => m?.toLowerCase() !== `video/${codec.toLowerCase()}`))) {
+    return finish(1, `the publisher sends ${JSON.stringify(sent)}, not ${codec}`);
+  }
 
   const deadline = Date.now() + DEADLINE_MS;
   for (const [name, query] of [['auto', ''], ['low', '?layer=low']]) {
@@ -188,7 +203,7 @@ async function main() {
   if (!raised.ok) return finish(1, 'the viewer switched to high did not grow', raised);
 
   process.stdout.write(
-    `${JSON.stringify({ result: 'pass', codec, layers, low_width: low.width, auto_width: auto.width, raised_width: raised.width, auto_seen: auto.seen })}\n`,
+    `${JSON.stringify({ result: 'pass', codec, sent, layers, low_width: low.width, auto_width: auto.width, raised_width: raised.width, auto_seen: auto.seen })}\n`,
   );
   return finish(0);
 }
