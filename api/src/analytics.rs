@@ -292,7 +292,7 @@ impl Analytics {
     /// Starts the writer, the session sweep and the health sampler.
     pub fn start(
         sink: Arc<dyn AnalyticsSink>,
-        sfu: Sfu,
+        viewers: crate::viewers::Viewers,
         registry: &prometheus::Registry,
         on_viewers: Option<ViewerChange>,
     ) -> anyhow::Result<Analytics> {
@@ -311,14 +311,14 @@ impl Analytics {
             stalled: Arc::default(),
             viewers: Arc::default(),
             on_viewers,
-            sfu: sfu.clone(),
+            sfu: viewers.sfu.clone(),
         };
         tokio::spawn(writer(sink, rx));
         let me = a.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut events = sfu.events();
+            let mut events = viewers.sfu.events();
             loop {
                 tokio::select! {
                     ev = events.recv() => {
@@ -332,7 +332,7 @@ impl Analytics {
                             Err(RecvError::Closed) => return,
                         }
                     }
-                    _ = tick.tick() => me.second(&sfu),
+                    _ = tick.tick() => me.second(&viewers),
                 }
             }
         });
@@ -350,14 +350,15 @@ impl Analytics {
     }
 
     /// Health samples of live streams and the end of vanished sessions.
-    fn second(&self, sfu: &Sfu) {
+    fn second(&self, viewers: &crate::viewers::Viewers) {
+        let sfu = &viewers.sfu;
         let now = signaling::unix_ms();
         let at_ms = now - now % 1000;
         let live = sfu.live_streams();
         self.viewers.lock().retain(|s, _| live.contains(s));
         for stream in live {
             let stalled = self.stalled.lock().contains(&stream);
-            let viewers = u32::try_from(sfu.viewer_count(&stream)).unwrap_or(u32::MAX);
+            let viewers = u32::try_from(viewers.total(&stream)).unwrap_or(u32::MAX);
             let before = self
                 .viewers
                 .lock()

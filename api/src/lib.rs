@@ -15,6 +15,7 @@ pub mod cli;
 pub mod realtime;
 pub mod rest;
 pub mod stream_recorder;
+pub mod viewers;
 pub mod web;
 pub mod webhooks;
 
@@ -398,7 +399,6 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
             .context("connecting to Redis")?,
         None => signaling::Bus::local(config.chat),
     };
-    bus.start_presence(Arc::new(realtime::stream_watch_viewers(sfu.clone())));
     let clock = Arc::new(realtime::MediaClock::default());
     let webhooks = webhooks::Webhooks::start(store.clone(), &registry)?;
     let hooks = webhooks.clone();
@@ -432,6 +432,8 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
             });
     }
     let hls = transcoder::Hls::start(sfu.clone(), hls_config, hls_metrics);
+    let viewers = viewers::Viewers::new(sfu.clone(), Some(hls.clone()));
+    bus.start_presence(Arc::new(viewers.clone()));
     let recording_hooks = tokio::spawn(webhooks::forward_recordings(
         hls.recording_notices(),
         webhooks.clone(),
@@ -474,7 +476,7 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
     });
     let analytics = analytics::Analytics::start(
         Arc::new(analytics::SqlSink::new(store.clone())),
-        sfu.clone(),
+        viewers.clone(),
         &registry,
         Some(viewer_change),
     )?;
@@ -499,13 +501,14 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
         stun: Arc::new(ice_servers),
         turn: turn.clone(),
     };
-    let recorder = stream_recorder::spawn(sfu.clone(), store.clone()).await;
-    let rest_state = rest::RestState::new(
+    let recorder = stream_recorder::spawn(viewers.clone(), store.clone()).await;
+    let mut rest_state = rest::RestState::new(
         store.clone(),
         tokens.clone(),
         sfu.clone(),
         config.rest.clone(),
     );
+    rest_state.viewers.hls = Some(hls.clone());
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ready" }))

@@ -9,7 +9,9 @@
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sfu::{Sfu, StreamEventKind};
+use sfu::StreamEventKind;
+
+use crate::viewers::Viewers;
 use signaling::Store;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
@@ -23,13 +25,13 @@ fn ms(t: SystemTime) -> i64 {
 }
 
 /// Starts the recorder; abort the handle to stop it.
-pub async fn spawn(sfu: Sfu, store: Store) -> JoinHandle<()> {
+pub async fn spawn(viewers: Viewers, store: Store) -> JoinHandle<()> {
     // Sessions left open by a previous run ended when it stopped; their
     // real end is unknown, so they are closed now.
     if let Err(e) = store.close_open_sessions(ms(SystemTime::now())).await {
         tracing::warn!("closing stale stream sessions: {e}");
     }
-    let mut events = sfu.events();
+    let mut events = viewers.sfu.events();
     tokio::spawn(async move {
         // stream name → (session id, last recorded peak)
         let mut live: HashMap<String, (String, usize)> = HashMap::new();
@@ -39,7 +41,7 @@ pub async fn spawn(sfu: Sfu, store: Store) -> JoinHandle<()> {
             tokio::select! {
                 ev = events.recv() => match ev {
                     Ok(ev) => {
-                        if let Err(e) = record(&store, &sfu, &mut live, &ev.stream, ev.kind, ms(ev.at)).await {
+                        if let Err(e) = record(&store, &viewers, &mut live, &ev.stream, ev.kind, ms(ev.at)).await {
                             tracing::warn!(stream = %ev.stream, "recording stream event: {e}");
                         }
                     }
@@ -48,7 +50,7 @@ pub async fn spawn(sfu: Sfu, store: Store) -> JoinHandle<()> {
                 },
                 _ = tick.tick() => {
                     for (stream, (id, peak)) in live.iter_mut() {
-                        let now = sfu.viewer_count(stream);
+                        let now = viewers.total(stream);
                         if now > *peak {
                             *peak = now;
                             if let Err(e) = store.session_viewers(id, now as i64).await {
@@ -64,7 +66,7 @@ pub async fn spawn(sfu: Sfu, store: Store) -> JoinHandle<()> {
 
 async fn record(
     store: &Store,
-    sfu: &Sfu,
+    viewers: &Viewers,
     live: &mut HashMap<String, (String, usize)>,
     stream: &str,
     kind: StreamEventKind,
@@ -73,7 +75,7 @@ async fn record(
     match kind {
         StreamEventKind::Live => {
             let id = store.session_started(stream, at_ms).await?;
-            let viewers = sfu.viewer_count(stream);
+            let viewers = viewers.total(stream);
             if viewers > 0 {
                 store.session_viewers(&id, viewers as i64).await?;
             }
@@ -86,7 +88,7 @@ async fn record(
         }
         StreamEventKind::Ended => {
             if let Some((id, peak)) = live.remove(stream) {
-                let viewers = sfu.viewer_count(stream);
+                let viewers = viewers.total(stream);
                 if viewers > peak {
                     store.session_viewers(&id, viewers as i64).await?;
                 }

@@ -97,6 +97,12 @@ async fn hls_js_plays_the_ll_hls_of_a_whip_stream_with_audio() -> Result<()> {
         );
         let audio = spawn_opus_sender(publisher.media.audio_track()?);
 
+        // The LL-HLS player counts as a viewer (no WebRTC viewer exists here).
+        let admin = server
+            .server()
+            .token_for("ops", None, "admin", Duration::from_secs(3600))?;
+        let counted = tokio::spawn(hls_viewers_seen(base.clone(), admin.clone()));
+
         let script = browser_dir().join("hls_play.mjs");
         let child = Command::new("node")
             .arg(&script)
@@ -144,6 +150,21 @@ async fn hls_js_plays_the_ll_hls_of_a_whip_stream_with_audio() -> Result<()> {
             "no audio buffer: {result}"
         );
         ensure!(out.status.success(), "hls_play.mjs failed: {result}");
+        counted.abort();
+        let peak = counted.await.unwrap_or(Ok(0)).unwrap_or(0);
+        ensure!(
+            peak >= 1,
+            "the playing LL-HLS client was never counted as a viewer"
+        );
+        // Once it stopped reloading playlists, it is no longer counted.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while live_viewers(&base, &admin).await? > 0 {
+            ensure!(
+                tokio::time::Instant::now() < deadline,
+                "the LL-HLS client stayed counted after it left"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
         video.stop().await?;
         audio.stop().await?;
         publisher.close().await?;
@@ -151,4 +172,32 @@ async fn hls_js_plays_the_ll_hls_of_a_whip_stream_with_audio() -> Result<()> {
         Ok(())
     })
     .await
+}
+
+/// Viewers `GET /api/streams/live` reports for the test stream.
+async fn live_viewers(base: &str, token: &str) -> Result<u64> {
+    let v: serde_json::Value = http_client()?
+        .get(format!("{base}/api/streams/live"))
+        .bearer_auth(token)
+        .send()
+        .await?
+        .json()
+        .await?;
+    Ok(v["streams"]
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["id"] == "hlsjs"))
+        .and_then(|s| s["viewers"].as_u64())
+        .unwrap_or(0))
+}
+
+/// Polls the live list until the stream has a viewer; the most seen.
+async fn hls_viewers_seen(base: String, token: String) -> Result<u64> {
+    let mut peak = 0;
+    loop {
+        peak = peak.max(live_viewers(&base, &token).await.unwrap_or(0));
+        if peak >= 1 {
+            return Ok(peak);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }

@@ -120,6 +120,8 @@ pub struct StreamEntry {
     ending: AtomicBool,
     /// Date ranges not yet in the packager.
     inbox: Mutex<Vec<Arc<DateRange>>>,
+    /// Clients reloading this run's media playlists.
+    pub audience: crate::audience::Audience,
 }
 
 impl StreamEntry {
@@ -135,6 +137,7 @@ impl StreamEntry {
             end: Notify::new(),
             ending: AtomicBool::new(false),
             inbox: Mutex::new(Vec::new()),
+            audience: crate::audience::Audience::default(),
         }
     }
 
@@ -286,6 +289,14 @@ impl Hls {
     /// The packager of `stream`, if one runs or recently ended.
     pub fn stream(&self, stream: &str) -> Option<Arc<StreamEntry>> {
         self.inner.streams.lock().get(stream).cloned()
+    }
+
+    /// LL-HLS viewers of the live stream on this node (see
+    /// [`crate::audience`]); 0 when it is not live here.
+    pub fn audience(&self, stream: &str) -> usize {
+        self.stream(stream)
+            .filter(|e| !e.ending.load(Ordering::Acquire))
+            .map_or(0, |e| e.audience.count(std::time::Instant::now()))
     }
 
     /// Attaches a date range (an integrator event) to the live stream's

@@ -10,14 +10,15 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
+use axum::{Extension, Router};
 use bytes::Bytes;
 
 use crate::hls::{Hls, StreamEntry};
@@ -269,6 +270,8 @@ async fn media(
     State(hls): State<Hls>,
     Path((stream, run, rendition, file)): Path<(String, String, String, String)>,
     Query(query): Query<HashMap<String, String>>,
+    client: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
 ) -> Response {
     let Some(entry) = hls.stream(&stream) else {
         return not_found();
@@ -289,6 +292,14 @@ async fn media(
         Err(r) => return r,
     };
     if file == "index.m3u8" {
+        if let Some(Extension(ConnectInfo(addr))) = client {
+            let agent = headers
+                .get(header::USER_AGENT)
+                .map_or(&b""[..], |v| v.as_bytes());
+            entry
+                .audience
+                .note(addr.ip(), agent, std::time::Instant::now());
+        }
         return media_playlist(&hls, &entry, rendition, &query).await;
     }
     if file == "init.mp4" {

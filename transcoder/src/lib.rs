@@ -33,6 +33,7 @@
 //! sender-report wall clock, or its arrival time when there is none yet.
 
 pub mod aac;
+pub mod audience;
 pub mod daterange;
 pub mod fmp4;
 pub mod h264_params;

@@ -16,12 +16,7 @@ use axum::Router;
 use signaling::{AuthError, Bus, Store, Tokens};
 
 pub use events::date_range;
-pub use stream_watch::{EventSink, MediaClock, SfuViewers, StreamListener, StreamWatch};
-
-/// The SFU as the presence task's viewer source.
-pub fn stream_watch_viewers(sfu: sfu::Sfu) -> SfuViewers {
-    SfuViewers(sfu)
-}
+pub use stream_watch::{EventSink, MediaClock, StreamListener, StreamWatch};
 
 /// Shared state of the realtime routes.
 #[derive(Clone)]

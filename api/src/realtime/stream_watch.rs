@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 use sfu::{MediaKind, Sfu, StreamEvent, StreamEventKind};
-use signaling::{Bus, IntegratorEvent, Lagged, MediaStamp, StreamStatus, ViewerSource};
+use signaling::{Bus, IntegratorEvent, Lagged, MediaStamp, StreamStatus};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
 
@@ -162,18 +162,5 @@ async fn relay_events(mut feed: signaling::EventFeed, stream: String, sinks: Arc
                 );
             }
         }
-    }
-}
-
-/// The SFU's viewer counts, for the bus's presence task.
-pub struct SfuViewers(pub Sfu);
-
-impl ViewerSource for SfuViewers {
-    fn streams(&self) -> Vec<String> {
-        self.0.live_streams()
-    }
-
-    fn viewers(&self, stream: &str) -> usize {
-        self.0.viewer_count(stream)
     }
 }

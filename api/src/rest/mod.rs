@@ -62,6 +62,8 @@ pub struct RestState {
     pub store: Store,
     pub tokens: Tokens,
     pub sfu: Sfu,
+    /// Viewer counts (WebRTC and LL-HLS).
+    pub viewers: crate::viewers::Viewers,
     pub config: Arc<RestConfig>,
     pub limiter: Arc<ratelimit::LoginLimiter>,
 }
@@ -72,6 +74,7 @@ impl RestState {
         RestState {
             store,
             tokens,
+            viewers: crate::viewers::Viewers::new(sfu.clone(), None),
             sfu,
             config: Arc::new(config),
             limiter,

@@ -29,7 +29,7 @@ fn view(state: &RestState, s: &StreamInfo) -> serde_json::Value {
         "created_at": s.created_at,
         "updated_at": s.updated_at,
         "live": state.sfu.is_live(&s.name),
-        "viewers": state.sfu.viewer_count(&s.name),
+        "viewers": state.viewers.total(&s.name),
         "whip_url": format!("/whip/{}", s.name),
         "whep_url": format!("/whep/{}", s.name),
     })
@@ -133,7 +133,7 @@ pub async fn live(
             Some(s) => s,
             None => StreamInfo::unregistered(&name),
         };
-        out.push((state.sfu.viewer_count(&name), info));
+        out.push((state.viewers.total(&name), info));
     }
     out.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.name.cmp(&b.1.name)));
     let live: Vec<_> = out
