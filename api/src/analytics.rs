@@ -1,6 +1,7 @@
 //! Analytics: viewer sessions, QoE beacons from players and per-second
 //! stream health, written through an [`AnalyticsSink`] (the SQL database by
-//! default) and summarised by `GET /api/streams/{id}/stats`.
+//! default, ScyllaDB with `--scylla-nodes`: [`scylla`]) and summarised by
+//! `GET /api/streams/{id}/stats`.
 //!
 //! Feeding: WHEP session start comes from the `POST /whep/{stream}` answer
 //! (a middleware reads the session resource from `Location`), its end from
@@ -36,6 +37,9 @@ use sqlx::Row;
 use tokio::sync::mpsc;
 
 use crate::realtime::{auth_error, bearer, check_stream_name, ApiError};
+
+pub mod scylla;
+pub use self::scylla::{Replication, ScyllaConfig, ScyllaSink};
 
 /// One viewer's WHEP session.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -117,7 +121,7 @@ pub struct StreamStats {
 pub type SinkFuture<'a, T> = Pin<Box<dyn Future<Output = anyhow::Result<T>> + Send + 'a>>;
 
 /// Where analytics go. Implementations: [`SqlSink`] (default; SQLite or
-/// PostgreSQL through the control-plane pool).
+/// PostgreSQL through the control-plane pool) and [`ScyllaSink`].
 pub trait AnalyticsSink: Send + Sync + 'static {
     fn write<'a>(&'a self, batch: &'a [Record]) -> SinkFuture<'a, ()>;
     /// Summary of the stream's records at or after `since_ms`.

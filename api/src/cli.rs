@@ -117,6 +117,54 @@ pub struct ServeArgs {
     pub data: DataDir,
     #[command(flatten)]
     pub turn: TurnArgs,
+    #[command(flatten)]
+    pub scylla: ScyllaArgs,
+}
+
+/// Analytics in ScyllaDB instead of the SQL database.
+#[derive(Debug, Clone, Args)]
+pub struct ScyllaArgs {
+    /// Keep analytics in ScyllaDB: contact points, HOST:PORT,… (port 9042
+    /// when left out); start fails when none answers.
+    #[arg(long, env = "RELAYCAST_SCYLLA_NODES", value_delimiter = ',')]
+    pub scylla_nodes: Vec<String>,
+    /// Keyspace of the analytics tables (created when missing).
+    #[arg(long, env = "RELAYCAST_SCYLLA_KEYSPACE", default_value = crate::analytics::scylla::DEFAULT_KEYSPACE,
+          value_parser = crate::analytics::scylla::parse_keyspace)]
+    pub scylla_keyspace: String,
+    /// Replication of a keyspace relaycast creates: N (SimpleStrategy) or
+    /// DC:N,DC:N (NetworkTopologyStrategy).
+    #[arg(long, env = "RELAYCAST_SCYLLA_REPLICATION", default_value = "1",
+          value_parser = clap::builder::ValueParser::new(str::parse::<crate::analytics::Replication>))]
+    pub scylla_replication: crate::analytics::Replication,
+    /// How long viewer sessions and QoE beacons are kept in ScyllaDB.
+    #[arg(long, env = "RELAYCAST_SCYLLA_RETENTION", default_value = "30d", value_parser = parse_ttl)]
+    pub scylla_retention: Duration,
+    /// How long per-second stream health samples are kept in ScyllaDB.
+    #[arg(long, env = "RELAYCAST_SCYLLA_HEALTH_RETENTION", default_value = "7d", value_parser = parse_ttl)]
+    pub scylla_health_retention: Duration,
+}
+
+impl ScyllaArgs {
+    /// The sink's configuration, or `None` without `--scylla-nodes`.
+    pub fn to_config(&self) -> Option<crate::analytics::ScyllaConfig> {
+        let nodes: Vec<String> = self
+            .scylla_nodes
+            .iter()
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty())
+            .collect();
+        if nodes.is_empty() {
+            return None;
+        }
+        Some(crate::analytics::ScyllaConfig {
+            nodes,
+            keyspace: self.scylla_keyspace.clone(),
+            replication: self.scylla_replication.clone(),
+            retention: self.scylla_retention,
+            health_retention: self.scylla_health_retention,
+        })
+    }
 }
 
 /// `relaycast turn`: the TURN flags, and where to serve `/metrics`, since
@@ -398,6 +446,51 @@ mod tests {
             Cli::try_parse_from(["relaycast", "turn", "--turn-tls", "0.0.0.0:5349"]).is_err(),
             "--turn-tls needs --turn-cert and --turn-key"
         );
+    }
+
+    #[test]
+    fn scylla_flags() {
+        let serve = |args: &[&str]| {
+            let cli = Cli::try_parse_from(["relaycast", "serve"].iter().chain(args))?;
+            let Command::Serve(a) = cli.command else {
+                panic!("not the serve command");
+            };
+            Ok::<_, clap::Error>(a.scylla.to_config())
+        };
+        assert_eq!(serve(&[]).expect("parses"), None);
+        let c = serve(&[
+            "--scylla-nodes",
+            "10.0.0.1:9042, db2",
+            "--scylla-retention",
+            "2d",
+        ])
+        .expect("parses")
+        .expect("nodes given");
+        assert_eq!(c.nodes, ["10.0.0.1:9042", "db2"]);
+        assert_eq!(c.keyspace, "relaycast");
+        assert_eq!(c.replication, crate::analytics::Replication::Simple(1));
+        assert_eq!(c.retention, Duration::from_secs(2 * 86_400));
+        assert_eq!(c.health_retention, Duration::from_secs(7 * 86_400));
+        let c = serve(&[
+            "--scylla-nodes",
+            "db1",
+            "--scylla-keyspace",
+            "rc_prod",
+            "--scylla-replication",
+            "dc1:3,dc2:3",
+        ])
+        .expect("parses")
+        .expect("nodes given");
+        assert_eq!(c.keyspace, "rc_prod");
+        assert_eq!(
+            c.replication,
+            crate::analytics::Replication::NetworkTopology(vec![
+                ("dc1".into(), 3),
+                ("dc2".into(), 3)
+            ])
+        );
+        assert!(serve(&["--scylla-keyspace", "a-b"]).is_err());
+        assert!(serve(&["--scylla-replication", "0"]).is_err());
     }
 
     #[test]

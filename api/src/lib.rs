@@ -81,6 +81,9 @@ pub struct Config {
     /// Keep ended streams as VOD under `{data_dir}/recordings` for this
     /// long (`/vod/…`); `None`: no recording.
     pub vod_retention: Option<Duration>,
+    /// Analytics in ScyllaDB instead of the SQL database; start fails when
+    /// the cluster cannot be reached.
+    pub scylla: Option<analytics::ScyllaConfig>,
 }
 
 impl Config {
@@ -105,6 +108,7 @@ impl Config {
             rest: rest::RestConfig::default(),
             hls: transcoder::HlsConfig::default(),
             vod_retention: Some(Duration::from_secs(3600)),
+            scylla: None,
         }
     }
 }
@@ -348,6 +352,24 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
         }
     };
     let registry = Registry::new();
+    // Before anything else starts, so an unreachable cluster fails start.
+    let analytics_sink: Arc<dyn analytics::AnalyticsSink> = match &config.scylla {
+        Some(sc) => {
+            let sink = analytics::ScyllaSink::connect(sc, &registry)
+                .await
+                .context("starting the ScyllaDB analytics sink")?;
+            tracing::info!(
+                "analytics sink: ScyllaDB at {} (keyspace {})",
+                sc.nodes.join(","),
+                sc.keyspace
+            );
+            Arc::new(sink)
+        }
+        None => {
+            tracing::info!("analytics sink: the SQL database");
+            Arc::new(analytics::SqlSink::new(store.clone()))
+        }
+    };
     let metrics = sfu::Metrics::new(&registry).context("registering metrics")?;
     let public_ip = config.public_ip.unwrap_or_else(default_public_ip);
     let sfu = Sfu::start(
@@ -475,7 +497,7 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
         }
     });
     let analytics = analytics::Analytics::start(
-        Arc::new(analytics::SqlSink::new(store.clone())),
+        analytics_sink,
         viewers.clone(),
         &registry,
         Some(viewer_change),

@@ -64,6 +64,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     ..transcoder::HlsConfig::default()
                 },
                 vod_retention: a.vod_retention.0,
+                scylla: a.scylla.to_config(),
             };
             let listener = tokio::net::TcpListener::bind(config.http_addr)
                 .await

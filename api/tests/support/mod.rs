@@ -8,6 +8,8 @@
 //! Include it from a test file with `mod support;`.
 #![allow(dead_code)]
 
+pub mod analytics;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
