@@ -18,65 +18,22 @@
 # Tunables (env): CLIENTS MSGS_LO MSGS_HI LEN INTERVAL_MS RELAYCAST TARGET_DIR.
 set -euo pipefail
 
-cd "$(dirname "${BASH_SOURCE[0]}")/../.."
-TARGET_DIR=${TARGET_DIR:-${CARGO_TARGET_DIR:-target}}
-RELAYCAST=${RELAYCAST:-$TARGET_DIR/release/relaycast}
+# shellcheck source=loadtest/turn/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 CLIENTS=${CLIENTS:-10}
 MSGS_LO=${MSGS_LO:-500}
 MSGS_HI=${MSGS_HI:-2500}
 LEN=${LEN:-1000}
 # Slow enough that neither server, slowed ~50x by valgrind, drops anything.
 INTERVAL_MS=${INTERVAL_MS:-5}
-SECRET=bench-secret-$$
-PEER_PORT=${PEER_PORT:-13480}
-TURN_PORT=${TURN_PORT:-13478}
-RELAY_LO=20000
-RELAY_HI=32000
 
-for tool in turnutils_uclient turnutils_peer turnserver valgrind callgrind_control "${RELAYCAST_EXAMPLE:-$RELAYCAST}"; do
-    command -v "$tool" >/dev/null || { echo "missing $tool" >&2; exit 1; }
-done
-TMP=$(mktemp -d)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-listening() { ss -Hlun "sport = :$TURN_PORT" | grep -q .; }
+require_tools turnutils_uclient turnutils_peer turnserver valgrind callgrind_control "${RELAYCAST_EXAMPLE:-$RELAYCAST}"
 
 start_server() { # name out-file → sets SERVER_PID
     # shellcheck disable=SC2206
     local cg=(valgrind --tool=callgrind "--callgrind-out-file=$2" ${CG_OPTS:-})
-    case $1 in
-    relaycast)
-        if [ -n "${RELAYCAST_EXAMPLE:-}" ]; then
-            # turn-server's loopback_turn example: the same TurnServer, quick to build.
-            "${cg[@]}" "$RELAYCAST_EXAMPLE" "$SECRET" "$TURN_PORT" "$((TURN_PORT + 1))" >"$TMP/$1.log" 2>&1 &
-        else
-            "${cg[@]}" "$RELAYCAST" turn --turn-udp "127.0.0.1:$TURN_PORT" --turn-secret "$SECRET" \
-                --turn-allow-loopback-peers --turn-relay-ports "$RELAY_LO-$RELAY_HI" \
-                --turn-user-quota 100000 --turn-total-quota 100000 >"$TMP/$1.log" 2>&1 &
-        fi
-        ;;
-    coturn)
-        "${cg[@]}" turnserver -n --no-cli --use-auth-secret --static-auth-secret="$SECRET" \
-            --realm=relaycast --listening-ip=127.0.0.1 --listening-port="$TURN_PORT" \
-            --relay-ip=127.0.0.1 --min-port="$RELAY_LO" --max-port="$RELAY_HI" \
-            --allow-loopback-peers --no-tls --no-dtls --no-tcp-relay \
-            --userdb="$TMP/turndb" --pidfile="$TMP/turnserver.pid" \
-            --log-file=stdout --simple-log >"$TMP/$1.log" 2>&1 &
-        ;;
-    esac
-    SERVER_PID=$!
-    PIDS+=("$SERVER_PID")
-    for _ in $(seq 1 120); do
-        listening && break
-        sleep 0.5
-    done
-    listening || { cat "$TMP/$1.log"; exit 1; }
+    launch_server "$1" "${cg[@]}"
+    wait_listening "$1" 120
     sleep 2
 }
 

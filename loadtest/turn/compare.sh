@@ -14,9 +14,8 @@
 # Tunables (env): CLIENTS MSGS LEN INTERVAL_MS REPS ALLOCS (0 skips part 2) TARGET_DIR.
 set -euo pipefail
 
-cd "$(dirname "${BASH_SOURCE[0]}")/../.."
-TARGET_DIR=${TARGET_DIR:-${CARGO_TARGET_DIR:-target}}
-RELAYCAST=${RELAYCAST:-$TARGET_DIR/release/relaycast}
+# shellcheck source=loadtest/turn/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 HOLD=${HOLD:-$TARGET_DIR/release/examples/hold_allocations}
 CLIENTS=${CLIENTS:-20}
 # 20 x 20000 x 1000 B is several seconds of server CPU per run, so scheduling noise averages out.
@@ -25,54 +24,16 @@ REPS=${REPS:-3}
 LEN=${LEN:-1000}
 INTERVAL_MS=${INTERVAL_MS:-0}
 ALLOCS=${ALLOCS:-10000}
-SECRET=bench-secret-$$
-PEER_PORT=${PEER_PORT:-13480}
-TURN_PORT=${TURN_PORT:-13478}
-# Listener and relay ports below the kernel's ephemeral range, so the load clients' own sockets
-# never take them.
-RELAY_LO=20000
-RELAY_HI=32000
 
-for tool in turnutils_uclient turnutils_peer turnserver "${RELAYCAST_EXAMPLE:-$RELAYCAST}" "$HOLD"; do
-    command -v "$tool" >/dev/null || { echo "missing $tool" >&2; exit 1; }
-done
+require_tools turnutils_uclient turnutils_peer turnserver "${RELAYCAST_EXAMPLE:-$RELAYCAST}" "$HOLD"
 ulimit -n "$(ulimit -Hn)"
-TMP=$(mktemp -d)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
 
 TCK=$(getconf CLK_TCK)
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 now() { date +%s.%N; }
 
 start_server() { # name → sets SERVER_PID
-    case $1 in
-    relaycast)
-        if [ -n "${RELAYCAST_EXAMPLE:-}" ]; then
-            # turn-server's loopback_turn example: the same TurnServer, quick to build.
-            "$RELAYCAST_EXAMPLE" "$SECRET" "$TURN_PORT" "$((TURN_PORT + 1))" >"$TMP/$1.log" 2>&1 &
-        else
-            "$RELAYCAST" turn --turn-udp "127.0.0.1:$TURN_PORT" --turn-secret "$SECRET" \
-                --turn-allow-loopback-peers --turn-relay-ports "$RELAY_LO-$RELAY_HI" \
-                --turn-user-quota 100000 --turn-total-quota 100000 >"$TMP/$1.log" 2>&1 &
-        fi
-        ;;
-    coturn)
-        turnserver -n --no-cli --use-auth-secret --static-auth-secret="$SECRET" \
-            --realm=relaycast --listening-ip=127.0.0.1 --listening-port="$TURN_PORT" \
-            --relay-ip=127.0.0.1 --min-port="$RELAY_LO" --max-port="$RELAY_HI" \
-            --allow-loopback-peers --no-tls --no-dtls --no-tcp-relay \
-            --userdb="$TMP/turndb" --pidfile="$TMP/turnserver.pid" \
-            --log-file=stdout --simple-log >"$TMP/$1.log" 2>&1 &
-        ;;
-    esac
-    SERVER_PID=$!
-    PIDS+=("$SERVER_PID")
+    launch_server "$1"
     sleep 1
     kill -0 "$SERVER_PID" || { cat "$TMP/$1.log"; exit 1; }
 }
