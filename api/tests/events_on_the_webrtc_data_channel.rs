@@ -70,6 +70,16 @@ async fn integrator_events_arrive_on_the_viewers_data_channel_with_media_time() 
             "the answer rejected the data channel:\n{}",
             exchange.answer_sdp
         );
+        // Without simulcast nothing reads transport-wide feedback, so it is
+        // not negotiated (the server would keep a send record per packet).
+        ensure!(
+            offer.contains("transport-wide-cc"),
+            "the viewer offered no TWCC"
+        );
+        ensure!(
+            !exchange.answer_sdp.contains("transport-wide-cc"),
+            "TWCC negotiated for a viewer without bandwidth estimation"
+        );
         peer.apply_answer(&exchange.answer_sdp).await?;
         peer.wait_connected(CONNECT_TIMEOUT).await?;
         tokio::time::timeout(WAIT, open_rx.recv())

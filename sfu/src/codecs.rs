@@ -4,6 +4,7 @@
 
 use str0m::format::{Codec, FormatParams};
 use str0m::media::Frequency;
+use str0m::rtp::{Extension, ExtensionMap};
 use str0m::RtcConfig;
 
 use crate::h264::{self, ProfileLevelId};
@@ -75,4 +76,16 @@ pub fn viewer_config(
             .add_h264(pt.into(), Some(rtx.into()), true, p.0);
     }
     cfg
+}
+
+/// str0m's standard header extensions minus transport-wide sequence
+/// numbers (TWCC), for viewers that run no bandwidth estimation.
+pub fn extensions_without_twcc() -> ExtensionMap {
+    let mut exts = ExtensionMap::empty();
+    for (id, ext) in ExtensionMap::standard().iter() {
+        if *ext != Extension::TransportSequenceNumber {
+            exts.set(id, ext.clone());
+        }
+    }
+    exts
 }
