@@ -401,9 +401,16 @@ async fn play_through_turn(server: &api::Server, scheme: &str) -> anyhow::Result
                 .ok()
         })
         .context("relaycast_turn_relayed_bytes_total in /metrics")?;
+    // Everything the viewer received came through the relay: at least the
+    // RTP payload bytes its inbound-rtp stats count.
+    let received = out
+        .lines()
+        .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .and_then(|v| v["rtp_bytes"].as_f64())
+        .context("rtp_bytes in the viewer's summary")?;
     ensure!(
-        relayed > 100_000.0,
-        "only {relayed} bytes relayed by our TURN during playback"
+        received > 0.0 && relayed >= received,
+        "only {relayed} bytes relayed by our TURN, the viewer received {received} RTP payload bytes"
     );
     Ok(())
 }

@@ -214,8 +214,10 @@ async function sample() {
   let audioPackets = 0;
   let videoPackets = 0;
   let framesDecoded = 0;
+  let rtpBytes = 0;
   (await window.__pc.getStats()).forEach((s) => {
     if (s.type !== 'inbound-rtp') return;
+    rtpBytes += s.bytesReceived ?? 0;
     if (s.kind === 'audio') audioPackets += s.packetsReceived ?? 0;
     if (s.kind === 'video') {
       videoPackets += s.packetsReceived ?? 0;
@@ -242,6 +244,7 @@ async function sample() {
     rvfcFrames: window.__rvfcFrames,
     audioPackets,
     videoPackets,
+    rtpBytes,
     framesDecoded,
     localCandidateType,
     firstFrameMs: window.__firstFrameAt === null ? null : Math.round(window.__firstFrameAt - window.__postAt),
@@ -312,6 +315,7 @@ async function main() {
           local_candidate_type: s.localCandidateType,
           audio_packets: s.audioPackets,
           video_packets: s.videoPackets,
+          rtp_bytes: s.rtpBytes,
           first_frame_ms: s.firstFrameMs,
           total_ms: Date.now() - t0,
         };
