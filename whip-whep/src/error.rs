@@ -97,19 +97,24 @@ impl ApiError {
     }
 }
 
+/// The JSON error answer of relaycast's HTTP APIs: `status` with
+/// `{"error": message}`. An internal cause is logged at error level and
+/// never sent; other refusals are logged at debug level.
+pub fn json_error(status: StatusCode, message: String, internal_cause: Option<&str>) -> Response {
+    match internal_cause {
+        Some(cause) => tracing::error!("internal error: {cause}"),
+        None => tracing::debug!(status = status.as_u16(), "request refused: {message}"),
+    }
+    (status, Json(serde_json::json!({ "error": message }))).into_response()
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = self.status();
-        if let ApiError::Internal(cause) = &self {
-            tracing::error!("internal error: {cause}");
-        } else {
-            tracing::debug!(status = status.as_u16(), "request refused: {self}");
-        }
-        let mut resp = (
-            status,
-            Json(serde_json::json!({ "error": self.to_string() })),
-        )
-            .into_response();
+        let cause = match &self {
+            ApiError::Internal(cause) => Some(cause.as_str()),
+            _ => None,
+        };
+        let mut resp = json_error(self.status(), self.to_string(), cause);
         match self {
             ApiError::Unauthorized
             | ApiError::InvalidCredential

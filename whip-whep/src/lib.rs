@@ -30,7 +30,7 @@ use sfu::{LayerCap, Role, SessionId, Sfu, SfuError};
 use signaling::{Store, Tokens};
 use tower_http::cors::{Any, CorsLayer};
 
-pub use crate::error::ApiError;
+pub use crate::error::{json_error, ApiError};
 
 /// SDP offers larger than this are refused (413). Real offers with
 /// simulcast and many codecs are under 16 KiB.

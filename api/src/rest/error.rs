@@ -5,7 +5,6 @@ use std::time::Duration;
 use axum::extract::rejection::JsonRejection;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use signaling::{AuthError, StoreError};
 
 #[non_exhaustive]
@@ -111,17 +110,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = self.status();
-        if let ApiError::Internal(cause) = &self {
-            tracing::error!("internal error: {cause}");
-        } else {
-            tracing::debug!(status = status.as_u16(), "request refused: {self}");
-        }
-        let mut resp = (
-            status,
-            Json(serde_json::json!({ "error": self.to_string() })),
-        )
-            .into_response();
+        let cause = match &self {
+            ApiError::Internal(cause) => Some(cause.as_str()),
+            _ => None,
+        };
+        let mut resp = whip_whep::json_error(self.status(), self.to_string(), cause);
         match &self {
             ApiError::Unauthorized(msg) => {
                 let v = format!("Bearer error=\"invalid_token\", error_description=\"{msg}\"");
