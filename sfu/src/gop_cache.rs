@@ -90,6 +90,7 @@ mod tests {
             network_time: Instant::now(),
             keyframe,
             data: Arc::from(&[0u8; 100][..]),
+            packets: None,
             index,
             contiguous: true,
             epoch,

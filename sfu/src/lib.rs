@@ -30,6 +30,7 @@ pub mod layers;
 pub mod metrics;
 mod peer;
 mod picture;
+mod rtp_out;
 mod session_stats;
 #[cfg(test)]
 mod sim_tests;

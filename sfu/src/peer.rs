@@ -14,6 +14,7 @@ use str0m::{Event, IceConnectionState, IceCreds, Rtc};
 use crate::h264;
 use crate::layers::{LayerCap, LayerInfo, LayerSelect, LayerTable, LAYER_SILENCE, STATS_INTERVAL};
 use crate::metrics::{DropReason, KeyframeOrigin, Metrics};
+use crate::rtp_out::{Packetizers, RtpNumbering};
 use crate::session_stats::StatsCell;
 use crate::stream::{session_epoch, Frame, StreamHub};
 use crate::SessionId;
@@ -78,6 +79,8 @@ pub(crate) struct PublisherState {
     /// When the last frame arrived, and whether a stall was reported since.
     last_frame_at: Option<Instant>,
     stalled: bool,
+    /// Cuts H.264 and Opus frames into RTP payloads once for all viewers.
+    packetizers: Packetizers,
 }
 
 /// Encodings beyond this many are not forwarded (browsers send at most three).
@@ -125,6 +128,11 @@ struct OutTrack {
     pt_cache: Option<(Codec, str0m::media::Pt)>,
     /// `Frame::index` of the last frame seen for this track.
     last_index: Option<u64>,
+    /// Sequence numbers for frames carrying shared RTP payloads. Frames
+    /// str0m packetizes (VP8, VP9, AV1) use str0m's own counter; a track
+    /// only changes between the two when a new publisher session brings
+    /// another codec, which the viewer meets with a keyframe anyway.
+    numbering: RtpNumbering,
 }
 
 /// Rebases publisher timestamps onto one continuous outgoing timeline, so a
@@ -313,6 +321,7 @@ impl Peer {
                             timeline: Timeline::default(),
                             pt_cache: None,
                             last_index: None,
+                            numbering: RtpNumbering::default(),
                         });
                         if added.kind == MediaKind::Video {
                             // Retransmission history: what a NACK can still
@@ -542,6 +551,21 @@ impl Peer {
             burst.live.numer().wrapping_sub(back),
             burst.live.frequency(),
         );
+        let PeerKind::Viewer(v) = &mut self.kind else {
+            return;
+        };
+        let Some(track) = v.tracks.iter_mut().find(|t| t.mid == burst.mid) else {
+            return;
+        };
+        if let Some(packets) = &frame.packets {
+            if track
+                .numbering
+                .write(&mut self.rtc, burst.mid, burst.pt, time, now, true, packets)
+            {
+                metrics.frames_forwarded.inc();
+            }
+            return;
+        }
         let Some(writer) = self.rtc.writer(burst.mid) else {
             return;
         };
@@ -663,6 +687,21 @@ impl Peer {
             track.awaiting_keyframe = false;
         }
         let time = track.timeline.map(frame);
+        if let Some(packets) = &frame.packets {
+            let video = frame.kind == MediaKind::Video;
+            if track.numbering.write(
+                &mut self.rtc,
+                mid,
+                pt,
+                time,
+                frame.network_time,
+                video,
+                packets,
+            ) {
+                metrics.frames_forwarded.inc();
+            }
+            return;
+        }
         let Some(writer) = self.rtc.writer(mid) else {
             return;
         };
@@ -731,6 +770,7 @@ impl PublisherState {
             stats_at: None,
             last_frame_at: None,
             stalled: false,
+            packetizers: Packetizers::default(),
         }
     }
 
@@ -790,6 +830,7 @@ impl PublisherState {
         let wallclock = data
             .last_sender_info
             .and_then(|sr| wallclock_of(data.time, sr.rtp_time, sr.ntp_time));
+        let packets = self.packetizers.packetize(spec.codec, layer, &data.data);
         Some(Frame {
             kind,
             codec: spec.codec,
@@ -797,6 +838,7 @@ impl PublisherState {
             network_time: at,
             keyframe,
             data: data.data,
+            packets,
             index,
             contiguous: data.contiguous,
             epoch: self.epoch + u64::from(layer),
@@ -960,6 +1002,7 @@ mod tests {
             network_time: at,
             keyframe: false,
             data: Arc::from(&[][..]),
+            packets: None,
             index: 0,
             contiguous: true,
             epoch,

@@ -163,6 +163,7 @@ fn a_viewer_moves_down_a_layer_when_its_bandwidth_falls_and_back_up_when_it_reco
     let mut next_frame = start;
     let epoch = 1u64 << crate::stream::EPOCH_LAYER_BITS;
     let mut requests = 0usize;
+    let mut packetizers = crate::rtp_out::Packetizers::default();
 
     let end = start + Duration::from_secs(60);
     while now < end {
@@ -182,13 +183,18 @@ fn a_viewer_moves_down_a_layer_when_its_bandwidth_falls_and_back_up_when_it_reco
                 let keyframe = keyframe_due[i] || frame_no.is_multiple_of(2 * FPS);
                 keyframe_due[i] = false;
                 let size = (bps / 8 / FPS) as usize * if keyframe { 3 } else { 1 };
+                let data = frame_bytes(id, keyframe, frame_no, size);
+                // As ingest does: cut once, written with the viewer's numbering.
+                let packets = packetizers.packetize(Codec::H264, id, &data);
+                assert!(packets.is_some(), "H.264 takes the shared-payload path");
                 let frame = Frame {
                     kind: MediaKind::Video,
                     codec: Codec::H264,
                     time: MediaTime::new(frame_no * 3000, Frequency::NINETY_KHZ),
                     network_time: now,
                     keyframe,
-                    data: frame_bytes(id, keyframe, frame_no, size),
+                    data,
+                    packets,
                     index: frame_no,
                     contiguous: true,
                     epoch: epoch + u64::from(id),

@@ -38,6 +38,9 @@ pub struct Frame {
     pub network_time: Instant,
     pub keyframe: bool,
     pub data: Arc<[u8]>,
+    /// The frame cut into RTP payloads once for every viewer (H.264, Opus);
+    /// `None` where each viewer's str0m packetizes it (see `rtp_out`).
+    pub packets: Option<Vec<Arc<[u8]>>>,
     /// Position among the frames of its kind forwarded from this publisher
     /// session; a gap means a frame was lost on the way to a viewer.
     pub index: u64,

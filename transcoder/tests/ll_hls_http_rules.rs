@@ -59,6 +59,7 @@ impl Feeder {
             network_time: self.start + step * (i as u32),
             keyframe: key,
             data: Arc::from(data),
+            packets: None,
             index: i,
             contiguous: true,
             epoch: 1 << 20,
