@@ -22,9 +22,12 @@ use crate::SessionId;
 /// Keyframe requests to a publisher are throttled to one per this interval.
 pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_secs(1);
 /// Video packets a viewer keeps for retransmission, and for how long.
-/// str0m's default (2000 packets, 3 s) holds ≈ 0.6 MB per viewer of a
-/// 1.5 Mbit/s layer; a packet repaired more than ~600 ms after it was sent
-/// arrives too late for a sub-second player anyway (RTT up to ~500 ms).
+/// A packet repaired more than ~600 ms after it was sent arrives too late
+/// for a sub-second player anyway (RTT up to ~500 ms). For shared payloads
+/// (H.264) an entry is a header plus a reference to the one copy of the
+/// payload; for frames str0m packetizes per viewer it is a copy, and str0m's
+/// default (2000 packets, 3 s) would hold ≈ 0.6 MB per viewer of a
+/// 1.5 Mbit/s layer.
 pub const RTX_CACHE_PACKETS: usize = 512;
 pub const RTX_CACHE_AGE: Duration = Duration::from_millis(600);
 /// A viewer whose data channel holds this much unsent data skips further
@@ -170,6 +173,7 @@ impl Timeline {
 }
 
 /// A GOP being written to a joining viewer.
+#[derive(Clone, Copy)]
 pub(crate) struct GopBurst {
     mid: Mid,
     pt: str0m::media::Pt,

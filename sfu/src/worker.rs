@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::gop_cache::{GopCache, MAX_BURST_SPAN};
 use crate::layers::LayerCap;
 use crate::metrics::{DropReason, KeyframeOrigin};
-use crate::peer::{Effects, Peer, PeerKind, Role, CONNECT_DEADLINE};
+use crate::peer::{Effects, GopBurst, Peer, PeerKind, Role, CONNECT_DEADLINE};
 use crate::stream::{session_epoch, Frame, StreamHub};
 use crate::tx_batch::TxBatch;
 use crate::{SessionId, Shared};
@@ -73,10 +73,30 @@ pub(crate) struct Worker {
     local_frames: Vec<(Arc<StreamHub>, Arc<Frame>)>,
     /// Current GOP of each stream and layer whose video reaches this worker.
     gops: HashMap<(u64, u8), (Arc<StreamHub>, GopCache)>,
+    /// Joining viewers still being sent their GOP (see [`CatchUp`]).
+    catch_ups: Vec<CatchUp>,
     /// No session needs a timeout before this; lets the loop skip scanning
     /// every session on every datagram. May be early, never late.
     earliest: Instant,
 }
+
+/// A joining viewer's catch-up: after the cached GOP's keyframe, the rest
+/// of the GOP goes out one frame per [`CATCH_UP_GAP`] (a 2 s GOP of 720p is
+/// ~200 packets: written at once it overflows a receiver's socket buffer),
+/// and live frames of the stream that arrive meanwhile wait behind it so
+/// the viewer gets every frame in order.
+struct CatchUp {
+    session: SessionId,
+    burst: GopBurst,
+    frames: Vec<Arc<Frame>>,
+    next: usize,
+    due: Instant,
+    held: Vec<Arc<Frame>>,
+}
+
+/// Spacing of a catch-up's frames: a 60-frame GOP takes 120 ms, 16 times
+/// faster than real time.
+const CATCH_UP_GAP: Duration = Duration::from_millis(2);
 
 /// Datagrams read per loop turn after the one that woke it.
 const RECV_BATCH: usize = 64;
@@ -113,6 +133,7 @@ impl Worker {
             by_addr: HashMap::new(),
             local_frames: Vec::new(),
             gops: HashMap::new(),
+            catch_ups: Vec::new(),
             earliest: Instant::now(),
         }
     }
@@ -128,6 +149,7 @@ impl Worker {
                     .peers
                     .iter()
                     .map(|p| p.next_timeout)
+                    .chain(self.catch_ups.iter().map(|c| c.due))
                     .fold(now + IDLE_TICK, Instant::min);
             }
             let next = self.earliest.max(now + Duration::from_micros(200));
@@ -321,7 +343,44 @@ impl Worker {
                 self.poll(idx, now);
             }
         }
+        self.advance_catch_ups(now);
         self.flush_local(now);
+    }
+
+    /// Writes the next GOP frame of every catch-up that is due; a finished
+    /// one hands the viewer the live frames held meanwhile.
+    fn advance_catch_ups(&mut self, now: Instant) {
+        let mut i = 0;
+        while i < self.catch_ups.len() {
+            let (due, session) = (self.catch_ups[i].due, self.catch_ups[i].session);
+            if due > now {
+                i += 1;
+                continue;
+            }
+            let Some(idx) = self.find(session) else {
+                self.catch_ups.swap_remove(i);
+                continue;
+            };
+            let c = &mut self.catch_ups[i];
+            if let Some(frame) = c.frames.get(c.next).cloned() {
+                let n = c.next;
+                c.next += 1;
+                c.due = now + CATCH_UP_GAP;
+                let burst = c.burst;
+                self.peers[idx].write_gop_frame(&burst, n, &frame, now, &self.shared.metrics);
+                self.poll(idx, now);
+                self.earliest = self.earliest.min(now + CATCH_UP_GAP);
+            }
+            let c = &self.catch_ups[i];
+            if c.next < c.frames.len() {
+                i += 1;
+                continue;
+            }
+            let done = self.catch_ups.swap_remove(i);
+            for frame in &done.held {
+                self.deliver_to(idx, frame, now);
+            }
+        }
     }
 
     /// Drains one peer's output until it asks for a timeout, sending what it
@@ -409,11 +468,25 @@ impl Worker {
         let Some(burst) = self.peers[idx].begin_gop(&frames) else {
             return false;
         };
-        for (i, frame) in frames.iter().enumerate() {
-            self.peers[idx].write_gop_frame(&burst, i, frame, now, &self.shared.metrics);
+        let session = self.peers[idx].session;
+        self.shared.metrics.gop_bursts.inc();
+        // The keyframe now, the rest paced (see `CatchUp`).
+        if let Some(first) = frames.first() {
+            self.peers[idx].write_gop_frame(&burst, 0, first, now, &self.shared.metrics);
             self.poll(idx, now);
         }
-        self.shared.metrics.gop_bursts.inc();
+        if frames.len() > 1 {
+            let due = now + CATCH_UP_GAP;
+            self.catch_ups.push(CatchUp {
+                session,
+                burst,
+                frames,
+                next: 1,
+                due,
+                held: Vec::new(),
+            });
+            self.earliest = self.earliest.min(due);
+        }
         true
     }
 
@@ -482,19 +555,33 @@ impl Worker {
                 .push(frame);
         }
         for idx in 0..self.peers.len() {
-            let peer = &mut self.peers[idx];
+            let peer = &self.peers[idx];
             if peer.hub.id != stream || peer.role() != Role::Viewer {
                 continue;
             }
-            let mut fx = Effects::default();
-            peer.write_frame(frame, now, &self.shared.metrics, &mut fx);
-            let hub = peer.hub.clone();
-            for (origin, layer) in fx.keyframe_requests {
-                self.shared.metrics.keyframe_request(origin);
-                self.route_keyframe_request(&hub, now, layer);
+            if let Some(c) = self
+                .catch_ups
+                .iter_mut()
+                .find(|c| c.session == peer.session)
+            {
+                c.held.push(frame.clone());
+                continue;
             }
-            self.poll(idx, now);
+            self.deliver_to(idx, frame, now);
         }
+    }
+
+    /// Writes a live frame to the viewer at `idx` and drains its output.
+    fn deliver_to(&mut self, idx: usize, frame: &Arc<Frame>, now: Instant) {
+        let peer = &mut self.peers[idx];
+        let mut fx = Effects::default();
+        peer.write_frame(frame, now, &self.shared.metrics, &mut fx);
+        let hub = peer.hub.clone();
+        for (origin, layer) in fx.keyframe_requests {
+            self.shared.metrics.keyframe_request(origin);
+            self.route_keyframe_request(&hub, now, layer);
+        }
+        self.poll(idx, now);
     }
 
     /// Removes sessions that ended or never connected, and GOPs of
