@@ -65,18 +65,11 @@ impl Packetizers {
     }
 }
 
-/// A viewer track's own RTP numbering for shared payloads.
+/// A viewer track's own RTP numbering for shared payloads. Starts where
+/// str0m's `SeqNo::default()` does: at random below 2^15 (RFC 3550 §5.1).
+#[derive(Default)]
 pub(crate) struct RtpNumbering {
     seq: SeqNo,
-}
-
-impl Default for RtpNumbering {
-    fn default() -> Self {
-        // str0m's default is a random start below 2^15 (RFC 3550 §5.1).
-        RtpNumbering {
-            seq: SeqNo::default(),
-        }
-    }
 }
 
 impl RtpNumbering {
