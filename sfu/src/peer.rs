@@ -566,25 +566,12 @@ impl Peer {
         let Some(track) = v.tracks.iter_mut().find(|t| t.mid == burst.mid) else {
             return;
         };
-        if let Some(packets) = &frame.packets {
-            if track
-                .numbering
-                .write(&mut self.rtc, burst.mid, burst.pt, time, now, true, packets)
-            {
-                metrics.frames_forwarded.inc();
-            }
-            return;
-        }
-        let Some(writer) = self.rtc.writer(burst.mid) else {
-            return;
+        let out = Out {
+            pt: burst.pt,
+            time,
+            wallclock: now,
         };
-        match writer.write(burst.pt, now, time, frame.data.clone()) {
-            Ok(()) => metrics.frames_forwarded.inc(),
-            Err(e) => {
-                tracing::warn!(session = %self.session, "GOP write failed, closing viewer: {e}");
-                self.rtc.disconnect();
-            }
-        }
+        write_to_track(&mut self.rtc, self.session, track, out, frame, metrics);
     }
 
     /// Writes a frame of the stream this viewer watches.
@@ -695,31 +682,59 @@ impl Peer {
             }
             track.awaiting_keyframe = false;
         }
-        let time = track.timeline.map(frame);
-        if let Some(packets) = &frame.packets {
-            let video = frame.kind == MediaKind::Video;
-            if track.numbering.write(
-                &mut self.rtc,
-                mid,
+        let out = Out {
+            pt,
+            time: track.timeline.map(frame),
+            wallclock: frame.network_time,
+        };
+        write_to_track(&mut self.rtc, self.session, track, out, frame, metrics);
+    }
+}
+
+/// Payload type, (rebased) RTP time and wall clock a frame goes out with.
+struct Out {
+    pt: str0m::media::Pt,
+    time: MediaTime,
+    wallclock: Instant,
+}
+
+/// Writes a frame on a viewer track: its shared RTP payloads with the
+/// track's numbering, or, for codecs without them, the frame for str0m to
+/// packetize. A viewer whose `Rtc` refuses the frame is closed.
+fn write_to_track(
+    rtc: &mut Rtc,
+    session: SessionId,
+    track: &mut OutTrack,
+    out: Out,
+    frame: &Frame,
+    metrics: &Metrics,
+) {
+    if let Some(packets) = &frame.packets {
+        let video = frame.kind == MediaKind::Video;
+        let (
+            mid,
+            Out {
                 pt,
                 time,
-                frame.network_time,
-                video,
-                packets,
-            ) {
-                metrics.frames_forwarded.inc();
-            }
-            return;
+                wallclock,
+            },
+        ) = (track.mid, out);
+        if track
+            .numbering
+            .write(rtc, mid, pt, time, wallclock, video, packets)
+        {
+            metrics.frames_forwarded.inc();
         }
-        let Some(writer) = self.rtc.writer(mid) else {
-            return;
-        };
-        match writer.write(pt, frame.network_time, time, frame.data.clone()) {
-            Ok(()) => metrics.frames_forwarded.inc(),
-            Err(e) => {
-                tracing::warn!(session = %self.session, "write failed, closing viewer: {e}");
-                self.rtc.disconnect();
-            }
+        return;
+    }
+    let Some(writer) = rtc.writer(track.mid) else {
+        return;
+    };
+    match writer.write(out.pt, out.wallclock, out.time, frame.data.clone()) {
+        Ok(()) => metrics.frames_forwarded.inc(),
+        Err(e) => {
+            tracing::warn!(%session, "write failed, closing viewer: {e}");
+            rtc.disconnect();
         }
     }
 }
