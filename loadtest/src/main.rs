@@ -43,7 +43,7 @@ use crate::impair::ImpairmentConfig;
 use crate::probe::Metrics;
 use crate::report::{
     LayerInfo, LoadToolSection, Machine, PerViewer, PublisherSection, Report, RunConfig,
-    ServerSection, SteadyWindow, ViewerSection,
+    ServerDelay, ServerSection, SteadyWindow, ViewerSection,
 };
 use crate::stats::Summary;
 use crate::viewer::{ViewerConfig, ViewerResult};
@@ -577,6 +577,18 @@ fn server_section(
             .zip(start.rcvbuf_errors)
             .map(|(e, s)| e.saturating_sub(s)),
         udp_socket_drops: None,
+        forward_delay_ms: match (&steady.metrics, &end.metrics) {
+            (Ok(s), Ok(e)) => e
+                .histogram_since(s, "relaycast_forward_delay_seconds")
+                .map(|h| ServerDelay {
+                    frames: h.count,
+                    mean_ms: h.mean * 1000.0,
+                    p50_ms: h.p50 * 1000.0,
+                    p95_ms: h.p95 * 1000.0,
+                    p99_ms: h.p99 * 1000.0,
+                }),
+            _ => None,
+        },
     }
 }
 

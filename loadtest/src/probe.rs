@@ -186,6 +186,68 @@ impl Metrics {
     pub fn delta(&self, earlier: &Metrics, series: &str) -> Option<f64> {
         Some(self.get(series)? - earlier.get(series).unwrap_or(0.0))
     }
+
+    /// Quantiles of what histogram `name` observed since `earlier`, in the
+    /// histogram's unit, interpolated linearly inside a bucket (as
+    /// Prometheus' `histogram_quantile` does). `None` without observations.
+    pub fn histogram_since(&self, earlier: &Metrics, name: &str) -> Option<HistogramDelta> {
+        let prefix = format!("{name}_bucket{{le=\"");
+        let mut buckets: Vec<(f64, f64)> = self
+            .0
+            .iter()
+            .filter_map(|(series, value)| {
+                let le = series.strip_prefix(&prefix)?.strip_suffix("\"}")?;
+                let le = if le == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    le.parse().ok()?
+                };
+                Some((le, value - earlier.get(series).unwrap_or(0.0)))
+            })
+            .collect();
+        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let count = buckets.last()?.1;
+        if count <= 0.0 {
+            return None;
+        }
+        let sum = self.delta(earlier, &format!("{name}_sum"))?;
+        let quantile = |q: f64| {
+            let rank = q * count;
+            let mut below = (0.0, 0.0);
+            for &(le, cum) in &buckets {
+                if cum >= rank {
+                    if le.is_infinite() {
+                        return below.0;
+                    }
+                    let share = if cum > below.1 {
+                        (rank - below.1) / (cum - below.1)
+                    } else {
+                        1.0
+                    };
+                    return below.0 + (le - below.0) * share;
+                }
+                below = (le, cum);
+            }
+            below.0
+        };
+        Some(HistogramDelta {
+            count,
+            mean: sum / count,
+            p50: quantile(0.50),
+            p95: quantile(0.95),
+            p99: quantile(0.99),
+        })
+    }
+}
+
+/// Summary of a Prometheus histogram's observations over a window.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HistogramDelta {
+    pub count: f64,
+    pub mean: f64,
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
 }
 
 pub async fn fetch_metrics(http: &reqwest::Client, base: &str) -> Result<Metrics> {
@@ -231,6 +293,27 @@ mod tests {
             later.delta(&m, "relaycast_udp_packets_out_total"),
             Some(766.0)
         );
+    }
+
+    #[test]
+    fn histogram_quantiles_interpolate_inside_buckets_over_the_window() {
+        let earlier = Metrics::parse(
+            "h_bucket{le=\"0.001\"} 10\nh_bucket{le=\"0.002\"} 10\n\
+             h_bucket{le=\"0.005\"} 10\nh_bucket{le=\"+Inf\"} 10\nh_sum 0.005\nh_count 10\n",
+        );
+        // 100 more: 50 at or under 1 ms, 40 in (1, 2] ms, 10 in (2, 5] ms.
+        let later = Metrics::parse(
+            "h_bucket{le=\"0.001\"} 60\nh_bucket{le=\"0.002\"} 100\n\
+             h_bucket{le=\"0.005\"} 110\nh_bucket{le=\"+Inf\"} 110\nh_sum 0.155\nh_count 110\n",
+        );
+        let h = later.histogram_since(&earlier, "h").expect("observations");
+        assert_eq!(h.count, 100.0);
+        assert!((h.mean - 0.0015).abs() < 1e-12, "{h:?}");
+        assert!((h.p50 - 0.001).abs() < 1e-12, "{h:?}");
+        assert!((h.p95 - 0.0035).abs() < 1e-12, "{h:?}");
+        assert!((h.p99 - 0.0047).abs() < 1e-12, "{h:?}");
+        assert_eq!(later.histogram_since(&later, "h"), None, "nothing new");
+        assert_eq!(later.histogram_since(&earlier, "absent"), None);
     }
 
     #[test]

@@ -139,6 +139,19 @@ pub struct ServerSection {
     /// Datagrams dropped on the server's own full socket buffers (its read
     /// loop fell behind: publisher packets lost on ingest), at the end.
     pub udp_socket_drops: Option<u64>,
+    /// The delay the server itself adds, from its own histogram
+    /// (`relaycast_forward_delay_seconds`: live frame complete at ingest →
+    /// its last datagram sent to a viewer), over the steady window.
+    pub forward_delay_ms: Option<ServerDelay>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct ServerDelay {
+    pub frames: f64,
+    pub mean_ms: f64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -304,6 +317,13 @@ impl Report {
                 opt(s.rss_kib_per_viewer, 0),
                 opt(s.cpu_s_total, 2)
             );
+            if let Some(d) = &s.forward_delay_ms {
+                let _ = writeln!(
+                    t,
+                    "  delay added by the server (its histogram) ms   p50 {:.2}  p95 {:.2}  p99 {:.2}  mean {:.2}  (n={:.0})",
+                    d.p50_ms, d.p95_ms, d.p99_ms, d.mean_ms, d.frames
+                );
+            }
             let drops: Vec<String> = s
                 .metric_deltas
                 .iter()

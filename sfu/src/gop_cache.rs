@@ -88,6 +88,7 @@ mod tests {
             codec: Codec::H264,
             time: MediaTime::new(index * 3000, Frequency::NINETY_KHZ),
             network_time: Instant::now(),
+            ready_at: Instant::now(),
             keyframe,
             data: Arc::from(&[0u8; 100][..]),
             packets: None,

@@ -1,7 +1,7 @@
 //! Prometheus instruments of the forwarder. Counters are atomics: cheap enough
 //! for the per-packet path, and never a lock.
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 /// Why a datagram or frame was dropped instead of forwarded.
 #[derive(Debug, Clone, Copy)]
@@ -72,6 +72,9 @@ pub struct Metrics {
     pub gop_bursts: IntCounter,
     /// Text messages written on viewers' data channels.
     pub data_messages: IntCounter,
+    /// Per viewer and live frame: from the frame complete at ingest to its
+    /// last datagram handed to the socket (the delay the SFU adds).
+    pub forward_delay: Histogram,
 }
 
 impl Metrics {
@@ -113,6 +116,16 @@ impl Metrics {
                 "relaycast_data_channel_messages_total",
                 "Messages (integrator events) written on viewers' data channels",
             )?,
+            forward_delay: Histogram::with_opts(
+                HistogramOpts::new(
+                    "relaycast_forward_delay_seconds",
+                    "Per viewer and live frame: frame complete at ingest to its last datagram sent",
+                )
+                .buckets(vec![
+                    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002, 0.003, 0.005, 0.01, 0.02, 0.05, 0.1,
+                    0.25, 1.0,
+                ]),
+            )?,
         };
         registry.register(Box::new(m.publishers.clone()))?;
         registry.register(Box::new(m.viewers.clone()))?;
@@ -126,6 +139,7 @@ impl Metrics {
         registry.register(Box::new(m.keyframe_requests_sent.clone()))?;
         registry.register(Box::new(m.gop_bursts.clone()))?;
         registry.register(Box::new(m.data_messages.clone()))?;
+        registry.register(Box::new(m.forward_delay.clone()))?;
         // Make every label visible at zero from the start.
         for r in [
             DropReason::Malformed,

@@ -574,22 +574,23 @@ impl Peer {
         write_to_track(&mut self.rtc, self.session, track, out, frame, metrics);
     }
 
-    /// Writes a frame of the stream this viewer watches.
+    /// Writes a frame of the stream this viewer watches. True when it was
+    /// handed to the viewer's `Rtc`.
     pub fn write_frame(
         &mut self,
         frame: &Frame,
         now: Instant,
         metrics: &Metrics,
         fx: &mut Effects,
-    ) {
+    ) -> bool {
         let PeerKind::Viewer(v) = &mut self.kind else {
-            return;
+            return false;
         };
         if !self.connected {
-            return;
+            return false;
         }
         let Some(track) = v.tracks.iter_mut().find(|t| t.kind == frame.kind) else {
-            return;
+            return false;
         };
         // Payload type first: a codec this viewer cannot take is skipped
         // without touching its keyframe state (nor asking for keyframes).
@@ -601,7 +602,7 @@ impl Peer {
                         .find(|p| p.spec().codec == frame.codec)
                         .map(|p| p.pt())
                 }) else {
-                    return;
+                    return false;
                 };
                 track.pt_cache = Some((frame.codec, pt));
                 pt
@@ -638,7 +639,7 @@ impl Peer {
                     fx.keyframe_requests
                         .push((KeyframeOrigin::ViewerWaiting, Some(frame.layer)));
                 }
-                return;
+                return false;
             }
             if shown != v.select.current {
                 if let Some(l) = self
@@ -655,7 +656,7 @@ impl Peer {
             }
         }
         let Some(track) = v.tracks.iter_mut().find(|t| t.mid == mid) else {
-            return;
+            return false;
         };
         if frame.kind == MediaKind::Video {
             let new_source = track.timeline.epoch != Some(frame.epoch);
@@ -678,7 +679,7 @@ impl Peer {
                     fx.keyframe_requests
                         .push((KeyframeOrigin::ViewerWaiting, Some(frame.layer)));
                 }
-                return;
+                return false;
             }
             track.awaiting_keyframe = false;
         }
@@ -687,7 +688,7 @@ impl Peer {
             time: track.timeline.map(frame),
             wallclock: frame.network_time,
         };
-        write_to_track(&mut self.rtc, self.session, track, out, frame, metrics);
+        write_to_track(&mut self.rtc, self.session, track, out, frame, metrics)
     }
 }
 
@@ -708,7 +709,7 @@ fn write_to_track(
     out: Out,
     frame: &Frame,
     metrics: &Metrics,
-) {
+) -> bool {
     if let Some(packets) = &frame.packets {
         let video = frame.kind == MediaKind::Video;
         let (
@@ -719,22 +720,26 @@ fn write_to_track(
                 wallclock,
             },
         ) = (track.mid, out);
-        if track
+        let written = track
             .numbering
-            .write(rtc, mid, pt, time, wallclock, video, packets)
-        {
+            .write(rtc, mid, pt, time, wallclock, video, packets);
+        if written {
             metrics.frames_forwarded.inc();
         }
-        return;
+        return written;
     }
     let Some(writer) = rtc.writer(track.mid) else {
-        return;
+        return false;
     };
     match writer.write(out.pt, out.wallclock, out.time, frame.data.clone()) {
-        Ok(()) => metrics.frames_forwarded.inc(),
+        Ok(()) => {
+            metrics.frames_forwarded.inc();
+            true
+        }
         Err(e) => {
             tracing::warn!(%session, "write failed, closing viewer: {e}");
             rtc.disconnect();
+            false
         }
     }
 }
@@ -860,6 +865,7 @@ impl PublisherState {
             codec: spec.codec,
             time: data.time,
             network_time: at,
+            ready_at: Instant::now(),
             keyframe,
             data: data.data,
             packets,
@@ -1024,6 +1030,7 @@ mod tests {
             codec: Codec::H264,
             time: MediaTime::new(ts, Frequency::NINETY_KHZ),
             network_time: at,
+            ready_at: at,
             keyframe: false,
             data: Arc::from(&[][..]),
             packets: None,

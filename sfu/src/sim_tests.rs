@@ -192,6 +192,7 @@ fn a_viewer_moves_down_a_layer_when_its_bandwidth_falls_and_back_up_when_it_reco
                     codec: Codec::H264,
                     time: MediaTime::new(frame_no * 3000, Frequency::NINETY_KHZ),
                     network_time: now,
+                    ready_at: now,
                     keyframe,
                     data,
                     packets,

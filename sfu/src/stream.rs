@@ -36,6 +36,9 @@ pub struct Frame {
     pub time: MediaTime,
     /// When the first packet of the frame arrived.
     pub network_time: Instant,
+    /// When str0m handed over the complete frame (the forwarding delay
+    /// metric starts here).
+    pub ready_at: Instant,
     pub keyframe: bool,
     pub data: Arc<[u8]>,
     /// The frame cut into RTP payloads once for every viewer (H.264, Opus);

@@ -571,17 +571,34 @@ impl Worker {
         }
     }
 
-    /// Writes a live frame to the viewer at `idx` and drains its output.
+    /// Writes a live frame to the viewer at `idx` and sends it at once: the
+    /// queued packets are released with a timeout input here rather than on
+    /// the loop's next timeout pass, so each viewer's datagrams leave while
+    /// the frame is hot and before the next viewer's are built. The time from
+    /// the frame's ingest to here is `relaycast_forward_delay_seconds`.
     fn deliver_to(&mut self, idx: usize, frame: &Arc<Frame>, now: Instant) {
         let peer = &mut self.peers[idx];
         let mut fx = Effects::default();
-        peer.write_frame(frame, now, &self.shared.metrics, &mut fx);
+        let written = peer.write_frame(frame, now, &self.shared.metrics, &mut fx);
+        if written {
+            if let Err(e) = peer.rtc.handle_input(Input::Timeout(Instant::now())) {
+                tracing::debug!(session = %peer.session, "timeout handling failed: {e}");
+                peer.rtc.disconnect();
+            }
+        }
         let hub = peer.hub.clone();
         for (origin, layer) in fx.keyframe_requests {
             self.shared.metrics.keyframe_request(origin);
             self.route_keyframe_request(&hub, now, layer);
         }
         self.poll(idx, now);
+        if written {
+            let delay = Instant::now().saturating_duration_since(frame.ready_at);
+            self.shared
+                .metrics
+                .forward_delay
+                .observe(delay.as_secs_f64());
+        }
     }
 
     /// Removes sessions that ended or never connected, and GOPs of

@@ -57,6 +57,7 @@ impl Feeder {
             codec,
             time,
             network_time: self.start + step * (i as u32),
+            ready_at: self.start + step * (i as u32),
             keyframe: key,
             data: Arc::from(data),
             packets: None,
