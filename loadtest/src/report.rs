@@ -141,7 +141,8 @@ pub struct ServerSection {
     pub udp_socket_drops: Option<u64>,
     /// The delay the server itself adds, from its own histogram
     /// (`relaycast_forward_delay_seconds`: live frame complete at ingest →
-    /// its last datagram sent to a viewer), over the steady window.
+    /// the send pass after its write to a viewer; what a viewer's pacer
+    /// holds back is not in it), over the steady window.
     pub forward_delay_ms: Option<ServerDelay>,
 }
 

@@ -72,8 +72,10 @@ pub struct Metrics {
     pub gop_bursts: IntCounter,
     /// Text messages written on viewers' data channels.
     pub data_messages: IntCounter,
-    /// Per viewer and live frame: from the frame complete at ingest to its
-    /// last datagram handed to the socket (the delay the SFU adds).
+    /// Per viewer and live frame: from the frame complete at ingest to the
+    /// end of the send pass after its write (the delay the SFU adds; for a
+    /// viewer paced by its bandwidth estimator, packets the pacer still
+    /// holds leave later and are not in it).
     pub forward_delay: Histogram,
 }
 
@@ -119,7 +121,7 @@ impl Metrics {
             forward_delay: Histogram::with_opts(
                 HistogramOpts::new(
                     "relaycast_forward_delay_seconds",
-                    "Per viewer and live frame: frame complete at ingest to its last datagram sent",
+                    "Per viewer and live frame: frame complete at ingest to the end of the send pass after its write",
                 )
                 .buckets(vec![
                     0.000_1, 0.000_25, 0.000_5, 0.001, 0.002, 0.003, 0.005, 0.01, 0.02, 0.05, 0.1,
