@@ -94,7 +94,7 @@ async fn whip_rejects_bad_requests_with_status_and_json() {
     let (s, _, b) = post(&h, "/whip/show", "text/plain", Some(&key), sdp.clone()).await;
     assert_json_error(s, &b, StatusCode::UNSUPPORTED_MEDIA_TYPE, "application/sdp");
 
-    let (s, _, b) = post(
+    let (s, hd, b) = post(
         &h,
         "/whip/show",
         "application/sdp",
@@ -103,6 +103,12 @@ async fn whip_rejects_bad_requests_with_status_and_json() {
     )
     .await;
     assert_json_error(s, &b, StatusCode::PAYLOAD_TOO_LARGE, "larger than");
+    // The unread rest of the body makes the connection unusable: the client
+    // is told not to send the next request on it.
+    assert_eq!(
+        hd.get("connection").map(|v| v.as_bytes()),
+        Some(&b"close"[..])
+    );
 
     let (s, hd, b) = post(&h, "/whip/show", "application/sdp", None, sdp.clone()).await;
     assert_json_error(s, &b, StatusCode::UNAUTHORIZED, "missing bearer");

@@ -99,13 +99,22 @@ impl ApiError {
 
 /// The JSON error answer of relaycast's HTTP APIs: `status` with
 /// `{"error": message}`. An internal cause is logged at error level and
-/// never sent; other refusals are logged at debug level.
+/// never sent; other refusals are logged at debug level. A 413 also says
+/// `Connection: close`: the rest of the body was not read, so the
+/// connection cannot carry another request and the client must not pool it.
 pub fn json_error(status: StatusCode, message: String, internal_cause: Option<&str>) -> Response {
     match internal_cause {
         Some(cause) => tracing::error!("internal error: {cause}"),
         None => tracing::debug!(status = status.as_u16(), "request refused: {message}"),
     }
-    (status, Json(serde_json::json!({ "error": message }))).into_response()
+    let mut resp = (status, Json(serde_json::json!({ "error": message }))).into_response();
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        resp.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+    }
+    resp
 }
 
 impl IntoResponse for ApiError {

@@ -35,6 +35,10 @@ pub use crate::error::{json_error, ApiError};
 /// SDP offers larger than this are refused (413). Real offers with
 /// simulcast and many codecs are under 16 KiB.
 pub const MAX_SDP_BYTES: usize = 64 * 1024;
+/// An oversized body is read (and dropped) up to this much before the 413,
+/// so closing the connection does not reset it under the client while it
+/// still writes, which could lose the answer.
+const DRAIN_BYTES: usize = 1024 * 1024;
 
 /// A TURN server with credentials, the RTCIceServer shape.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -272,6 +276,9 @@ async fn read_body(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_SDP_BYTES as u64) {
+        if declared.is_some_and(|n| n <= DRAIN_BYTES as u64) {
+            let _ = to_bytes(body, DRAIN_BYTES).await;
+        }
         return Err(ApiError::TooLarge {
             limit: MAX_SDP_BYTES,
         });
