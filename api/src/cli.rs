@@ -73,6 +73,10 @@ pub struct ServeArgs {
     /// (Linux; falls back to one send per datagram where unsupported).
     #[arg(long, env = "RELAYCAST_UDP_GSO", default_value_t = true, action = clap::ArgAction::Set)]
     pub udp_gso: bool,
+    /// Pace the video of bandwidth-estimating (simulcast) viewers at 1.1x
+    /// their estimate instead of forwarding it as it arrives.
+    #[arg(long, env = "RELAYCAST_PACE_VIEWERS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub pace_viewers: bool,
     /// JWT signing secret (default: generated once and kept in the data directory).
     #[arg(long, env = "RELAYCAST_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,

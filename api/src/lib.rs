@@ -61,6 +61,8 @@ pub struct Config {
     pub max_sessions: usize,
     /// Batch each viewer's datagram runs with UDP GSO where available.
     pub udp_gso: bool,
+    /// Pace simulcast viewers' video to their bandwidth estimate.
+    pub pace_viewers: bool,
     /// TURN server run alongside (WHIP/WHEP answers then carry `turn:`
     /// Link headers with fresh credentials).
     pub turn: Option<turn_server::TurnConfig>,
@@ -100,6 +102,7 @@ impl Config {
             workers: 2,
             max_sessions: 1000,
             udp_gso: true,
+            pace_viewers: false,
             turn: None,
             redis_url: None,
             redis_prefix: "relaycast".into(),
@@ -380,6 +383,7 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
             workers: config.workers.max(1),
             max_sessions: config.max_sessions,
             udp_gso: config.udp_gso,
+            pace_viewers: config.pace_viewers,
         },
         metrics,
     )

@@ -39,6 +39,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 workers,
                 max_sessions: a.max_sessions,
                 udp_gso: a.udp_gso,
+                pace_viewers: a.pace_viewers,
                 turn: a.turn.to_config(a.public_ip),
                 redis_url: a.redis_url,
                 redis_prefix: a.redis_prefix,

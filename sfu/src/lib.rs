@@ -113,6 +113,11 @@ pub struct SfuConfig {
     /// Send runs of datagrams to one viewer as one UDP GSO call where the
     /// kernel supports it (see `tx_batch`).
     pub udp_gso: bool,
+    /// Pace bandwidth-estimating viewers' video at 1.1x their estimate
+    /// (str0m's leaky-bucket pacer) instead of forwarding it as it comes.
+    /// Off by default: a keyframe then reaches the viewer in one burst,
+    /// as the publisher's encoder produced it, instead of over ~100 ms.
+    pub pace_viewers: bool,
 }
 
 #[non_exhaustive]
@@ -200,6 +205,7 @@ pub struct Sfu {
     next_worker: Arc<AtomicUsize>,
     threads: Arc<Mutex<Vec<std::thread::JoinHandle<()>>>>,
     max_sessions: usize,
+    pace_viewers: bool,
     /// One DTLS certificate for every session: generating one per session
     /// would cost a key generation on every POST.
     dtls_cert: Option<DtlsCert>,
@@ -266,6 +272,7 @@ impl Sfu {
             next_worker: Arc::new(AtomicUsize::new(0)),
             threads: Arc::new(Mutex::new(threads)),
             max_sessions: cfg.max_sessions.max(1),
+            pace_viewers: cfg.pace_viewers,
             dtls_cert: str0m::crypto::from_feature_flags()
                 .dtls_provider
                 .generate_certificate(),
@@ -588,6 +595,7 @@ impl Sfu {
             now,
             cap,
             bwe,
+            self.pace_viewers,
         );
         let permit = self.reserve(worker).await?;
         self.shared.sessions.lock().insert(

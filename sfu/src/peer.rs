@@ -124,6 +124,9 @@ pub(crate) struct ViewerState {
     last_eval: Option<Instant>,
     /// Whether bandwidth estimation runs for this viewer (simulcast streams).
     bwe: bool,
+    /// Whether str0m's pacer holds its video to the estimate
+    /// ([`crate::SfuConfig::pace_viewers`]).
+    paced: bool,
     /// The data channel the viewer opened (integrator events go there).
     channel: Option<ChannelId>,
 }
@@ -232,6 +235,7 @@ impl Peer {
         now: Instant,
         cap: LayerCap,
         bwe: bool,
+        paced: bool,
     ) -> Peer {
         Peer {
             session,
@@ -247,6 +251,7 @@ impl Peer {
                 select: LayerSelect::new(cap),
                 last_eval: None,
                 bwe,
+                paced,
                 channel: None,
             }),
             stats: Arc::default(),
@@ -339,6 +344,11 @@ impl Peer {
                                 self.rtc.direct_api().stream_tx_by_mid(added.mid, None)
                             {
                                 tx.set_rtx_cache(RTX_CACHE_PACKETS, RTX_CACHE_AGE, Some(0.15));
+                                if v.bwe && !v.paced {
+                                    // Forwarded as it comes; the estimator
+                                    // still reads the feedback (layer choice).
+                                    tx.set_unpaced(true);
+                                }
                             }
                         }
                         // str0m may report the media after the session

@@ -103,6 +103,17 @@ struct Received {
 
 #[test]
 fn a_viewer_moves_down_a_layer_when_its_bandwidth_falls_and_back_up_when_it_recovers() {
+    falls_and_recovers(false);
+}
+
+#[test]
+fn a_paced_viewer_moves_down_a_layer_and_back_up_too() {
+    falls_and_recovers(true);
+}
+
+/// The viewer's video unpaced (the default) or held to its estimate by
+/// str0m's pacer (`--pace-viewers`).
+fn falls_and_recovers(paced: bool) {
     let start = Instant::now();
     let mut now = start;
     let metrics = Metrics::new(&prometheus::Registry::new()).expect("metrics");
@@ -153,6 +164,7 @@ fn a_viewer_moves_down_a_layer_when_its_bandwidth_falls_and_back_up_when_it_reco
         now,
         LayerCap::Auto,
         true,
+        paced,
     );
 
     let mut down = Link::new(Duration::from_millis(20), Some(5_000_000));
@@ -164,6 +176,8 @@ fn a_viewer_moves_down_a_layer_when_its_bandwidth_falls_and_back_up_when_it_reco
     let epoch = 1u64 << crate::stream::EPOCH_LAYER_BITS;
     let mut requests = 0usize;
     let mut packetizers = crate::rtp_out::Packetizers::default();
+    // Most datagrams one drain of the server's output produced.
+    let mut max_pass = 0usize;
 
     let end = start + Duration::from_secs(60);
     while now < end {
@@ -218,16 +232,24 @@ fn a_viewer_moves_down_a_layer_when_its_bandwidth_falls_and_back_up_when_it_reco
         // The SFU side's output.
         let mut fx = Effects::default();
         let server_timeout;
+        let mut pass = 0usize;
+        let mut at = now;
         loop {
-            match viewer.rtc.poll_output().expect("server poll") {
+            // As the worker drains it: timeouts due now are fed at once.
+            match crate::worker::poll_output(&mut viewer.rtc, &mut at, || now).expect("server poll")
+            {
                 Output::Timeout(t) => {
                     server_timeout = t;
                     break;
                 }
-                Output::Transmit(t) => down.send(now, t.contents.to_vec()),
+                Output::Transmit(t) => {
+                    pass += 1;
+                    down.send(now, t.contents.to_vec());
+                }
                 Output::Event(e) => viewer.handle_event(e, now, &mut fx),
             }
         }
+        max_pass = max_pass.max(pass);
         if fx.viewer_joined {
             viewer.join_layer(now);
         }
@@ -324,7 +346,8 @@ fn a_viewer_moves_down_a_layer_when_its_bandwidth_falls_and_back_up_when_it_reco
         .map(|(at, l)| format!("{:.1}s→{}", secs(*at), l))
         .collect();
     eprintln!(
-        "layers: {} ; frames {} ; link drops {} ; keyframe requests {requests}",
+        "paced {paced}: layers: {} ; frames {} ; link drops {} ; keyframe requests {requests} ; \
+         most datagrams in one drain {max_pass}",
         summary.join(" "),
         received.len(),
         down.dropped
@@ -354,6 +377,14 @@ fn a_viewer_moves_down_a_layer_when_its_bandwidth_falls_and_back_up_when_it_reco
         last,
         Some(2),
         "back on the top layer after recovery: {summary:?}"
+    );
+    // A burst leaves in one drain of the output, not one packet per pass:
+    // unpaced, a whole top-layer keyframe (~17 packets); paced, what the
+    // pacer's 40 ms budget allows at the estimate (several packets).
+    let burst = if paced { 4 } else { 15 };
+    assert!(
+        max_pass >= burst,
+        "at most {max_pass} datagrams left in one drain (paced {paced})"
     );
     // Video kept flowing to the end.
     assert!(received

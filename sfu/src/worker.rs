@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use str0m::net::{DatagramRecv, Protocol, Receive};
-use str0m::{Candidate, IceCreds, Input, Output};
+use str0m::{Candidate, IceCreds, Input, Output, Rtc, RtcError};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
@@ -387,6 +387,7 @@ impl Worker {
     /// transmits and acting on its events.
     fn poll(&mut self, idx: usize, now: Instant) {
         let mut fx = Effects::default();
+        let mut at = now;
         loop {
             let peer = &mut self.peers[idx];
             if !peer.rtc.is_alive() {
@@ -394,7 +395,7 @@ impl Worker {
                 self.earliest = now;
                 break;
             }
-            match peer.rtc.poll_output() {
+            match poll_output(&mut peer.rtc, &mut at, Instant::now) {
                 Ok(Output::Timeout(t)) => {
                     peer.next_timeout = t;
                     self.earliest = self.earliest.min(t);
@@ -649,5 +650,40 @@ impl Worker {
             }
         }
         self.shared.sessions.lock().remove(&p.session);
+    }
+}
+
+/// The next output of a session, feeding it the timeouts it asks for "now"
+/// on the spot. str0m's pacer (sessions with bandwidth estimation) releases
+/// one packet per timeout input and then asks for an immediate timeout;
+/// breaking out there would send one packet per worker loop turn (each turn
+/// rescanning every session, the loop sleeping at least a timer tick in
+/// between), so a keyframe would trickle out over tens of milliseconds and
+/// never form a GSO run. The pacer's "now" is its last input plus 1 µs (so
+/// packets get distinct send times): a timeout that close is fed at its own
+/// time. `at` is the time last fed (start it at the session's last input);
+/// `clock` moves it on. A timeout is fed at most once without output in
+/// between, so a timer that does not advance cannot spin here.
+pub(crate) fn poll_output(
+    rtc: &mut Rtc,
+    at: &mut Instant,
+    clock: impl Fn() -> Instant,
+) -> Result<Output, RtcError> {
+    const IMMEDIATE: Duration = Duration::from_micros(1);
+    let mut fed = false;
+    loop {
+        let out = rtc.poll_output()?;
+        if let Output::Timeout(t) = out {
+            if !fed {
+                let now = clock().max(*at);
+                if t <= now + IMMEDIATE {
+                    fed = true;
+                    *at = t.max(now);
+                    rtc.handle_input(Input::Timeout(*at))?;
+                    continue;
+                }
+            }
+        }
+        return Ok(out);
     }
 }
