@@ -227,6 +227,7 @@ impl Peer {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub fn new_viewer(
         session: SessionId,
         hub: Arc<StreamHub>,
