@@ -14,7 +14,7 @@ use str0m::{Event, IceConnectionState, IceCreds, Rtc};
 use crate::h264;
 use crate::layers::{LayerCap, LayerInfo, LayerSelect, LayerTable, LAYER_SILENCE, STATS_INTERVAL};
 use crate::metrics::{DropReason, KeyframeOrigin, Metrics};
-use crate::rtp_out::{Packetizers, RtpNumbering};
+use crate::rtp_out::{Packetizers, RtpNumbering, PAYLOAD_MTU};
 use crate::session_stats::StatsCell;
 use crate::stream::{session_epoch, Frame, StreamHub};
 use crate::SessionId;
@@ -22,19 +22,26 @@ use crate::SessionId;
 /// Keyframe requests to a publisher are throttled to one per this interval.
 pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_secs(1);
 /// Video packets a viewer keeps for retransmission, and for how long.
-/// A packet repaired more than ~600 ms after it was sent arrives too late
-/// for a sub-second player anyway (RTT up to ~500 ms). For shared payloads
-/// (H.264) an entry is a header plus a reference to the one copy of the
-/// payload; for frames str0m packetizes per viewer it is a copy, and str0m's
-/// default (2000 packets, 3 s) would hold ≈ 0.6 MB per viewer of a
-/// 1.5 Mbit/s layer. Each entry is ~300 bytes of str0m bookkeeping even when
-/// the payload is shared, and str0m grows the buffer (never shrinking it) to
-/// hold whatever arrived within the age, so the count caps what a burst
-/// (a GOP catch-up, a keyframe) leaves behind: 256 entries ≈ 78 KB, 1.7 s of
-/// a 1.5 Mbit/s layer, ~400 ms of a 6 Mbit/s one (heaptrack, 100 viewers:
-/// 512 entries held 156 KB per viewer).
+/// Receivers repeat a NACK about every 100 ms (their round-trip guess) up
+/// to five times, so a repair is asked for up to ~500 ms after the loss;
+/// past ~600 ms it would come too late for a sub-second player anyway.
+/// Each entry is ~430 bytes of str0m bookkeeping even when the payload is
+/// shared (H.264: a reference to the one copy; frames str0m packetizes per
+/// viewer: a copy), and str0m grows the buffer, never shrinking it, to hold
+/// whatever was sent within the age: a GOP catch-up at join (2 s of video in
+/// ~120 ms) fills it to its cap for good. The cap is
+/// [`rtx_history_packets`] of the stream's largest layer, at least
+/// [`RTX_CACHE_PACKETS`]: fitting it to a 1.5 Mbit/s layer (192) cost
+/// repairs of the catch-up under loss (`relaycast-load --drop-percent 5`,
+/// 40 viewers: 6-7 lost frames and freezes up to 0.8 s, against 2-4 and
+/// 0.35 s at 256), while a 6 Mbit/s layer needs ~700 for the age.
 pub const RTX_CACHE_PACKETS: usize = 256;
+/// Ceiling of the fitted cap (~330 KB of entries per viewer).
+pub const RTX_CACHE_MAX: usize = 768;
 pub const RTX_CACHE_AGE: Duration = Duration::from_millis(600);
+/// str0m drops queued retransmissions while they would exceed this share
+/// of what a stream sends (a viewer losing much is not flooded with resends).
+const RTX_RATIO_CAP: Option<f32> = Some(0.15);
 /// A viewer whose data channel holds this much unsent data skips further
 /// messages until it drains (a stalled viewer must not grow without bound).
 pub const CHANNEL_BACKLOG_LIMIT: usize = 256 * 1024;
@@ -144,6 +151,28 @@ struct OutTrack {
     /// only changes between the two when a new publisher session brings
     /// another codec, which the viewer meets with a keyframe anyway.
     numbering: RtpNumbering,
+    /// Retransmission history cap set on the track's stream (video), 0
+    /// before the first keyframe.
+    rtx_packets: usize,
+    /// The rest of a frame's shared payloads, written after what was
+    /// written so far has been sent (see [`WRITE_CHUNK`]).
+    pending: Option<PendingWrite>,
+}
+
+/// Packets of a frame written to a viewer's `Rtc` before they are sent and
+/// the rest written. str0m's send queue grows, never shrinking, to the
+/// largest frame written at once (a 720p keyframe is ~38 packets of ~410
+/// bytes of bookkeeping each); written in chunks it stays at this size.
+pub(crate) const WRITE_CHUNK: usize = 16;
+
+/// A frame partly written to a viewer track.
+struct PendingWrite {
+    frame: Arc<Frame>,
+    /// Index of the next packet to write.
+    next: usize,
+    pt: str0m::media::Pt,
+    time: MediaTime,
+    wallclock: Instant,
 }
 
 /// Rebases publisher timestamps onto one continuous outgoing timeline, so a
@@ -337,6 +366,8 @@ impl Peer {
                             pt_cache: None,
                             last_index: None,
                             numbering: RtpNumbering::default(),
+                            rtx_packets: 0,
+                            pending: None,
                         });
                         if added.kind == MediaKind::Video {
                             // Retransmission history: what a NACK can still
@@ -344,7 +375,7 @@ impl Peer {
                             if let Some(tx) =
                                 self.rtc.direct_api().stream_tx_by_mid(added.mid, None)
                             {
-                                tx.set_rtx_cache(RTX_CACHE_PACKETS, RTX_CACHE_AGE, Some(0.15));
+                                tx.set_rtx_cache(RTX_CACHE_PACKETS, RTX_CACHE_AGE, RTX_RATIO_CAP);
                                 if v.bwe && !v.paced {
                                     // Forwarded as it comes; the estimator
                                     // still reads the feedback (layer choice).
@@ -561,7 +592,7 @@ impl Peer {
         &mut self,
         burst: &GopBurst,
         i: usize,
-        frame: &Frame,
+        frame: &Arc<Frame>,
         now: Instant,
         metrics: &Metrics,
     ) {
@@ -582,6 +613,9 @@ impl Peer {
             time,
             wallclock: now,
         };
+        if i == 0 {
+            track.fit_rtx_history(&mut self.rtc, &self.hub);
+        }
         write_to_track(&mut self.rtc, self.session, track, out, frame, metrics);
     }
 
@@ -589,7 +623,7 @@ impl Peer {
     /// handed to the viewer's `Rtc`.
     pub fn write_frame(
         &mut self,
-        frame: &Frame,
+        frame: &Arc<Frame>,
         now: Instant,
         metrics: &Metrics,
         fx: &mut Effects,
@@ -699,8 +733,95 @@ impl Peer {
             time: track.timeline.map(frame),
             wallclock: frame.network_time,
         };
+        if frame.kind == MediaKind::Video && frame.keyframe {
+            track.fit_rtx_history(&mut self.rtc, &self.hub);
+        }
         write_to_track(&mut self.rtc, self.session, track, out, frame, metrics)
     }
+
+    /// Writes the next [`WRITE_CHUNK`] packets of frames written in part.
+    /// True when it wrote some: the caller sends them and calls again.
+    pub fn write_next_chunk(&mut self) -> bool {
+        let PeerKind::Viewer(v) = &mut self.kind else {
+            return false;
+        };
+        let mut wrote = false;
+        for track in &mut v.tracks {
+            wrote |= track.write_pending(&mut self.rtc, WRITE_CHUNK);
+        }
+        wrote
+    }
+}
+
+impl OutTrack {
+    /// Writes up to `limit` more packets of the pending frame; true when
+    /// it wrote some.
+    fn write_pending(&mut self, rtc: &mut Rtc, limit: usize) -> bool {
+        let Some(mut p) = self.pending.take() else {
+            return false;
+        };
+        let packets = p.frame.packets.as_deref().unwrap_or_default();
+        let end = packets.len().min(p.next.saturating_add(limit));
+        let chunk = packets.get(p.next..end).unwrap_or_default();
+        let video = self.kind == MediaKind::Video;
+        let ends_frame = end == packets.len();
+        let ok = self.numbering.write(
+            rtc,
+            self.mid,
+            p.pt,
+            p.time,
+            p.wallclock,
+            video,
+            chunk,
+            ends_frame,
+        );
+        let wrote = ok && !chunk.is_empty();
+        if ok && !ends_frame {
+            p.next = end;
+            self.pending = Some(p);
+        }
+        wrote
+    }
+
+    /// Sets the retransmission history's cap before a keyframe is written
+    /// (see [`RTX_CACHE_PACKETS`]): enough for the stream's largest layer,
+    /// so layer switches need no change. Setting it drops the history, and
+    /// a receiver still waiting for a repair of what was dropped stalls
+    /// until it gives up on it (resets at layer switches doubled the freezes
+    /// under `relaycast-load --drop-percent 5`); so it is set at the
+    /// viewer's first keyframe, before any history exists, and later only
+    /// when the largest layer outgrew it.
+    fn fit_rtx_history(&mut self, rtc: &mut Rtc, hub: &StreamHub) {
+        let (bitrate, keyframe_bytes) = hub.largest_layer();
+        let need = rtx_history_packets(bitrate, keyframe_bytes.div_ceil(PAYLOAD_MTU));
+        if self.rtx_packets != 0 && need <= self.rtx_packets {
+            return;
+        }
+        if let Some(tx) = rtc.direct_api().stream_tx_by_mid(self.mid, None) {
+            tx.set_rtx_cache(need, RTX_CACHE_AGE, RTX_RATIO_CAP);
+            self.rtx_packets = need;
+        }
+    }
+}
+
+/// Retransmission entries a layer needs: the packets sent within
+/// [`RTX_CACHE_AGE`] at `bitrate_bps` (delta frames fill packets to ~1000
+/// bytes on average, less than the MTU) plus one keyframe of
+/// `keyframe_packets`, a quarter on top, rounded up to a multiple of 32 so
+/// small swings of the measured bitrate leave it alone; within
+/// [`RTX_CACHE_PACKETS`] and [`RTX_CACHE_MAX`].
+pub(crate) fn rtx_history_packets(bitrate_bps: u64, keyframe_packets: usize) -> usize {
+    const AVG_PAYLOAD_BITS: u64 = 8 * 1000;
+    let age_ms = u64::try_from(RTX_CACHE_AGE.as_millis()).unwrap_or(u64::MAX);
+    let in_age = bitrate_bps.saturating_mul(age_ms) / 1000 / AVG_PAYLOAD_BITS;
+    let need = usize::try_from(in_age)
+        .unwrap_or(usize::MAX)
+        .saturating_add(keyframe_packets)
+        .saturating_mul(5)
+        / 4;
+    need.div_ceil(32)
+        .saturating_mul(32)
+        .clamp(RTX_CACHE_PACKETS, RTX_CACHE_MAX)
 }
 
 /// Payload type, (rebased) RTP time and wall clock a frame goes out with.
@@ -718,22 +839,33 @@ fn write_to_track(
     session: SessionId,
     track: &mut OutTrack,
     out: Out,
-    frame: &Frame,
+    frame: &Arc<Frame>,
     metrics: &Metrics,
 ) -> bool {
+    // The worker sends every chunk of a frame before the next frame comes;
+    // should one still be pending, it goes first, whole.
+    track.write_pending(rtc, usize::MAX);
+    let video = frame.kind == MediaKind::Video;
     if let Some(packets) = &frame.packets {
-        let video = frame.kind == MediaKind::Video;
-        let (
-            mid,
-            Out {
+        let Out {
+            pt,
+            time,
+            wallclock,
+        } = out;
+        let written = if packets.len() <= WRITE_CHUNK {
+            track
+                .numbering
+                .write(rtc, track.mid, pt, time, wallclock, video, packets, true)
+        } else {
+            track.pending = Some(PendingWrite {
+                frame: frame.clone(),
+                next: 0,
                 pt,
                 time,
                 wallclock,
-            },
-        ) = (track.mid, out);
-        let written = track
-            .numbering
-            .write(rtc, mid, pt, time, wallclock, video, packets);
+            });
+            track.write_pending(rtc, WRITE_CHUNK)
+        };
         if written {
             metrics.frames_forwarded.inc();
         }
@@ -1052,6 +1184,23 @@ mod tests {
             top: true,
             wallclock: None,
         }
+    }
+
+    #[test]
+    fn retransmission_history_fits_the_layer() {
+        // 6 Mbit/s, 120-packet keyframes: 450 packets in 600 ms + 120, a
+        // quarter on top, rounded up to 32.
+        assert_eq!(rtx_history_packets(6_000_000, 120), 736);
+        // 1.5 Mbit/s (~188) and below, or not measured yet: the floor.
+        assert_eq!(rtx_history_packets(1_500_000, 38), RTX_CACHE_PACKETS);
+        assert_eq!(rtx_history_packets(0, 0), RTX_CACHE_PACKETS);
+        // 20 Mbit/s is held at the ceiling.
+        assert_eq!(rtx_history_packets(20_000_000, 400), RTX_CACHE_MAX);
+        // Small swings of a measured bitrate give the same size.
+        assert_eq!(
+            rtx_history_packets(6_050_000, 120),
+            rtx_history_packets(6_000_000, 120)
+        );
     }
 
     #[test]

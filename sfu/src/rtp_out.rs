@@ -73,10 +73,11 @@ pub(crate) struct RtpNumbering {
 }
 
 impl RtpNumbering {
-    /// Writes one frame's shared payloads on the viewer's stream for `mid`:
-    /// consecutive sequence numbers, the frame's (rebased) RTP time on each,
-    /// the marker on the last packet of a video frame, video retransmittable.
-    /// False when the viewer has no sending stream for `mid`.
+    /// Writes a frame's shared payloads (all of them, or a run of them) on
+    /// the viewer's stream for `mid`: consecutive sequence numbers, the
+    /// frame's (rebased) RTP time on each, the marker on the last packet of
+    /// a video frame (when `ends_frame`), video retransmittable. False when
+    /// the viewer has no sending stream for `mid`.
     #[allow(clippy::too_many_arguments)]
     pub fn write(
         &mut self,
@@ -87,6 +88,7 @@ impl RtpNumbering {
         wallclock: Instant,
         video: bool,
         packets: &[Arc<[u8]>],
+        ends_frame: bool,
     ) -> bool {
         let mut api = rtc.direct_api();
         let Some(tx) = api.stream_tx_by_mid(mid, None) else {
@@ -98,7 +100,7 @@ impl RtpNumbering {
         for (i, payload) in packets.iter().enumerate() {
             tx.write_rtp(
                 RtpWrite::new(pt, self.seq.inc(), time, wallclock, payload.clone())
-                    .marker(video && i == last)
+                    .marker(video && ends_frame && i == last)
                     .nackable(video),
             );
         }

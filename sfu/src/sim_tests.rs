@@ -201,7 +201,7 @@ fn falls_and_recovers(paced: bool) {
                 // As ingest does: cut once, written with the viewer's numbering.
                 let packets = packetizers.packetize(Codec::H264, id, &data);
                 assert!(packets.is_some(), "H.264 takes the shared-payload path");
-                let frame = Frame {
+                let frame = Arc::new(Frame {
                     kind: MediaKind::Video,
                     codec: Codec::H264,
                     time: MediaTime::new(frame_no * 3000, Frequency::NINETY_KHZ),
@@ -216,7 +216,7 @@ fn falls_and_recovers(paced: bool) {
                     layer: id,
                     top: id == 0,
                     wallclock: None,
-                };
+                });
                 viewer.write_frame(&frame, now, &metrics, &mut fx);
             }
             for (_, layer) in fx.keyframe_requests.drain(..) {
@@ -235,10 +235,19 @@ fn falls_and_recovers(paced: bool) {
         let mut pass = 0usize;
         let mut at = now;
         loop {
-            // As the worker drains it: timeouts due now are fed at once.
+            // As the worker drains it: timeouts due now are fed at once, and
+            // a frame written in part gets its next chunk once the previous
+            // one went.
             match crate::worker::poll_output(&mut viewer.rtc, &mut at, || now).expect("server poll")
             {
                 Output::Timeout(t) => {
+                    if viewer.write_next_chunk() {
+                        viewer
+                            .rtc
+                            .handle_input(Input::Timeout(at))
+                            .expect("server timeout");
+                        continue;
+                    }
                     server_timeout = t;
                     break;
                 }

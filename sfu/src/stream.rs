@@ -203,6 +203,17 @@ impl StreamHub {
         self.layers.read().clone()
     }
 
+    /// Bitrate and keyframe size of the layer with the highest last
+    /// measured bitrate; zeros when none was measured yet.
+    pub fn largest_layer(&self) -> (u64, usize) {
+        self.layers
+            .read()
+            .layers
+            .iter()
+            .max_by_key(|l| l.bitrate_bps)
+            .map_or((0, 0), |l| (l.bitrate_bps, l.keyframe_bytes))
+    }
+
     pub fn set_layers(&self, table: LayerTable) {
         self.simulcast
             .store(table.is_simulcast(), Ordering::Relaxed);

@@ -368,7 +368,7 @@ impl Worker {
                 c.due = now + CATCH_UP_GAP;
                 let burst = c.burst;
                 self.peers[idx].write_gop_frame(&burst, n, &frame, now, &self.shared.metrics);
-                self.poll(idx, now);
+                self.send_written(idx, now);
                 self.earliest = self.earliest.min(now + CATCH_UP_GAP);
             }
             let c = &self.catch_ups[i];
@@ -474,7 +474,7 @@ impl Worker {
         // The keyframe now, the rest paced (see `CatchUp`).
         if let Some(first) = frames.first() {
             self.peers[idx].write_gop_frame(&burst, 0, first, now, &self.shared.metrics);
-            self.poll(idx, now);
+            self.send_written(idx, now);
         }
         if frames.len() > 1 {
             let due = now + CATCH_UP_GAP;
@@ -572,33 +572,50 @@ impl Worker {
         }
     }
 
-    /// Writes a live frame to the viewer at `idx` and sends it at once: the
-    /// queued packets are released with a timeout input here rather than on
-    /// the loop's next timeout pass, so each viewer's datagrams leave while
-    /// the frame is hot and before the next viewer's are built. The time from
+    /// Writes a live frame to the viewer at `idx` and sends it at once (see
+    /// [`Worker::send_written`]), so each viewer's datagrams leave while the
+    /// frame is hot and before the next viewer's are built. The time from
     /// the frame's ingest to here is `relaycast_forward_delay_seconds`.
     fn deliver_to(&mut self, idx: usize, frame: &Arc<Frame>, now: Instant) {
         let peer = &mut self.peers[idx];
         let mut fx = Effects::default();
         let written = peer.write_frame(frame, now, &self.shared.metrics, &mut fx);
-        if written {
-            if let Err(e) = peer.rtc.handle_input(Input::Timeout(Instant::now())) {
-                tracing::debug!(session = %peer.session, "timeout handling failed: {e}");
-                peer.rtc.disconnect();
-            }
-        }
         let hub = peer.hub.clone();
         for (origin, layer) in fx.keyframe_requests {
             self.shared.metrics.keyframe_request(origin);
             self.route_keyframe_request(&hub, now, layer);
         }
-        self.poll(idx, now);
+        if written {
+            self.send_written(idx, now);
+        } else {
+            self.poll(idx, now);
+        }
         if written {
             let delay = Instant::now().saturating_duration_since(frame.ready_at);
             self.shared
                 .metrics
                 .forward_delay
                 .observe(delay.as_secs_f64());
+        }
+    }
+
+    /// Sends what was just written to the viewer at `idx`: a timeout input
+    /// releases str0m's queue at once (not on the loop's next timeout pass)
+    /// and the drain sends it. A large frame is written a chunk at a time
+    /// ([`crate::peer::WRITE_CHUNK`]), each chunk sent before the next is
+    /// written, which keeps str0m's per-viewer send queue small.
+    fn send_written(&mut self, idx: usize, now: Instant) {
+        loop {
+            let peer = &mut self.peers[idx];
+            if let Err(e) = peer.rtc.handle_input(Input::Timeout(Instant::now())) {
+                tracing::debug!(session = %peer.session, "timeout handling failed: {e}");
+                peer.rtc.disconnect();
+            }
+            self.poll(idx, now);
+            let peer = &mut self.peers[idx];
+            if !peer.rtc.is_alive() || !peer.write_next_chunk() {
+                break;
+            }
         }
     }
 
