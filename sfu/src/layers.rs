@@ -283,6 +283,99 @@ impl LayerSelect {
     }
 }
 
+/// How long a viewer pads its traffic up to the next layer's rate, so its
+/// estimate can show whether that layer fits (it has to hold [`UP_HOLD`]).
+pub const PROBE_WINDOW: Duration = Duration::from_secs(4);
+/// Wait before probing again after a probe that did not lead up, or after
+/// moving down; doubled each time up to [`PROBE_BACKOFF_MAX`], and back to
+/// this after a move up.
+pub const PROBE_BACKOFF_MIN: Duration = Duration::from_secs(2);
+pub const PROBE_BACKOFF_MAX: Duration = Duration::from_secs(16);
+
+/// When a viewer below the best layer it may have pads up to the next one.
+///
+/// A delay-based estimate only grows with what is sent, so a viewer on a
+/// lower layer never learns that the next fits unless it sends more: padding
+/// toward the next layer's rate does that. Padding all the time would cost
+/// such a viewer up to the next layer's bandwidth for good (and the server a
+/// packet per padding packet), and on a link that cannot take it would keep
+/// it congested; so padding happens in windows of [`PROBE_WINDOW`], the
+/// first at once, then after a back-off that grows while probes fail.
+#[derive(Debug)]
+pub struct UpProbe {
+    /// End of the probe under way.
+    window_end: Option<Instant>,
+    /// No probe before this.
+    next_at: Option<Instant>,
+    backoff: Duration,
+    /// Position of the viewer's target layer (lowest first) when last seen.
+    rank: Option<usize>,
+}
+
+impl Default for UpProbe {
+    fn default() -> UpProbe {
+        UpProbe {
+            window_end: None,
+            next_at: None,
+            backoff: PROBE_BACKOFF_MIN,
+            rank: None,
+        }
+    }
+}
+
+impl UpProbe {
+    /// Whether to pad toward the next layer now. `rank` is the position of
+    /// the viewer's target layer among the allowed ones, lowest first;
+    /// `has_next` whether one above it is allowed.
+    pub fn pad(&mut self, now: Instant, rank: Option<usize>, has_next: bool) -> bool {
+        match (self.rank, rank) {
+            (Some(before), Some(after)) if after > before => {
+                // Moved up: done; the next layer (if any) may be tried soon.
+                self.window_end = None;
+                self.backoff = PROBE_BACKOFF_MIN;
+                self.next_at = Some(now + PROBE_BACKOFF_MIN);
+            }
+            (Some(before), Some(after)) if after < before => {
+                // Moved down: the link is short; try again later.
+                self.window_end = None;
+                self.back_off(now);
+            }
+            _ => {}
+        }
+        self.rank = rank;
+        if !has_next {
+            self.window_end = None;
+            return false;
+        }
+        if let Some(end) = self.window_end {
+            if now < end {
+                return true;
+            }
+            // The window passed without the viewer going up.
+            self.window_end = None;
+            self.back_off(now);
+            return false;
+        }
+        if self.next_at.is_none_or(|t| now >= t) {
+            self.window_end = Some(now + PROBE_WINDOW);
+            return true;
+        }
+        false
+    }
+
+    /// Probe at the next evaluation (the viewer's cap changed).
+    pub fn now(&mut self) {
+        self.window_end = None;
+        self.next_at = None;
+        self.backoff = PROBE_BACKOFF_MIN;
+    }
+
+    fn back_off(&mut self, now: Instant) {
+        self.next_at = Some(now + self.backoff);
+        self.backoff = (self.backoff * 2).min(PROBE_BACKOFF_MAX);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -368,5 +461,47 @@ mod tests {
         assert_eq!(LayerCap::parse("f"), Some(LayerCap::Rid("f".into())));
         assert_eq!(LayerCap::parse("a b"), None);
         assert_eq!(LayerCap::parse(""), None);
+    }
+
+    #[test]
+    fn probes_for_the_next_layer_in_windows_backing_off_while_it_does_not_fit() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut p = UpProbe::default();
+        // On the middle layer with one above: probe at once, for the window.
+        assert!(p.pad(at(0), Some(1), true));
+        assert!(p.pad(at(3), Some(1), true));
+        // The window ends without a move up: quiet for 2 s, then again.
+        assert!(!p.pad(at(4), Some(1), true));
+        assert!(!p.pad(at(5), Some(1), true));
+        assert!(p.pad(at(6), Some(1), true));
+        // Fails again: the back-off doubles (4 s).
+        assert!(!p.pad(at(10), Some(1), true));
+        assert!(!p.pad(at(13), Some(1), true));
+        assert!(p.pad(at(14), Some(1), true));
+        // It moves up while probing: the window ends; on the top layer
+        // nothing is padded.
+        assert!(!p.pad(at(15), Some(2), false));
+        assert!(!p.pad(at(30), Some(2), false));
+        // Down again: the next probe waits out the back-off (reset to 2 s
+        // by the move up, then doubled).
+        assert!(!p.pad(at(31), Some(1), true));
+        assert!(!p.pad(at(32), Some(1), true));
+        assert!(p.pad(at(33), Some(1), true));
+        // A new cap probes at once.
+        assert!(!p.pad(at(37), Some(1), true));
+        p.now();
+        assert!(p.pad(at(38), Some(1), true));
+        // The back-off stops growing at its ceiling.
+        let mut p = UpProbe::default();
+        let mut t = at(100);
+        for _ in 0..10 {
+            while !p.pad(t, Some(0), true) {
+                t += Duration::from_millis(500);
+            }
+            t += PROBE_WINDOW;
+            assert!(!p.pad(t, Some(0), true));
+        }
+        assert_eq!(p.backoff, PROBE_BACKOFF_MAX);
     }
 }

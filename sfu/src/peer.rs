@@ -12,7 +12,9 @@ use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, MediaTi
 use str0m::{Event, IceConnectionState, IceCreds, Rtc};
 
 use crate::h264;
-use crate::layers::{LayerCap, LayerInfo, LayerSelect, LayerTable, LAYER_SILENCE, STATS_INTERVAL};
+use crate::layers::{
+    LayerCap, LayerInfo, LayerSelect, LayerTable, UpProbe, LAYER_SILENCE, STATS_INTERVAL,
+};
 use crate::metrics::{DropReason, KeyframeOrigin, Metrics};
 use crate::rtp_out::{Packetizers, RtpNumbering, PAYLOAD_MTU};
 use crate::session_stats::StatsCell;
@@ -136,6 +138,8 @@ pub(crate) struct ViewerState {
     paced: bool,
     /// The data channel the viewer opened (integrator events go there).
     channel: Option<ChannelId>,
+    /// When its estimator pads toward the next layer up.
+    probe: UpProbe,
 }
 
 struct OutTrack {
@@ -283,6 +287,7 @@ impl Peer {
                 bwe,
                 paced,
                 channel: None,
+                probe: UpProbe::default(),
             }),
             stats: Arc::default(),
         }
@@ -536,7 +541,7 @@ impl Peer {
         v.select.evaluate(&table, now);
         v.last_eval = Some(now);
         if v.bwe {
-            let (min, desired) = bwe_targets(&v.select, &table);
+            let (min, desired) = bwe_targets(&v.select, &table, &mut v.probe, now);
             self.rtc.bwe().set_bitrate(min, desired);
         }
         v.select.target
@@ -547,6 +552,7 @@ impl Peer {
         if let PeerKind::Viewer(v) = &mut self.kind {
             v.select.cap = cap;
             v.last_eval = None;
+            v.probe.now();
         }
     }
 
@@ -672,7 +678,7 @@ impl Peer {
                 let table = self.hub.layers();
                 v.select.evaluate(&table, now);
                 if v.bwe {
-                    let (min, desired) = bwe_targets(&v.select, &table);
+                    let (min, desired) = bwe_targets(&v.select, &table, &mut v.probe, now);
                     self.rtc.bwe().set_bitrate(min, desired);
                 }
             }
@@ -1123,22 +1129,36 @@ impl PublisherState {
 }
 
 /// What the bandwidth estimator of a simulcast viewer should aim for:
-/// enough to carry the next layer up (padding fills the gap, so the
-/// estimate can grow to it), probing up to the highest layer allowed.
-fn bwe_targets(select: &LayerSelect, table: &LayerTable) -> (Bitrate, Bitrate) {
+/// probing up to the highest layer allowed, and, while an [`UpProbe`]
+/// window is open, traffic (padding fills the gap) at the next layer's
+/// rate, so the estimate can grow to it. Outside the windows the minimum is
+/// zero (str0m keeps its own small padding floor).
+fn bwe_targets(
+    select: &LayerSelect,
+    table: &LayerTable,
+    probe: &mut UpProbe,
+    now: Instant,
+) -> (Bitrate, Bitrate) {
     const HEADROOM: f64 = 1.3;
     let desired = select.desired_bps(table).unwrap_or(0) as f64 * HEADROOM;
-    let target = select
-        .target
-        .and_then(|t| table.layers.iter().position(|l| l.id == t));
-    let next_up = target
-        .and_then(|i| table.layers.iter().skip(i + 1).find(|l| l.active))
-        .map_or(0.0, |l| l.bitrate_bps as f64 * HEADROOM);
     let desired = desired.max(300_000.0);
-    (
-        Bitrate::bps(next_up.min(desired) as u64),
-        Bitrate::bps(desired as u64),
-    )
+    let active: Vec<&LayerInfo> = table.layers.iter().filter(|l| l.active).collect();
+    let rank = select
+        .target
+        .and_then(|t| active.iter().position(|l| l.id == t));
+    let next_up = rank
+        .and_then(|i| active.get(i + 1))
+        .map(|l| l.bitrate_bps as f64 * HEADROOM)
+        .filter(|&bps| bps <= desired);
+    let min = match next_up {
+        Some(bps) if probe.pad(now, rank, true) => bps,
+        Some(_) => 0.0,
+        None => {
+            probe.pad(now, rank, false);
+            0.0
+        }
+    };
+    (Bitrate::bps(min as u64), Bitrate::bps(desired as u64))
 }
 
 /// Capture wall clock of an RTP time, from a sender report's RTP/NTP pair.
