@@ -587,15 +587,13 @@ impl Worker {
         }
         if written {
             self.send_written(idx, now);
-        } else {
-            self.poll(idx, now);
-        }
-        if written {
             let delay = Instant::now().saturating_duration_since(frame.ready_at);
             self.shared
                 .metrics
                 .forward_delay
                 .observe(delay.as_secs_f64());
+        } else {
+            self.poll(idx, now);
         }
     }
 
