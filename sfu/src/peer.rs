@@ -155,8 +155,7 @@ struct OutTrack {
     /// only changes between the two when a new publisher session brings
     /// another codec, which the viewer meets with a keyframe anyway.
     numbering: RtpNumbering,
-    /// Retransmission history cap set on the track's stream (video), 0
-    /// before the first keyframe.
+    /// Retransmission history cap set on the track's stream (video).
     rtx_packets: usize,
     /// The rest of a frame's shared payloads, written after what was
     /// written so far has been sent (see [`WRITE_CHUNK`]).
@@ -371,7 +370,7 @@ impl Peer {
                             pt_cache: None,
                             last_index: None,
                             numbering: RtpNumbering::default(),
-                            rtx_packets: 0,
+                            rtx_packets: RTX_CACHE_PACKETS,
                             pending: None,
                         });
                         if added.kind == MediaKind::Video {
@@ -789,18 +788,18 @@ impl OutTrack {
         wrote
     }
 
-    /// Sets the retransmission history's cap before a keyframe is written
-    /// (see [`RTX_CACHE_PACKETS`]): enough for the stream's largest layer,
-    /// so layer switches need no change. Setting it drops the history, and
-    /// a receiver still waiting for a repair of what was dropped stalls
-    /// until it gives up on it (resets at layer switches doubled the freezes
-    /// under `relaycast-load --drop-percent 5`); so it is set at the
-    /// viewer's first keyframe, before any history exists, and later only
-    /// when the largest layer outgrew it.
+    /// Raises the retransmission history's cap, before a keyframe is
+    /// written, when the stream's largest layer needs more than it holds
+    /// (see [`RTX_CACHE_PACKETS`]); sized for the largest layer, layer
+    /// switches need no change. Setting it drops the history, and a receiver
+    /// still waiting for a repair of what was dropped stalls until it gives
+    /// up on it (resets at layer switches doubled the freezes under
+    /// `relaycast-load --drop-percent 5`): it only grows, at a keyframe, in
+    /// practice the viewer's first, before any history exists.
     fn fit_rtx_history(&mut self, rtc: &mut Rtc, hub: &StreamHub) {
         let (bitrate, keyframe_bytes) = hub.largest_layer();
         let need = rtx_history_packets(bitrate, keyframe_bytes.div_ceil(PAYLOAD_MTU));
-        if self.rtx_packets != 0 && need <= self.rtx_packets {
+        if need <= self.rtx_packets {
             return;
         }
         if let Some(tx) = rtc.direct_api().stream_tx_by_mid(self.mid, None) {
@@ -1150,14 +1149,8 @@ fn bwe_targets(
         .and_then(|i| active.get(i + 1))
         .map(|l| l.bitrate_bps as f64 * HEADROOM)
         .filter(|&bps| bps <= desired);
-    let min = match next_up {
-        Some(bps) if probe.pad(now, rank, true) => bps,
-        Some(_) => 0.0,
-        None => {
-            probe.pad(now, rank, false);
-            0.0
-        }
-    };
+    let padding = probe.pad(now, rank, next_up.is_some());
+    let min = next_up.filter(|_| padding).unwrap_or(0.0);
     (Bitrate::bps(min as u64), Bitrate::bps(desired as u64))
 }
 
