@@ -11,10 +11,13 @@ use str0m::{Event, IceConnectionState, RtcConfig};
 use tokio::sync::watch;
 
 use crate::impair::{Impairment, ImpairmentConfig};
-use crate::rtc_driver::RtcDriver;
+use crate::rtc_driver::{BatchRecv, RtcDriver};
 use crate::sei::read_stamp;
 use crate::stats::FrameTracker;
 use crate::whip;
+
+/// Reads per socket wake-up before timeouts and the stop signal get a turn.
+const MAX_READS_PER_WAKE: usize = 16;
 
 #[derive(Clone)]
 pub struct ViewerConfig {
@@ -96,54 +99,93 @@ async fn play(
         .context("applying the WHEP answer")?;
 
     let mut impairment = Impairment::new(cfg.impairment, cfg.id as u64, started);
-    let mut buf = vec![0u8; 2048];
-    // The Input::Receive that completed a frame: its time is the frame's arrival.
-    let mut last_input = started;
-    let tracker = &mut result.tracker;
-    let mut connected_after = None;
+    let rx = BatchRecv::new(&peer.socket);
+    let mut buf = vec![0u8; rx.buffer_len()];
+    let mut seen = Seen {
+        cfg,
+        started,
+        last_input: started,
+        connected_after: None,
+        disconnected: false,
+        tracker: &mut result.tracker,
+    };
+    let sleep = tokio::time::sleep_until(started.into());
+    tokio::pin!(sleep);
     loop {
-        let mut disconnected = false;
-        let timeout = peer.drain(|e| match e {
-            Event::Connected => connected_after = Some(last_input.duration_since(started)),
-            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
-                disconnected = true
-            }
-            Event::MediaData(d) => {
-                let stamp = read_stamp(&d.data);
-                let sent = stamp.map(|s| cfg.epoch + Duration::from_micros(s.send_us));
-                let delay = sent.map(|sent| last_input.saturating_duration_since(sent));
-                // Sent before we even asked: replayed from the server's GOP cache.
-                let catch_up = sent.is_some_and(|sent| sent < started);
-                tracker.on_frame(last_input, d.is_keyframe(), stamp, delay, catch_up);
-            }
-            _ => {}
-        });
-        if disconnected || !peer.rtc.is_alive() {
+        let timeout = peer.drain(|e| seen.on_event(e));
+        if seen.disconnected || !peer.rtc.is_alive() {
             result.disconnected = true;
             break;
+        }
+        if sleep.deadline() != timeout.into() {
+            sleep.as_mut().reset(timeout.into());
         }
         tokio::select! {
             biased;
             _ = stop.changed() => break,
-            r = peer.socket.recv_from(&mut buf) => {
-                if let Ok((n, source)) = r {
+            r = peer.socket.readable() => {
+                if r.is_err() {
+                    continue;
+                }
+                // Everything queued, in a bounded number of reads so that
+                // timeouts and the stop signal still get their turn.
+                for _ in 0..MAX_READS_PER_WAKE {
+                    let Some(batch) = rx.try_recv(&peer.socket, &mut buf) else {
+                        break;
+                    };
                     let now = Instant::now();
-                    last_input = now;
-                    result.datagrams += 1;
-                    if let Some(data) = buf.get(..n) {
+                    for data in batch.datagrams(&buf) {
+                        seen.last_input = now;
+                        result.datagrams += 1;
                         if impairment.admit(now, data) {
-                            peer.receive(now, source, data);
+                            peer.receive(now, batch.source, data);
+                            peer.drain(|e| seen.on_event(e));
                         }
                     }
                 }
             }
-            _ = tokio::time::sleep_until(timeout.into()) => {
-                last_input = Instant::now();
-                peer.timeout(last_input);
+            _ = &mut sleep => {
+                seen.last_input = Instant::now();
+                peer.timeout(seen.last_input);
             }
         }
     }
+    let connected_after = seen.connected_after;
     result.connected_after = connected_after;
     result.impairment_drops = impairment.dropped;
     Ok(session.url)
+}
+
+/// What the viewer makes of str0m's events.
+struct Seen<'a> {
+    cfg: &'a ViewerConfig,
+    started: Instant,
+    /// Time of the input that completed a frame: the frame's arrival.
+    last_input: Instant,
+    connected_after: Option<Duration>,
+    disconnected: bool,
+    tracker: &'a mut FrameTracker,
+}
+
+impl Seen<'_> {
+    fn on_event(&mut self, e: Event) {
+        match e {
+            Event::Connected => {
+                self.connected_after = Some(self.last_input.duration_since(self.started))
+            }
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                self.disconnected = true
+            }
+            Event::MediaData(d) => {
+                let stamp = read_stamp(&d.data);
+                let sent = stamp.map(|s| self.cfg.epoch + Duration::from_micros(s.send_us));
+                let delay = sent.map(|sent| self.last_input.saturating_duration_since(sent));
+                // Sent before we even asked: replayed from the server's GOP cache.
+                let catch_up = sent.is_some_and(|sent| sent < self.started);
+                self.tracker
+                    .on_frame(self.last_input, d.is_keyframe(), stamp, delay, catch_up);
+            }
+            _ => {}
+        }
+    }
 }
