@@ -55,8 +55,8 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 pub use crate::layers::{LayerCap, LayerInfo, LayerTable};
 pub use crate::metrics::Metrics;
-use crate::peer::Peer;
 pub use crate::peer::Role;
+use crate::peer::{Estimation, Peer};
 pub use crate::session_stats::{SessionStats, StatsCell};
 pub use crate::stream::Frame;
 use crate::stream::{PublisherSlot, StreamHub};
@@ -594,8 +594,7 @@ impl Sfu {
             offer_sdp.to_string(),
             now,
             cap,
-            bwe,
-            self.pace_viewers,
+            Estimation::new(bwe, self.pace_viewers),
         );
         let permit = self.reserve(worker).await?;
         self.shared.sessions.lock().insert(

@@ -124,6 +124,31 @@ struct KfThrottle {
     pending: bool,
 }
 
+/// Whether a viewer runs str0m's bandwidth estimator (simulcast streams:
+/// it drives the layer choice) and, if so, whether str0m's pacer holds the
+/// viewer's video to the estimate ([`crate::SfuConfig::pace_viewers`]) or
+/// the video is forwarded as it comes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Estimation {
+    Off,
+    Unpaced,
+    Paced,
+}
+
+impl Estimation {
+    pub fn new(bwe: bool, paced: bool) -> Estimation {
+        match (bwe, paced) {
+            (false, _) => Estimation::Off,
+            (true, false) => Estimation::Unpaced,
+            (true, true) => Estimation::Paced,
+        }
+    }
+
+    fn is_on(self) -> bool {
+        self != Estimation::Off
+    }
+}
+
 pub(crate) struct ViewerState {
     tracks: Vec<OutTrack>,
     last_keyframe_request: Option<Instant>,
@@ -131,11 +156,8 @@ pub(crate) struct ViewerState {
     pub select: LayerSelect,
     /// When the layer choice was last re-evaluated.
     last_eval: Option<Instant>,
-    /// Whether bandwidth estimation runs for this viewer (simulcast streams).
-    bwe: bool,
-    /// Whether str0m's pacer holds its video to the estimate
-    /// ([`crate::SfuConfig::pace_viewers`]).
-    paced: bool,
+    /// Whether bandwidth estimation runs for this viewer, and how.
+    estimation: Estimation,
     /// The data channel the viewer opened (integrator events go there).
     channel: Option<ChannelId>,
     /// When its estimator pads toward the next layer up.
@@ -259,7 +281,6 @@ impl Peer {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub fn new_viewer(
         session: SessionId,
         hub: Arc<StreamHub>,
@@ -267,8 +288,7 @@ impl Peer {
         offer_sdp: String,
         now: Instant,
         cap: LayerCap,
-        bwe: bool,
-        paced: bool,
+        estimation: Estimation,
     ) -> Peer {
         Peer {
             session,
@@ -283,8 +303,7 @@ impl Peer {
                 last_keyframe_request: None,
                 select: LayerSelect::new(cap),
                 last_eval: None,
-                bwe,
-                paced,
+                estimation,
                 channel: None,
                 probe: UpProbe::default(),
             }),
@@ -380,7 +399,7 @@ impl Peer {
                                 self.rtc.direct_api().stream_tx_by_mid(added.mid, None)
                             {
                                 tx.set_rtx_cache(RTX_CACHE_PACKETS, RTX_CACHE_AGE, RTX_RATIO_CAP);
-                                if v.bwe && !v.paced {
+                                if v.estimation == Estimation::Unpaced {
                                     // Forwarded as it comes; the estimator
                                     // still reads the feedback (layer choice).
                                     tx.set_unpaced(true);
@@ -539,7 +558,7 @@ impl Peer {
         let table = self.hub.layers();
         v.select.evaluate(&table, now);
         v.last_eval = Some(now);
-        if v.bwe {
+        if v.estimation.is_on() {
             let (min, desired) = bwe_targets(&v.select, &table, &mut v.probe, now);
             self.rtc.bwe().set_bitrate(min, desired);
         }
@@ -676,7 +695,7 @@ impl Peer {
                 v.last_eval = Some(now);
                 let table = self.hub.layers();
                 v.select.evaluate(&table, now);
-                if v.bwe {
+                if v.estimation.is_on() {
                     let (min, desired) = bwe_targets(&v.select, &table, &mut v.probe, now);
                     self.rtc.bwe().set_bitrate(min, desired);
                 }

@@ -16,7 +16,7 @@ use str0m::{Candidate, Event, Input, Output, RtcConfig};
 
 use crate::layers::{LayerCap, LayerInfo, LayerTable};
 use crate::metrics::Metrics;
-use crate::peer::{Effects, Peer};
+use crate::peer::{Effects, Estimation, Peer};
 use crate::stream::{Frame, StreamHub};
 use crate::SessionId;
 
@@ -163,8 +163,7 @@ fn falls_and_recovers(paced: bool) {
         offer_sdp,
         now,
         LayerCap::Auto,
-        true,
-        paced,
+        Estimation::new(true, paced),
     );
 
     let mut down = Link::new(Duration::from_millis(20), Some(5_000_000));
