@@ -125,7 +125,10 @@ async fn play(
             _ = stop.changed() => break,
             r = peer.socket.readable() => {
                 if r.is_err() {
-                    continue;
+                    // The runtime's I/O driver is gone: nothing more will
+                    // arrive, and waiting again would spin.
+                    result.disconnected = true;
+                    break;
                 }
                 // Everything queued, in a bounded number of reads so that
                 // timeouts and the stop signal still get their turn.
