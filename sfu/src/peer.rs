@@ -1160,12 +1160,12 @@ fn bwe_targets(
     const HEADROOM: f64 = 1.3;
     let desired = select.desired_bps(table).unwrap_or(0) as f64 * HEADROOM;
     let desired = desired.max(300_000.0);
-    let active: Vec<&LayerInfo> = table.layers.iter().filter(|l| l.active).collect();
+    let mut active = table.layers.iter().filter(|l| l.active);
     let rank = select
         .target
-        .and_then(|t| active.iter().position(|l| l.id == t));
+        .and_then(|t| active.clone().position(|l| l.id == t));
     let next_up = rank
-        .and_then(|i| active.get(i + 1))
+        .and_then(|i| active.nth(i + 1))
         .map(|l| l.bitrate_bps as f64 * HEADROOM)
         .filter(|&bps| bps <= desired);
     let padding = probe.pad(now, rank, next_up.is_some());
