@@ -31,6 +31,17 @@ pub enum Command {
     Token(TokenArgs),
     /// Run only the TURN server (needs --turn-secret and a listener).
     Turn(TurnCommand),
+    /// Print the key of media tokens (`hls_token`) for a CDN edge that
+    /// checks them: derived from the JWT secret (RELAYCAST_JWT_SECRET or the
+    /// data directory's), unless --hls-token-key is set on `serve`.
+    HlsTokenKey {
+        /// JWT signing secret (default: the one kept in the data directory).
+        #[arg(long, env = "RELAYCAST_JWT_SECRET", hide_env_values = true)]
+        jwt_secret: Option<String>,
+        /// Data directory (where the JWT secret is kept).
+        #[arg(long, env = "RELAYCAST_DATA_DIR", default_value = "./relaycast-data")]
+        data_dir: PathBuf,
+    },
     /// Apply pending database migrations and exit (`serve` also applies them).
     Migrate {
         #[command(flatten)]
@@ -117,6 +128,16 @@ pub struct ServeArgs {
     /// (90s, 30m, 12h, 7d); `off` records nothing.
     #[arg(long, env = "RELAYCAST_VOD_RETENTION", default_value = "7d", value_parser = parse_retention)]
     pub vod_retention: Retention,
+    /// How long the media token (`hls_token`) that opens a non-public
+    /// stream's LL-HLS and VOD stays valid after a viewer is admitted (at
+    /// least this, at most 10 minutes more).
+    #[arg(long, env = "RELAYCAST_HLS_TOKEN_TTL", default_value = "6h", value_parser = parse_ttl)]
+    pub hls_token_ttl: Duration,
+    /// Key of media tokens, 64 hex digits, to share with a CDN edge that
+    /// checks them (default: derived from the JWT secret; `relaycast
+    /// hls-token-key` prints it).
+    #[arg(long, env = "RELAYCAST_HLS_TOKEN_KEY", hide_env_values = true, value_parser = parse_hls_token_key)]
+    pub hls_token_key: Option<String>,
     #[command(flatten)]
     pub data: DataDir,
     #[command(flatten)]
@@ -317,6 +338,13 @@ pub struct TokenArgs {
 }
 
 /// Parses `90`, `90s`, `30m`, `1h`, `2d`.
+/// 64 hex digits (a 256-bit key).
+pub fn parse_hls_token_key(s: &str) -> Result<String, String> {
+    signaling::MediaTokens::from_hex(s, 0)
+        .map(|t| t.key_hex())
+        .ok_or_else(|| "expected 64 hex digits (a 256-bit key)".to_string())
+}
+
 pub fn parse_ttl(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {

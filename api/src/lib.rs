@@ -12,6 +12,7 @@
 
 pub mod analytics;
 pub mod cli;
+pub mod media_access;
 pub mod realtime;
 pub mod rest;
 pub mod stream_recorder;
@@ -83,6 +84,8 @@ pub struct Config {
     /// Keep ended streams as VOD under `{data_dir}/recordings` for this
     /// long (`/vod/…`); `None`: no recording.
     pub vod_retention: Option<Duration>,
+    /// Media tokens that open non-public streams' LL-HLS and VOD.
+    pub media_tokens: MediaTokenConfig,
     /// Analytics in ScyllaDB instead of the SQL database; start fails when
     /// the cluster cannot be reached.
     pub scylla: Option<analytics::ScyllaConfig>,
@@ -111,7 +114,39 @@ impl Config {
             rest: rest::RestConfig::default(),
             hls: transcoder::HlsConfig::default(),
             vod_retention: Some(Duration::from_secs(3600)),
+            media_tokens: MediaTokenConfig::default(),
             scylla: None,
+        }
+    }
+}
+
+/// Media tokens (`hls_token`, see [`media_access`] and
+/// `signaling::media_token`).
+#[derive(Debug, Clone)]
+pub struct MediaTokenConfig {
+    /// Lifetime from admission (rounded up to ten minutes).
+    pub ttl: Duration,
+    /// The key as 64 hex digits; `None` derives it from the JWT secret.
+    pub key_hex: Option<String>,
+}
+
+impl Default for MediaTokenConfig {
+    fn default() -> MediaTokenConfig {
+        MediaTokenConfig {
+            ttl: Duration::from_secs(6 * 3600),
+            key_hex: None,
+        }
+    }
+}
+
+impl MediaTokenConfig {
+    /// The signer: the configured key, or one derived from `jwt_secret`.
+    pub fn tokens(&self, jwt_secret: &str) -> anyhow::Result<signaling::MediaTokens> {
+        let ttl = self.ttl.as_secs();
+        match &self.key_hex {
+            Some(k) => signaling::MediaTokens::from_hex(k, ttl)
+                .context("the media token key must be 64 hex digits"),
+            None => Ok(signaling::MediaTokens::derive(jwt_secret.as_bytes(), ttl)),
         }
     }
 }
@@ -209,6 +244,7 @@ pub struct Server {
     sfu: Sfu,
     store: Store,
     tokens: Tokens,
+    media_tokens: signaling::MediaTokens,
     turn: Option<Arc<turn_server::TurnServer>>,
     bus: signaling::Bus,
     _watch: realtime::StreamWatch,
@@ -278,6 +314,11 @@ impl Server {
         &self.tokens
     }
 
+    /// The signer of media tokens (`hls_token`) for non-public LL-HLS/VOD.
+    pub fn media_tokens(&self) -> &signaling::MediaTokens {
+        &self.media_tokens
+    }
+
     /// The TURN server, when one runs in this process.
     pub fn turn(&self) -> Option<&turn_server::TurnServer> {
         self.turn.as_deref()
@@ -342,6 +383,12 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
         config.jwt_secret.as_deref(),
     )
     .await?;
+    let media_tokens = match &config.jwt_secret {
+        Some(s) => config.media_tokens.tokens(s)?,
+        None => config
+            .media_tokens
+            .tokens(&load_or_create_secret(&config.data_dir)?)?,
+    };
     let store = match &config.geoip_db {
         Some(path) => store.with_geoip(
             signaling::GeoIp::open(path)
@@ -556,7 +603,14 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
         .merge(realtime::router(rt))
         .merge(webhooks::router(hook_routes))
         .merge(rest::router(rest_state))
-        .merge(transcoder::router(hls))
+        // Every media route behind the one door (public streams pass
+        // untouched).
+        .merge(
+            transcoder::router(hls).route_layer(axum::middleware::from_fn_with_state(
+                media_access::MediaAccess::new(store.clone(), tokens.clone(), media_tokens.clone()),
+                media_access::gate,
+            )),
+        )
         .merge(web::router())
         .fallback(|| async {
             (
@@ -585,6 +639,7 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
         sfu,
         store,
         tokens,
+        media_tokens,
         turn,
         bus,
         _watch: watch,

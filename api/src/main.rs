@@ -65,6 +65,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     ..transcoder::HlsConfig::default()
                 },
                 vod_retention: a.vod_retention.0,
+                media_tokens: api::MediaTokenConfig {
+                    ttl: a.hls_token_ttl,
+                    key_hex: a.hls_token_key,
+                },
                 scylla: a.scylla.to_config(),
             };
             let listener = tokio::net::TcpListener::bind(config.http_addr)
@@ -103,6 +107,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     .await?;
             let key = store.create_key(&name, private.then_some(true)).await?;
             store.close().await;
+            println!("{key}");
+            Ok(())
+        }
+        Command::HlsTokenKey {
+            jwt_secret,
+            data_dir,
+        } => {
+            let secret = match jwt_secret {
+                Some(s) => s,
+                None => api::load_or_create_secret(&data_dir)?,
+            };
+            let key = api::MediaTokenConfig::default().tokens(&secret)?.key_hex();
             println!("{key}");
             Ok(())
         }

@@ -36,6 +36,7 @@ mod bus;
 mod chat;
 pub mod db;
 mod entitlements;
+pub mod media_token;
 mod message;
 mod sessions;
 mod store;
@@ -58,6 +59,7 @@ pub use streams::{KeyInfo, NewStream, StreamUpdate, MAX_TITLE};
 
 pub use access::{GeoIp, Visibility};
 pub use db::{Backend, Db};
+pub use media_token::{MediaTokenError, MediaTokens};
 pub use store::{valid_stream_name, Store, StoreError, StreamInfo, Viewer};
 pub use token::{Claims, Role, TokenError, Tokens};
 

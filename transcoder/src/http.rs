@@ -25,6 +25,7 @@ use crate::hls::{Hls, StreamEntry};
 use crate::record::safe_component;
 use crate::stream::StreamPackager;
 use crate::track::{PartLookup, Readiness, Track};
+use crate::uri_query::UriQuery;
 
 const PLAYLIST: &str = "application/vnd.apple.mpegurl";
 const SHORT: &str = "max-age=1";
@@ -144,7 +145,23 @@ fn not_found() -> Response {
     error(StatusCode::NOT_FOUND, "no such stream or resource")
 }
 
-async fn multivariant(State(hls): State<Hls>, Path(stream): Path<String>) -> Response {
+/// A playlist answer, its URIs carrying the edge's query if it gave one.
+fn playlist(cache: &'static str, text: String, query: Option<&UriQuery>) -> Response {
+    let text = match query {
+        Some(q) => q.sign_playlist(&text),
+        None => text,
+    };
+    ok(PLAYLIST, cache, text)
+}
+
+type EdgeQuery = Option<Extension<UriQuery>>;
+
+async fn multivariant(
+    State(hls): State<Hls>,
+    Path(stream): Path<String>,
+    query: EdgeQuery,
+) -> Response {
+    let query = query.map(|Extension(q)| q);
     let Some(entry) = hls.stream(&stream) else {
         return error(StatusCode::NOT_FOUND, "stream is not live");
     };
@@ -170,7 +187,7 @@ async fn multivariant(State(hls): State<Hls>, Path(stream): Path<String>) -> Res
                 && (rungs_ready || tokio::time::Instant::now() >= grace)
             {
                 let prefix = format!("{}/", entry.session);
-                return ok(PLAYLIST, SHORT, multivariant_text(&prefix, &st, true));
+                return playlist(SHORT, multivariant_text(&prefix, &st, true), query.as_ref());
             }
             if st.is_ended() {
                 return error(StatusCode::NOT_FOUND, "stream ended without video");
@@ -271,8 +288,10 @@ async fn media(
     Path((stream, run, rendition, file)): Path<(String, String, String, String)>,
     Query(query): Query<HashMap<String, String>>,
     client: Option<Extension<ConnectInfo<SocketAddr>>>,
+    edge: EdgeQuery,
     headers: HeaderMap,
 ) -> Response {
+    let edge = edge.map(|Extension(q)| q);
     let Some(entry) = hls.stream(&stream) else {
         return not_found();
     };
@@ -300,7 +319,7 @@ async fn media(
                 .audience
                 .note(addr.ip(), agent, std::time::Instant::now());
         }
-        return media_playlist(&hls, &entry, rendition, &query).await;
+        return media_playlist(&hls, &entry, rendition, &query, edge.as_ref()).await;
     }
     if file == "init.mp4" {
         let st = entry.state.lock();
@@ -347,6 +366,7 @@ async fn media_playlist(
     entry: &Arc<StreamEntry>,
     rendition: Rendition,
     query: &HashMap<String, String>,
+    edge: Option<&UriQuery>,
 ) -> Response {
     let (msn, part) = match (parse_u64(query, "_HLS_msn"), parse_u64(query, "_HLS_part")) {
         (Ok(m), Ok(p)) => (m, p),
@@ -400,7 +420,7 @@ async fn media_playlist(
                         let reports = rendition.reports(&st);
                         let skip = skip && !track.is_ended();
                         let ranges = st.date_ranges();
-                        return ok(PLAYLIST, SHORT, track.playlist(skip, &reports, ranges));
+                        return playlist(SHORT, track.playlist(skip, &reports, ranges), edge);
                     }
                     Readiness::Wait => {}
                 }
@@ -482,7 +502,7 @@ fn part_response(
 }
 
 /// `GET /vod/{stream}`: the finished recordings of a stream.
-async fn vod_list(State(hls): State<Hls>, Path(stream): Path<String>) -> Response {
+async fn vod_list(State(hls): State<Hls>, Path(stream): Path<String>, edge: EdgeQuery) -> Response {
     let Some(base) = hls.recordings_dir() else {
         return error(StatusCode::NOT_FOUND, "recording is off");
     };
@@ -505,7 +525,14 @@ async fn vod_list(State(hls): State<Hls>, Path(stream): Path<String>) -> Respons
     runs.sort();
     let list: Vec<serde_json::Value> = runs
         .iter()
-        .map(|r| serde_json::json!({ "run": r, "url": format!("/vod/{stream}/{r}/index.m3u8") }))
+        .map(|r| {
+            let url = format!("/vod/{stream}/{r}/index.m3u8");
+            let url = match &edge {
+                Some(Extension(q)) => q.apply(&url),
+                None => url,
+            };
+            serde_json::json!({ "run": r, "url": url })
+        })
         .collect();
     (
         [(header::CACHE_CONTROL, SHORT)],
@@ -517,14 +544,26 @@ async fn vod_list(State(hls): State<Hls>, Path(stream): Path<String>) -> Respons
 async fn vod_multivariant(
     State(hls): State<Hls>,
     Path((stream, run)): Path<(String, String)>,
+    edge: EdgeQuery,
 ) -> Response {
-    vod_read(&hls, &[&stream, &run], "index.m3u8", PLAYLIST, VOD_PLAYLIST).await
+    let edge = edge.map(|Extension(q)| q);
+    vod_read(
+        &hls,
+        &[&stream, &run],
+        "index.m3u8",
+        PLAYLIST,
+        VOD_PLAYLIST,
+        edge.as_ref(),
+    )
+    .await
 }
 
 async fn vod_file(
     State(hls): State<Hls>,
     Path((stream, run, rendition, file)): Path<(String, String, String, String)>,
+    edge: EdgeQuery,
 ) -> Response {
+    let edge = edge.map(|Extension(q)| q);
     let content = match rendition.as_str() {
         "video" => "video/mp4",
         "audio" => "audio/mp4",
@@ -542,7 +581,15 @@ async fn vod_file(
     } else {
         return not_found();
     };
-    vod_read(&hls, &[&stream, &run, &rendition], &file, content, cache).await
+    vod_read(
+        &hls,
+        &[&stream, &run, &rendition],
+        &file,
+        content,
+        cache,
+        edge.as_ref(),
+    )
+    .await
 }
 
 /// A finished recording's playlists do not change, but a CDN should not
@@ -555,6 +602,7 @@ async fn vod_read(
     file: &str,
     content_type: &'static str,
     cache: &'static str,
+    edge: Option<&UriQuery>,
 ) -> Response {
     let Some(base) = hls.recordings_dir() else {
         return error(StatusCode::NOT_FOUND, "recording is off");
@@ -575,6 +623,11 @@ async fn vod_read(
     }
     let path = rest.iter().fold(run_dir, |p, d| p.join(d));
     match tokio::fs::read(path.join(file)).await {
+        Ok(bytes) if content_type == PLAYLIST => match (edge, String::from_utf8(bytes)) {
+            (Some(q), Ok(text)) => ok(content_type, cache, q.sign_playlist(&text)),
+            (None, Ok(text)) => ok(content_type, cache, text),
+            (_, Err(_)) => error(StatusCode::INTERNAL_SERVER_ERROR, "unreadable playlist"),
+        },
         Ok(bytes) => ok(content_type, cache, bytes),
         Err(_) => not_found(),
     }

@@ -43,6 +43,7 @@ pub mod ladder;
 pub mod record;
 pub mod stream;
 pub mod track;
+pub mod uri_query;
 
 pub use daterange::DateRange;
 pub use hls::{Hls, HlsConfig, HlsMetrics};
@@ -51,3 +52,4 @@ pub use ladder::Rung;
 pub use record::{RecordingConfig, RecordingReady};
 pub use stream::AudioOut;
 pub use track::Timing;
+pub use uri_query::UriQuery;

@@ -223,8 +223,6 @@ fn content_type_is(headers: &HeaderMap, want: &str) -> bool {
         .is_some_and(|v| v.trim().eq_ignore_ascii_case(want))
 }
 
-/// The bearer credential: `Authorization: Bearer …`, or (OBS users do this)
-/// a `key`, `token` or `access_token` query parameter on the WHIP URL.
 fn insert_link(h: &mut HeaderMap, value: &str) {
     if let Ok(v) = HeaderValue::from_str(value) {
         h.append(header::LINK, v);
@@ -233,14 +231,17 @@ fn insert_link(h: &mut HeaderMap, value: &str) {
 
 /// A query parameter's value (no percent-decoding: the values taken here
 /// are plain tokens).
-fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
     query?.split('&').find_map(|kv| {
         let (k, v) = kv.split_once('=')?;
         (k == name).then(|| v.to_string())
     })
 }
 
-fn bearer(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
+/// The bearer credential: `Authorization: Bearer …`, or (OBS users and
+/// players that cannot set headers do this) a `key`, `token` or
+/// `access_token` query parameter. The LL-HLS door (`api`) takes the same.
+pub fn bearer(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
     if let Some(v) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
