@@ -143,6 +143,8 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub turn: TurnArgs,
     #[command(flatten)]
+    pub auth_fail: AuthFailArgs,
+    #[command(flatten)]
     pub scylla: ScyllaArgs,
 }
 
@@ -201,6 +203,34 @@ pub struct TurnCommand {
     pub metrics_addr: Option<SocketAddr>,
     #[command(flatten)]
     pub turn: TurnArgs,
+    #[command(flatten)]
+    pub auth_fail: AuthFailArgs,
+}
+
+/// Throttling of failed credentials per client address (IPv4 address or
+/// IPv6 /64), shared by `serve` (WHIP, WHEP, REST API, TURN) and `turn`.
+#[derive(Debug, Clone, Args)]
+pub struct AuthFailArgs {
+    /// Failed credentials (stream keys, tokens, API keys, TURN passwords)
+    /// one client address may have per --auth-fail-window; beyond, HTTP
+    /// answers 429 with Retry-After and TURN drops its authenticated
+    /// requests until the window ends. 0 turns throttling off.
+    #[arg(long, env = "RELAYCAST_AUTH_FAIL_LIMIT", default_value_t = throttle::Limits::DEFAULT.failures)]
+    pub auth_fail_limit: u32,
+    /// The window of --auth-fail-limit, starting at an address's first
+    /// failure (90s, 30m, 1h).
+    #[arg(long, env = "RELAYCAST_AUTH_FAIL_WINDOW", default_value = "1m", value_parser = parse_ttl)]
+    pub auth_fail_window: Duration,
+}
+
+impl AuthFailArgs {
+    pub fn to_limits(&self) -> throttle::Limits {
+        throttle::Limits {
+            failures: self.auth_fail_limit,
+            window: self.auth_fail_window,
+            ..throttle::Limits::DEFAULT
+        }
+    }
 }
 
 /// TURN server flags, shared by `serve` and `turn`. No listener flag, no TURN.

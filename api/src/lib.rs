@@ -12,6 +12,7 @@
 
 pub mod analytics;
 pub mod cli;
+pub mod log_sampling;
 pub mod media_access;
 pub mod realtime;
 pub mod rest;
@@ -79,6 +80,10 @@ pub struct Config {
     pub geoip_db: Option<PathBuf>,
     /// REST API settings (token lifetimes, login limits, payment webhook).
     pub rest: rest::RestConfig,
+    /// Failed credentials one client address (IPv4, or IPv6 /64) may have
+    /// in a window before WHIP, WHEP and the REST API answer it 429 and
+    /// TURN drops its credentialed requests, for the rest of the window.
+    pub auth_fail_limits: throttle::Limits,
     /// LL-HLS packaging of live streams (`/hls/…`).
     pub hls: transcoder::HlsConfig,
     /// Keep ended streams as VOD under `{data_dir}/recordings` for this
@@ -112,6 +117,13 @@ impl Config {
             chat: signaling::ChatLimits::default(),
             geoip_db: None,
             rest: rest::RestConfig::default(),
+            // In-process tests all come from 127.0.0.1, and some send many
+            // bad credentials on purpose; tests of the throttle set their
+            // own small limit.
+            auth_fail_limits: throttle::Limits {
+                failures: 1000,
+                ..throttle::Limits::DEFAULT
+            },
             hls: transcoder::HlsConfig::default(),
             vod_retention: Some(Duration::from_secs(3600)),
             media_tokens: MediaTokenConfig::default(),
@@ -444,6 +456,7 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
     let turn = match config.turn.clone() {
         Some(mut tc) => {
             tc.public_ip = tc.public_ip.or(Some(public_ip));
+            tc.auth_fail_limits = config.auth_fail_limits;
             let metrics =
                 turn_server::Metrics::new(&registry).context("registering TURN metrics")?;
             Some(Arc::new(
@@ -454,12 +467,22 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
         }
         None => None,
     };
+    // One table of failed credentials per address for WHIP, WHEP and the
+    // REST API.
+    let auth_throttle = Arc::new(throttle::AuthThrottle::new(config.auth_fail_limits));
+    auth_throttle
+        .register(&registry)
+        .context("registering auth metrics")?;
+    registry
+        .register(Box::new(log_sampling::suppressed_counter().clone()))
+        .context("registering log sampling metrics")?;
     let mut whip = whip_whep::WhipWhepState::new(
         sfu.clone(),
         store.clone(),
         tokens.clone(),
         ice_servers.clone(),
-    );
+    )
+    .with_auth_throttle(Arc::clone(&auth_throttle));
     if let Some(t) = &turn {
         let t = Arc::clone(t);
         whip = whip.with_turn(Arc::new(move |user: &str| {
@@ -580,7 +603,8 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
         tokens.clone(),
         sfu.clone(),
         config.rest.clone(),
-    );
+    )
+    .with_auth_throttle(Arc::clone(&auth_throttle));
     rest_state.viewers.hls = Some(hls.clone());
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -607,7 +631,12 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
         // untouched).
         .merge(
             transcoder::router(hls).route_layer(axum::middleware::from_fn_with_state(
-                media_access::MediaAccess::new(store.clone(), tokens.clone(), media_tokens.clone()),
+                media_access::MediaAccess::new(
+                    store.clone(),
+                    tokens.clone(),
+                    media_tokens.clone(),
+                    auth_throttle,
+                ),
                 media_access::gate,
             )),
         )

@@ -6,18 +6,25 @@ use clap::Parser;
 use signaling::Role;
 
 fn main() -> anyhow::Result<()> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
+    // Lines that anonymous bad input can trigger are sampled per call site
+    // (api::log_sampling), so a flood of bad offers cannot flood the log.
+    let sampling = api::log_sampling::LogSampling::default();
+    tracing_subscriber::registry()
+        .with(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
                 tracing_subscriber::EnvFilter::new("info,str0m=warn,is=warn,dimpl=warn")
             }),
         )
-        .with_writer(std::io::stderr)
+        .with(sampling.clone())
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
         .init();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    rt.spawn(sampling.report_every(api::log_sampling::REPORT_EVERY));
     rt.block_on(run(cli))
 }
 
@@ -45,6 +52,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 redis_prefix: a.redis_prefix,
                 chat: signaling::ChatLimits::default(),
                 geoip_db: a.geoip_db,
+                auth_fail_limits: a.auth_fail.to_limits(),
                 rest: api::rest::RestConfig {
                     session_ttl: a.session_ttl,
                     payment_webhook_secret: a.payment_webhook_secret,
@@ -146,6 +154,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .to_config(None)
                 .context("relaycast turn needs --turn-udp, --turn-tcp or --turn-tls")?;
             cfg.public_ip.get_or_insert_with(api::default_public_ip);
+            cfg.auth_fail_limits = t.auth_fail.to_limits();
             let registry = prometheus::Registry::new();
             let metrics =
                 turn_server::Metrics::new(&registry).context("registering TURN metrics")?;

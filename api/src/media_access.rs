@@ -23,7 +23,9 @@
 //!   was decided for one viewer); admitted with a media token, the answer
 //!   carries that same token and keeps its cache headers (viewers of one
 //!   ten-minute bucket share URLs, see `signaling::media_token`).
-//!   Refusals are 401 / 403 with the JSON error body, `no-store`.
+//!   Refusals are 401 / 403 with the JSON error body, `no-store`; bad
+//!   credentials count against the address in the HTTP edge's one
+//!   failed-credential table (`throttle::AuthThrottle`, 429 past the limit).
 //!
 //! A stream's visibility is looked up at most once per [`INFO_TTL`] per
 //! stream (blocking reloads arrive several times a second per viewer);
@@ -40,6 +42,7 @@ use axum::response::{IntoResponse, Response};
 use parking_lot::Mutex;
 use signaling::media_token::QUERY_PARAM;
 use signaling::{MediaTokenError, MediaTokens, StreamInfo, Tokens, Visibility};
+use throttle::{AuthKind, AuthThrottle};
 use transcoder::UriQuery;
 use whip_whep::ApiError;
 
@@ -58,15 +61,22 @@ pub struct MediaAccess {
     store: signaling::Store,
     tokens: Tokens,
     media: MediaTokens,
+    throttle: Arc<AuthThrottle>,
     infos: Arc<Mutex<HashMap<String, Looked>>>,
 }
 
 impl MediaAccess {
-    pub fn new(store: signaling::Store, tokens: Tokens, media: MediaTokens) -> MediaAccess {
+    pub fn new(
+        store: signaling::Store,
+        tokens: Tokens,
+        media: MediaTokens,
+        throttle: Arc<AuthThrottle>,
+    ) -> MediaAccess {
         MediaAccess {
             store,
             tokens,
             media,
+            throttle,
             infos: Arc::default(),
         }
     }
@@ -138,6 +148,17 @@ pub async fn gate(
             .map(|c| c.0.ip()),
     };
     let bearer = whip_whep::bearer(req.headers(), query.as_deref());
+    // Before a credential is looked at (a stream key is one): a throttled
+    // address learns nothing. Media tokens above are 256-bit signatures,
+    // not worth guessing, and are not counted.
+    if bearer.is_some() {
+        if let Err(wait) = access
+            .throttle
+            .check(viewer.ip, AuthKind::Media, Instant::now())
+        {
+            return refuse(ApiError::TooManyRequests(wait));
+        }
+    }
     if bearer.is_none() && info.visibility != Visibility::Public {
         return refuse(match media_refusal {
             Some(MediaTokenError::Expired) => ApiError::Expired,
@@ -151,6 +172,11 @@ pub async fn gate(
         .authorize_play(&access.tokens, &info, bearer.as_deref(), viewer)
         .await
     {
+        if e.is_bad_credential() {
+            access
+                .throttle
+                .failed(viewer.ip, AuthKind::Media, Instant::now());
+        }
         return refuse(ApiError::from(e));
     }
     let token = access.media.issue(&stream, now);

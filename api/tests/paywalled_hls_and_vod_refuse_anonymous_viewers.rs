@@ -593,3 +593,54 @@ async fn a_paywalled_stream_and_its_recording_open_only_with_a_ticket() -> Resul
     })
     .await
 }
+
+/// Guessing at the door (stream keys are credentials there too) is
+/// throttled per address like WHEP: past the limit even a right play
+/// token gets 429 with `Retry-After`; media tokens already handed out keep
+/// working (they are signatures, not guesses).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guessing_credentials_at_the_media_door_is_throttled() -> Result<()> {
+    let server = TestServer::start_with(|c| {
+        c.auth_fail_limits = throttle::Limits {
+            failures: 5,
+            window: Duration::from_secs(600),
+            capacity: 1000,
+        };
+    })
+    .await?;
+    let base = server.base_url().to_string();
+    server.create_stream("paid", true).await?;
+    let play = server.token("paid", "play", Duration::from_secs(600))?;
+    let media = server
+        .server()
+        .media_tokens()
+        .issue("paid", api::unix_now());
+    let http = http_client()?;
+    let url = format!("{base}/hls/paid/index.m3u8");
+    for i in 0..5 {
+        let g = fetch(&http, &format!("{url}?key=rk_guess{i}"), None).await?;
+        check_refusal(&g, 401, &format!("guess {i}"))?;
+    }
+    let g = fetch(&http, &url, Some(&play)).await?;
+    ensure!(
+        g.status == 429,
+        "after 5 guesses: {} {}",
+        g.status,
+        g.text()
+    );
+    ensure!(
+        g.header("retry-after").parse::<u64>().is_ok_and(|s| s > 0),
+        "Retry-After {:?}",
+        g.header("retry-after")
+    );
+    let body: Value = serde_json::from_slice(&g.body)?;
+    ensure!(body["error"].is_string(), "{body}");
+    check_admitted(
+        &fetch(&http, &format!("{url}?hls_token={media}"), None).await?,
+        "a media token while the address is throttled",
+    )?;
+    let m = metric(&base, "relaycast_auth_throttled_total{kind=\"media\"}").await?;
+    ensure!(m >= 1.0, "throttled counter {m}");
+    server.shutdown().await;
+    Ok(())
+}

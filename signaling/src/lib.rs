@@ -110,3 +110,16 @@ pub enum AuthError {
     #[error(transparent)]
     Store(#[from] StoreError),
 }
+
+impl AuthError {
+    /// A credential was presented and is not good (unknown, badly signed,
+    /// expired, revoked): what a guesser sees, and what the edge counts
+    /// against the client's address. A missing credential, or a valid one
+    /// that does not allow the action, is not.
+    pub fn is_bad_credential(&self) -> bool {
+        matches!(
+            self,
+            AuthError::Invalid | AuthError::Expired | AuthError::Revoked
+        )
+    }
+}

@@ -32,6 +32,7 @@ use crate::message::{
 };
 use crate::metrics::Metrics;
 use crate::peer_policy::PeerPolicy;
+use throttle::{ClientKey, FailureLimiter};
 
 /// Permission lifetime (RFC 8656 §9).
 pub const PERMISSION_LIFETIME: Duration = Duration::from_secs(300);
@@ -137,6 +138,10 @@ pub struct EngineConfig {
     /// Key for nonces; random per process.
     pub nonce_key: [u8; 32],
     pub software: Option<String>,
+    /// Failed credential checks one client address (IPv4, or IPv6 /64) may
+    /// have in a window before its credentialed requests are dropped for
+    /// the rest of the window.
+    pub auth_fail_limits: throttle::Limits,
 }
 
 impl EngineConfig {
@@ -152,6 +157,7 @@ impl EngineConfig {
             nonce_lifetime_secs: 600,
             nonce_key,
             software: Some("relaycast".into()),
+            auth_fail_limits: throttle::Limits::DEFAULT,
         }
     }
 }
@@ -217,6 +223,8 @@ pub struct Engine<R> {
     next_id: u64,
     tid_counter: u64,
     metrics: Metrics,
+    /// Failed credential checks per client address.
+    failed_auth_by_addr: FailureLimiter<ClientKey>,
 }
 
 type Reject = Box<StunMessage>;
@@ -225,6 +233,7 @@ impl<R: Clone> Engine<R> {
     pub fn new(cfg: EngineConfig, metrics: Metrics) -> Engine<R> {
         Engine {
             nonces: Nonces::new(cfg.nonce_key, cfg.nonce_lifetime_secs),
+            failed_auth_by_addr: FailureLimiter::new(cfg.auth_fail_limits),
             cfg,
             by_tuple: FastMap::default(),
             allocations: FastMap::default(),
@@ -403,6 +412,26 @@ impl<R: Clone> Engine<R> {
                 self.send_indication(now, &tuple, raw, &msg)
             }
             MessageClass::Request => {
+                // A credential check from an address that failed too many
+                // is not made at all. STUN has no "too many requests"
+                // (RFC 8489 §14.8 lists no such error code, RFC 8656 adds
+                // none), and answering 401 again would keep reflecting
+                // traffic and let the client tell nothing apart anyway; so
+                // the request is dropped, as a server under load may do
+                // (RFC 8489 §6.3: the client retransmits, backs off and
+                // gives up). Only requests that carry MESSAGE-INTEGRITY
+                // are dropped: the first, unauthenticated Allocate still
+                // gets its cheap 401 challenge, and Binding requests and
+                // relayed data of existing allocations are untouched.
+                if msg.get_attribute::<MessageIntegrity>().is_some()
+                    && self
+                        .failed_auth_by_addr
+                        .check(&ClientKey::from(tuple.client.ip()), now.instant)
+                        .is_err()
+                {
+                    self.metrics.auth_throttled.inc();
+                    return ClientOutcome::Nothing;
+                }
                 let unknown: Vec<AttributeType> = msg
                     .unknown_attributes()
                     .map(|a| a.get_type())
@@ -479,6 +508,7 @@ impl<R: Clone> Engine<R> {
     fn authenticate(
         &mut self,
         now: Now,
+        client: IpAddr,
         raw: &[u8],
         msg: &StunMessage,
     ) -> Result<Authenticated, Reject> {
@@ -498,23 +528,29 @@ impl<R: Clone> Engine<R> {
         let password = match self.cfg.auth.password(username.name(), now.unix_secs) {
             Ok(p) => p,
             Err(Refusal::Unknown | Refusal::Expired) => {
-                self.metrics.auth_failures.inc();
-                return Err(self.challenge(msg, 401, "Unauthorized", now.unix_secs));
+                return Err(self.refuse_credential(msg, client, now));
             }
         };
         if realm.text() != self.cfg.realm {
-            self.metrics.auth_failures.inc();
-            return Err(self.challenge(msg, 401, "Unauthorized", now.unix_secs));
+            return Err(self.refuse_credential(msg, client, now));
         }
         let key = long_term_key(username.name(), realm.text(), &password);
         if !integrity_ok(raw, &key) {
-            self.metrics.auth_failures.inc();
-            return Err(self.challenge(msg, 401, "Unauthorized", now.unix_secs));
+            return Err(self.refuse_credential(msg, client, now));
         }
         Ok(Authenticated {
             username: username.name().to_string(),
             key,
         })
+    }
+
+    /// 401 for a credential that was checked and failed; counted against
+    /// the client's address.
+    fn refuse_credential(&mut self, msg: &StunMessage, client: IpAddr, now: Now) -> Reject {
+        self.metrics.auth_failures.inc();
+        self.failed_auth_by_addr
+            .failed(ClientKey::from(client), now.instant);
+        self.challenge(msg, 401, "Unauthorized", now.unix_secs)
     }
 
     /// An error carrying REALM and a fresh NONCE.
@@ -551,7 +587,7 @@ impl<R: Clone> Engine<R> {
         msg: &StunMessage,
     ) -> Result<(AllocationId, [u8; 16]), Vec<u8>> {
         let auth = self
-            .authenticate(now, raw, msg)
+            .authenticate(now, tuple.client.ip(), raw, msg)
             .map_err(|r| message::encode(*r))?;
         let Some(id) = self.by_tuple.get(tuple).copied() else {
             return Err(self.signed(error(msg, 437, "Allocation Mismatch"), &auth.key));
@@ -584,7 +620,7 @@ impl<R: Clone> Engine<R> {
         msg: &StunMessage,
         relays: &mut dyn RelayProvider<R>,
     ) -> Vec<u8> {
-        let auth = match self.authenticate(now, raw, msg) {
+        let auth = match self.authenticate(now, tuple.client.ip(), raw, msg) {
             Ok(a) => a,
             Err(r) => return message::encode(*r),
         };

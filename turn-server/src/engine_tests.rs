@@ -129,15 +129,11 @@ impl Harness {
     fn signed(
         &mut self,
         t: FiveTuple,
-        mut m: StunMessage,
+        m: StunMessage,
         creds: &Credentials,
         nonce: &str,
     ) -> StunMessage {
-        m.add_attribute(Username::new(creds.username.clone()).expect("short"));
-        m.add_attribute(Realm::new("relaycast".into()).expect("short"));
-        m.add_attribute(Nonce::new(nonce.into()).expect("short"));
-        let key = long_term_key(&creds.username, "relaycast", &creds.password);
-        let bytes = message::encode_with_integrity(m, &key);
+        let bytes = sign(m, creds, nonce);
         self.reply(t, &bytes)
     }
 
@@ -168,6 +164,15 @@ impl Harness {
         let m = self.allocate_request();
         (self.signed(t, m, &creds, &nonce), nonce)
     }
+}
+
+/// `m` with USERNAME, REALM, NONCE and MESSAGE-INTEGRITY for `creds`.
+fn sign(mut m: StunMessage, creds: &Credentials, nonce: &str) -> Vec<u8> {
+    m.add_attribute(Username::new(creds.username.clone()).expect("short"));
+    m.add_attribute(Realm::new("relaycast".into()).expect("short"));
+    m.add_attribute(Nonce::new(nonce.into()).expect("short"));
+    let key = long_term_key(&creds.username, "relaycast", &creds.password);
+    message::encode_with_integrity(m, &key)
 }
 
 fn code(m: &StunMessage) -> Option<u16> {
@@ -255,6 +260,98 @@ fn expired_rest_credentials_are_refused() {
     let r = h.signed(tuple(1), m, &creds, &nonce);
     assert_eq!(code(&r), Some(401));
     assert_eq!(h.metrics.auth_failures.get(), 1);
+}
+
+#[test]
+fn an_address_guessing_passwords_is_dropped_until_its_window_ends() {
+    let mut h = Harness::new(|c| {
+        c.auth_fail_limits = throttle::Limits {
+            failures: 5,
+            window: Duration::from_secs(60),
+            capacity: 1000,
+        }
+    });
+    let attacker = tuple(1);
+    let nonce = h.nonce(attacker);
+    let mut wrong = h.creds("alice");
+    wrong.password = "guess".into();
+    for _ in 0..5 {
+        let m = h.allocate_request();
+        assert_eq!(code(&h.signed(attacker, m, &wrong, &nonce)), Some(401));
+    }
+    assert_eq!(h.metrics.auth_failures.get(), 5);
+    for _ in 0..100 {
+        let bytes = sign(h.allocate_request(), &wrong, &nonce);
+        assert!(matches!(h.send(attacker, &bytes), ClientOutcome::Nothing));
+    }
+    assert_eq!(h.metrics.auth_throttled.get(), 100);
+    assert_eq!(
+        h.metrics.auth_failures.get(),
+        5,
+        "dropped requests are not checked"
+    );
+
+    // The right password from the same address (another port) is not even
+    // checked, so a guess cannot be confirmed while throttled.
+    let right = h.creds("alice");
+    let bytes = sign(h.allocate_request(), &right, &nonce);
+    assert!(matches!(h.send(tuple(2), &bytes), ClientOutcome::Nothing));
+    assert_eq!(h.engine.allocation_count(), 0);
+
+    // Unauthenticated requests are still answered: the challenge, Binding.
+    let challenge = h.nonce(attacker);
+    let m = h.request(BINDING);
+    assert_eq!(
+        h.reply(attacker, &message::encode(m)).class(),
+        MessageClass::SuccessResponse
+    );
+
+    // Another address is not affected.
+    let other = FiveTuple {
+        client: SocketAddr::from(([198, 51, 100, 10], 1)),
+        ..attacker
+    };
+    let (r, _) = h.allocate(other, "bob");
+    assert_eq!(r.class(), MessageClass::SuccessResponse, "{r:?}");
+
+    // Once the window is over, the right password works again.
+    h.advance(Duration::from_secs(60));
+    let m = h.allocate_request();
+    let r = h.signed(attacker, m, &right, &challenge);
+    assert_eq!(r.class(), MessageClass::SuccessResponse, "{r:?}");
+    assert_eq!(h.engine.allocation_count(), 2);
+}
+
+#[test]
+fn an_ipv6_client_is_counted_by_its_slash_64() {
+    let mut h = Harness::new(|c| {
+        c.auth_fail_limits = throttle::Limits {
+            failures: 2,
+            window: Duration::from_secs(60),
+            capacity: 1000,
+        }
+    });
+    let at = |host: u16| FiveTuple {
+        client: SocketAddr::new(
+            std::net::Ipv6Addr::new(0x2001, 0xdb8, 1, 2, 0, 0, 0, host).into(),
+            4000,
+        ),
+        server: SocketAddr::from(([192, 0, 2, 1], 3478)),
+        transport: Transport::Udp,
+    };
+    let nonce = h.nonce(at(1));
+    let mut wrong = h.creds("alice");
+    wrong.password = "guess".into();
+    for host in 1..=2 {
+        let m = h.allocate_request();
+        assert_eq!(code(&h.signed(at(host), m, &wrong, &nonce)), Some(401));
+    }
+    let bytes = sign(h.allocate_request(), &wrong, &nonce);
+    assert!(
+        matches!(h.send(at(3), &bytes), ClientOutcome::Nothing),
+        "a new interface identifier in the same /64 is the same client"
+    );
+    assert_eq!(h.metrics.auth_throttled.get(), 1);
 }
 
 #[test]

@@ -10,6 +10,9 @@ pub struct Metrics {
     pub relayed_bytes: IntCounter,
     /// Requests that carried credentials we refused (wrong, unknown, expired).
     pub auth_failures: IntCounter,
+    /// Credentialed requests dropped unanswered because their address had
+    /// too many failed credential checks.
+    pub auth_throttled: IntCounter,
     /// Allocate requests refused by a per-user or total quota (486).
     pub quota_rejections: IntCounter,
     /// Datagrams or stream records that were not valid STUN or ChannelData.
@@ -23,6 +26,7 @@ impl Metrics {
         registry.register(Box::new(m.allocations.clone()))?;
         registry.register(Box::new(m.relayed_bytes.clone()))?;
         registry.register(Box::new(m.auth_failures.clone()))?;
+        registry.register(Box::new(m.auth_throttled.clone()))?;
         registry.register(Box::new(m.quota_rejections.clone()))?;
         registry.register(Box::new(m.malformed.clone()))?;
         Ok(m)
@@ -42,6 +46,11 @@ impl Metrics {
             auth_failures: IntCounter::new(
                 "relaycast_turn_auth_failures_total",
                 "TURN requests with refused credentials",
+            )
+            .expect("valid metric"),
+            auth_throttled: IntCounter::new(
+                "relaycast_turn_auth_throttled_total",
+                "TURN requests dropped because their address failed too many credential checks",
             )
             .expect("valid metric"),
             quota_rejections: IntCounter::new(

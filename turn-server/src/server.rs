@@ -73,6 +73,9 @@ pub struct TurnConfig {
     pub allow_loopback_peers: bool,
     pub user_quota: usize,
     pub total_quota: usize,
+    /// Failed credential checks per client address before its
+    /// credentialed requests are dropped for the rest of the window.
+    pub auth_fail_limits: throttle::Limits,
     /// Threads that run the UDP listener and the relay sockets (default:
     /// one per core).
     pub udp_threads: usize,
@@ -95,6 +98,7 @@ impl TurnConfig {
             allow_loopback_peers: false,
             user_quota: 100,
             total_quota: 50_000,
+            auth_fail_limits: throttle::Limits::DEFAULT,
             udp_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
@@ -429,6 +433,7 @@ impl TurnServer {
         };
         ecfg.user_quota = cfg.user_quota;
         ecfg.total_quota = cfg.total_quota;
+        ecfg.auth_fail_limits = cfg.auth_fail_limits;
         let mut udp_rts = Vec::new();
         let mut udp_stop = Vec::new();
         for i in 0..cfg.udp_threads.max(1) {

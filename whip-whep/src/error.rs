@@ -40,6 +40,10 @@ pub enum ApiError {
     Unprocessable(String),
     #[error("service unavailable")]
     Unavailable,
+    /// 429 with `Retry-After`: the client's address had too many failed
+    /// credentials; refused before its credential is looked at.
+    #[error("too many failed credentials from this address, retry in {} s", throttle::retry_after_secs(*.0))]
+    TooManyRequests(std::time::Duration),
     /// Logged with its cause; the client sees a generic message.
     #[error("internal error")]
     Internal(String),
@@ -92,6 +96,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -137,6 +142,12 @@ impl IntoResponse for ApiError {
             ApiError::RetryLater(_) | ApiError::Unavailable => {
                 resp.headers_mut()
                     .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+            }
+            ApiError::TooManyRequests(wait) => {
+                resp.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    header::HeaderValue::from(throttle::retry_after_secs(wait)),
+                );
             }
             _ => {}
         }

@@ -17,6 +17,7 @@ mod sdpfrag;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::body::{to_bytes, Body};
 use axum::extract::{Path, RawQuery, State};
@@ -27,7 +28,8 @@ use axum::routing::post;
 use axum::Router;
 use parking_lot::Mutex;
 use sfu::{LayerCap, Role, SessionId, Sfu, SfuError};
-use signaling::{Store, Tokens};
+use signaling::{AuthError, Store, Tokens};
+use throttle::{AuthKind, AuthThrottle};
 use tower_http::cors::{Any, CorsLayer};
 
 pub use crate::error::{json_error, ApiError};
@@ -61,6 +63,8 @@ pub struct WhipWhepState {
     pub ice_servers: Arc<Vec<String>>,
     /// TURN servers with fresh credentials per session (see [`TurnLinks`]).
     pub turn: Option<TurnLinks>,
+    /// Failed credentials per client address (shared with the REST API).
+    pub auth_throttle: Arc<AuthThrottle>,
     resources: Arc<Mutex<HashMap<SessionId, Resource>>>,
 }
 
@@ -83,6 +87,7 @@ impl WhipWhepState {
             tokens,
             ice_servers: Arc::new(ice_servers),
             turn: None,
+            auth_throttle: Arc::new(AuthThrottle::default()),
             resources: Arc::new(Mutex::new(HashMap::new())),
         }
     }
@@ -90,6 +95,12 @@ impl WhipWhepState {
     /// Adds TURN servers whose credentials are minted for each answer.
     pub fn with_turn(mut self, turn: TurnLinks) -> WhipWhepState {
         self.turn = Some(turn);
+        self
+    }
+
+    /// Counts failed credentials in `throttle` (the process's one table).
+    pub fn with_auth_throttle(mut self, throttle: Arc<AuthThrottle>) -> WhipWhepState {
+        self.auth_throttle = throttle;
         self
     }
 
@@ -121,6 +132,29 @@ impl Kind {
             Kind::Whip => Role::Publisher,
             Kind::Whep => Role::Viewer,
         }
+    }
+    fn auth_kind(self) -> AuthKind {
+        match self {
+            Kind::Whip => AuthKind::Whip,
+            Kind::Whep => AuthKind::Whep,
+        }
+    }
+}
+
+/// Counts a bad credential against the client's address.
+fn count_failure<'a>(
+    state: &'a WhipWhepState,
+    kind: Kind,
+    client: &ClientIp,
+) -> impl FnOnce(AuthError) -> AuthError + 'a {
+    let ip = client.0;
+    move |e| {
+        if e.is_bad_credential() {
+            state
+                .auth_throttle
+                .failed(ip, kind.auth_kind(), Instant::now());
+        }
+        e
     }
 }
 
@@ -320,6 +354,12 @@ async fn create(
         return Err(ApiError::NotFound("stream"));
     }
     let offer = read_body(body, "application/sdp", &headers).await?;
+    // Before any credential is looked at: a throttled address learns
+    // nothing, not even whether a guess was right.
+    state
+        .auth_throttle
+        .check(client.0, kind.auth_kind(), Instant::now())
+        .map_err(ApiError::TooManyRequests)?;
     let bearer = bearer(&headers, query.as_deref());
     state.prune();
     let answer = match kind {
@@ -327,7 +367,8 @@ async fn create(
             let grant = state
                 .store
                 .authorize_publish(&state.tokens, &stream, bearer.as_deref())
-                .await?;
+                .await
+                .map_err(count_failure(&state, kind, &client))?;
             check_sdp(&offer)?;
             state.sfu.publish(&stream, &offer, &grant.owner()).await
         }
@@ -351,7 +392,8 @@ async fn create(
                     bearer.as_deref(),
                     signaling::Viewer { ip: client.0 },
                 )
-                .await?;
+                .await
+                .map_err(count_failure(&state, kind, &client))?;
             check_sdp(&offer)?;
             let cap = match query_param(query.as_deref(), "layer") {
                 None => LayerCap::Auto,

@@ -39,7 +39,7 @@ pub enum ApiError {
     #[error("{0}")]
     Unprocessable(String),
     /// 429 with `Retry-After`.
-    #[error("too many attempts, retry in {} s", .0.as_secs())]
+    #[error("too many attempts, retry in {} s", throttle::retry_after_secs(*.0))]
     TooManyRequests(Duration),
     /// 503: a feature that is not configured.
     #[error("{0}")]
@@ -126,7 +126,7 @@ impl IntoResponse for ApiError {
             ApiError::TooManyRequests(after) => {
                 resp.headers_mut().insert(
                     header::RETRY_AFTER,
-                    HeaderValue::from(after.as_secs().max(1)),
+                    HeaderValue::from(throttle::retry_after_secs(*after)),
                 );
             }
             _ => {}

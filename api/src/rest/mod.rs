@@ -66,6 +66,9 @@ pub struct RestState {
     pub viewers: crate::viewers::Viewers,
     pub config: Arc<RestConfig>,
     pub limiter: Arc<ratelimit::LoginLimiter>,
+    /// Failed bearer credentials per client address (shared with WHIP and
+    /// WHEP: one budget per address).
+    pub auth_throttle: Arc<throttle::AuthThrottle>,
 }
 
 impl RestState {
@@ -78,7 +81,14 @@ impl RestState {
             sfu,
             config: Arc::new(config),
             limiter,
+            auth_throttle: Arc::new(throttle::AuthThrottle::default()),
         }
+    }
+
+    /// Counts failed credentials in `throttle` (the process's one table).
+    pub fn with_auth_throttle(mut self, throttle: Arc<throttle::AuthThrottle>) -> RestState {
+        self.auth_throttle = throttle;
+        self
     }
 }
 
@@ -206,13 +216,64 @@ fn bearer(parts: &Parts) -> Result<Option<&str>, ApiError> {
     }
 }
 
-async fn authenticate(state: &RestState, bearer: &str) -> Result<Principal, ApiError> {
+/// Authenticates `bearer` from `ip`: refused at once (429) while the
+/// address is throttled; a bad, expired or revoked credential counts
+/// against it.
+async fn authenticate(
+    state: &RestState,
+    bearer: &str,
+    ip: Option<std::net::IpAddr>,
+) -> Result<Principal, ApiError> {
+    let kind = if bearer.starts_with(API_KEY_PREFIX) {
+        throttle::AuthKind::ApiKey
+    } else {
+        throttle::AuthKind::ApiToken
+    };
+    state
+        .auth_throttle
+        .check(ip, kind, std::time::Instant::now())
+        .map_err(ApiError::TooManyRequests)?;
+    let result = check_credential(state, bearer).await;
+    if let Err(e) = &result {
+        if e.is_bad_credential() {
+            state
+                .auth_throttle
+                .failed(ip, kind, std::time::Instant::now());
+        }
+    }
+    result.map_err(ApiError::from)
+}
+
+/// Why a bearer did not authenticate: a [`signaling::AuthError`] (bad
+/// credentials are counted), or an error of the API's own.
+enum CredentialError {
+    Auth(signaling::AuthError),
+    Api(ApiError),
+}
+
+impl CredentialError {
+    fn is_bad_credential(&self) -> bool {
+        matches!(self, CredentialError::Auth(e) if e.is_bad_credential())
+    }
+}
+
+impl From<CredentialError> for ApiError {
+    fn from(e: CredentialError) -> ApiError {
+        match e {
+            CredentialError::Auth(e) => ApiError::from(e),
+            CredentialError::Api(e) => e,
+        }
+    }
+}
+
+async fn check_credential(state: &RestState, bearer: &str) -> Result<Principal, CredentialError> {
     if bearer.starts_with(API_KEY_PREFIX) {
         let (user, key_id) = state
             .store
             .user_by_api_key(bearer)
-            .await?
-            .ok_or(ApiError::Unauthorized("invalid credential"))?;
+            .await
+            .map_err(|e| CredentialError::Api(e.into()))?
+            .ok_or(CredentialError::Auth(signaling::AuthError::Invalid))?;
         return Ok(Principal {
             subject: user.id,
             role: user.role,
@@ -220,11 +281,15 @@ async fn authenticate(state: &RestState, bearer: &str) -> Result<Principal, ApiE
             api_key: Some(key_id),
         });
     }
-    let claims = state.store.verify_token(&state.tokens, bearer).await?;
+    let claims = state
+        .store
+        .verify_token(&state.tokens, bearer)
+        .await
+        .map_err(CredentialError::Auth)?;
     if !claims.role.is_account() {
-        return Err(ApiError::Forbidden(
+        return Err(CredentialError::Api(ApiError::Forbidden(
             "a stream token (publish/play) cannot be used on the API",
-        ));
+        )));
     }
     Ok(Principal {
         subject: claims.sub,
@@ -234,11 +299,19 @@ async fn authenticate(state: &RestState, bearer: &str) -> Result<Principal, ApiE
     })
 }
 
+/// The TCP peer's address of a request (see [`ClientIp`]).
+fn peer_ip(parts: &Parts) -> Option<std::net::IpAddr> {
+    parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip())
+}
+
 impl FromRequestParts<RestState> for Principal {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &RestState) -> Result<Self, ApiError> {
         let b = bearer(parts)?.ok_or(ApiError::Unauthorized("missing bearer token"))?;
-        authenticate(state, b).await
+        authenticate(state, b, peer_ip(parts)).await
     }
 }
 
@@ -250,7 +323,9 @@ impl FromRequestParts<RestState> for MaybePrincipal {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &RestState) -> Result<Self, ApiError> {
         match bearer(parts)? {
-            Some(b) => Ok(MaybePrincipal(Some(authenticate(state, b).await?))),
+            Some(b) => Ok(MaybePrincipal(Some(
+                authenticate(state, b, peer_ip(parts)).await?,
+            ))),
             None => Ok(MaybePrincipal(None)),
         }
     }
@@ -283,12 +358,7 @@ pub struct ClientIp(pub Option<std::net::IpAddr>);
 impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
     type Rejection = std::convert::Infallible;
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(ClientIp(
-            parts
-                .extensions
-                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-                .map(|c| c.0.ip()),
-        ))
+        Ok(ClientIp(peer_ip(parts)))
     }
 }
 
