@@ -196,7 +196,15 @@ async function loadHistory(stream) {
     rows.replaceChildren(el('tr', {}, el('td', { colspan: '3', class: 'hint' }, `Sessions unavailable: ${e.message}`)));
   }
   try {
-    const res = await fetch(`/vod/${encodeURIComponent(stream)}`);
+    // A stream that is not public keeps its recordings behind the same
+    // door as its live media: the owner asks for a play token first.
+    let res = await fetch(`/vod/${encodeURIComponent(stream)}`);
+    let ticket = '';
+    if (res.status === 401 || res.status === 403) {
+      const { token } = await api('POST', `/api/streams/${encodeURIComponent(stream)}/play-token`, {});
+      ticket = `&token=${encodeURIComponent(token)}`;
+      res = await fetch(`/vod/${encodeURIComponent(stream)}?token=${encodeURIComponent(token)}`);
+    }
     const vod = $('vod');
     if (res.status === 404) vod.textContent = 'No recordings on this server.';
     else if (!res.ok) vod.textContent = `Recordings unavailable (HTTP ${res.status}).`;
@@ -208,7 +216,7 @@ async function loadHistory(stream) {
         const list = data.recordings ?? [];
         vod.replaceChildren(
           ...list.flatMap((r) => [
-            el('a', { href: `/watch/${encodeURIComponent(stream)}?vod=${encodeURIComponent(r.run)}` }, `Recording ${r.run}`),
+            el('a', { href: `/watch/${encodeURIComponent(stream)}?vod=${encodeURIComponent(r.run)}${ticket}` }, `Recording ${r.run}`),
             ' (',
             el('a', { href: r.url }, 'HLS playlist'),
             ') ',

@@ -52,6 +52,7 @@ const state = {
   fallbackReason: null,
   firstFrameMs: null,
   hlsRequested: false,
+  hlsAuthRetried: false,
   viewers: null,
   dataChannel: null, // state of the "events" data channel, if any
   chat: { connected: false, user: null, can_chat: false, moderator: false, slow_mode: 0 },
@@ -330,10 +331,29 @@ async function playHls(reason) {
       $('layer').disabled = h.levels.length < 2;
       video.play().catch(() => {});
     });
+    h.on(Hls.Events.FRAG_LOADED, () => {
+      state.hlsAuthRetried = false;
+    });
     h.on(Hls.Events.ERROR, (_e, data) => {
       if (!data.fatal || hls !== h) return;
       const code = data.response?.code;
       stopHls();
+      if (code === 401 || code === 403) {
+        // A paywalled stream: the media token the playlists carry may have
+        // run out (it lasts hours); one fresh start from the multivariant
+        // playlist with the play token gets a new one. Refused again: this
+        // viewer may not watch, and retrying will not change that.
+        if (!state.hlsAuthRetried) {
+          state.hlsAuthRetried = true;
+          playHls(reason);
+          return;
+        }
+        setState('error', 'Cannot play', 'error');
+        showError(playToken
+          ? `Not allowed to watch: the play link was refused (HTTP ${code}).`
+          : 'Not allowed to watch: this stream needs a ticket (a play link with ?token=).');
+        return;
+      }
       if (code === 404 || code === 503) {
         // 404: not live (or not H.264); 503: no keyframe yet.
         setState('offline', vodRun ? 'No such recording' : 'Offline — waiting for the stream', 'warn');

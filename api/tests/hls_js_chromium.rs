@@ -206,3 +206,78 @@ async fn hls_viewers_seen(base: String, token: String) -> Result<u64> {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
+
+/// The web player on a paywalled (entitled) stream: with a play link it
+/// plays over WebRTC and, forced to LL-HLS, through hls.js with every
+/// media request carrying the media token (never the play token); without
+/// one it says it is not allowed and never plays, on either path. The
+/// browser side is `tests/browser/entitled_watch.mjs`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_web_player_plays_a_paywalled_stream_only_with_a_play_link() -> Result<()> {
+    init_logging();
+    let missing = prerequisites_missing();
+    if !missing.is_empty() {
+        if in_ci() {
+            bail!("browser prerequisites missing under CI: {}", missing.join(", "));
+        }
+        eprintln!("SKIPPED: paywalled web player test; missing {}", missing.join(", "));
+        return Ok(());
+    }
+    let _serial = serial().await;
+    with_timeout(Duration::from_secs(240), async {
+        let frames = tokio::task::spawn_blocking(|| {
+            encode_h264_test_pattern_with_gop(TestPattern::BRIGHT_TOP, 320, 240, 120, 30, 30)
+        })
+        .await
+        .context("encoder task")??;
+        // The source rendition only, to spare the CPU for Chromium.
+        let server = TestServer::start_with(|c| c.hls.ladder = Vec::new()).await?;
+        let base = server.base_url().to_owned();
+        // `keys create NAME --private`: entitled.
+        let key = server.create_stream("paywalled", true).await?;
+        let play = server.token("paywalled", "play", Duration::from_secs(3600))?;
+        let publisher =
+            whip_publish(&base, "paywalled", &key, &PublishOptions::h264_and_opus()).await?;
+        publisher.peer().wait_connected(CONNECT_TIMEOUT).await?;
+        let video = spawn_sample_sender(
+            publisher.media.video_track()?,
+            Arc::new(frames),
+            FRAME_DURATION_30FPS,
+            true,
+        );
+        let audio = spawn_opus_sender(publisher.media.audio_track()?);
+        let child = Command::new("node")
+            .arg(browser_dir().join("entitled_watch.mjs"))
+            .arg(&base)
+            .arg("paywalled")
+            .arg(&play)
+            .current_dir(browser_dir())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("spawning node")?;
+        let out = tokio::time::timeout(Duration::from_secs(200), child.wait_with_output())
+            .await
+            .context("entitled_watch.mjs did not finish in 200 s")?
+            .context("running entitled_watch.mjs")?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        eprintln!(
+            "---- entitled_watch.mjs stderr ----\n{}",
+            String::from_utf8_lossy(&out.stderr).trim_end()
+        );
+        let result = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("RESULT "))
+            .with_context(|| format!("no RESULT line from entitled_watch.mjs: {stdout}"))?;
+        eprintln!("entitled_watch: {result}");
+        ensure!(out.status.success(), "entitled_watch.mjs failed: {result}");
+        video.stop().await?;
+        audio.stop().await?;
+        publisher.close().await?;
+        server.shutdown().await;
+        Ok(())
+    })
+    .await
+}
