@@ -1,7 +1,7 @@
 //! `relaycast_publishers` counts live publishers: a WHIP session replaced
 //! by a republish with the same key leaves the gauge when it is replaced,
-//! not at its connect deadline, and is not taken off a second time when
-//! that deadline passes.
+//! not when the SFU finally reaps it (for a session that never connected,
+//! at its connect deadline), and is not taken off a second time then.
 
 mod support;
 
@@ -28,9 +28,16 @@ async fn a_replaced_whip_session_leaves_the_gauge_at_once() -> Result<()> {
         let key = server.create_stream("show", false).await?;
 
         // A WHIP POST whose peer never connects (the answer is never
-        // applied): the session waits for its connect deadline.
+        // applied) and that asks to be the DTLS server, so the SFU's DTLS
+        // client handshake is under way: closing it does not end it at
+        // once, it lingers until its connect deadline.
         let ghost = PublisherPeer::new(&PublishOptions::h264_and_opus()).await?;
-        let offer = ghost.peer.create_offer(false).await?;
+        let offer = ghost
+            .peer
+            .create_offer(false)
+            .await?
+            .replace("a=setup:actpass", "a=setup:passive");
+        ensure!(offer.contains("a=setup:passive"), "{offer}");
         post_offer(&base, "/whip/show", Some(&key), &offer).await?;
         ensure!(publishers(&base).await? == 1.0);
 
