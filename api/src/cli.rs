@@ -139,6 +139,8 @@ pub struct ServeArgs {
     #[arg(long, env = "RELAYCAST_HLS_TOKEN_KEY", hide_env_values = true, value_parser = parse_hls_token_key)]
     pub hls_token_key: Option<String>,
     #[command(flatten)]
+    pub http: HttpArgs,
+    #[command(flatten)]
     pub data: DataDir,
     #[command(flatten)]
     pub turn: TurnArgs,
@@ -146,6 +148,34 @@ pub struct ServeArgs {
     pub auth_fail: AuthFailArgs,
     #[command(flatten)]
     pub scylla: ScyllaArgs,
+}
+
+/// Limits of an HTTP listener (the API's, or `relaycast turn`'s metrics).
+#[derive(Debug, Clone, Args)]
+pub struct HttpArgs {
+    /// Time a connection has to send a complete request head (from accept,
+    /// or from the first byte of a kept-alive connection's next request).
+    #[arg(long, env = "RELAYCAST_HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_ttl)]
+    pub http_header_timeout: Duration,
+    /// Time a kept-alive connection may wait for its next request.
+    #[arg(long, env = "RELAYCAST_HTTP_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_ttl)]
+    pub http_idle_timeout: Duration,
+    /// Connections one client address (IPv6: one /64) may hold open; more
+    /// are closed at once.
+    #[arg(long, env = "RELAYCAST_HTTP_MAX_CONNS_PER_IP", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub http_max_conns_per_ip: u32,
+}
+
+impl HttpArgs {
+    pub fn to_limits(&self) -> crate::http_listener::HttpLimits {
+        crate::http_listener::HttpLimits {
+            header_timeout: self.http_header_timeout,
+            idle_timeout: self.http_idle_timeout,
+            max_conns_per_ip: self.http_max_conns_per_ip as usize,
+            ..Default::default()
+        }
+    }
 }
 
 /// Analytics in ScyllaDB instead of the SQL database.
@@ -201,6 +231,8 @@ pub struct TurnCommand {
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 0.0.0.0:9641).
     #[arg(long, env = "RELAYCAST_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
+    #[command(flatten)]
+    pub http: HttpArgs,
     #[command(flatten)]
     pub turn: TurnArgs,
     #[command(flatten)]
@@ -553,6 +585,35 @@ mod tests {
         );
         assert!(serve(&["--scylla-keyspace", "a-b"]).is_err());
         assert!(serve(&["--scylla-replication", "0"]).is_err());
+    }
+
+    #[test]
+    fn http_limit_flags() {
+        let limits = |args: &[&str]| {
+            let cli = Cli::try_parse_from(["relaycast", "serve"].iter().chain(args))?;
+            let Command::Serve(a) = cli.command else {
+                panic!("not the serve command");
+            };
+            Ok::<_, clap::Error>(a.http.to_limits())
+        };
+        assert_eq!(
+            limits(&[]).expect("parses"),
+            crate::http_listener::HttpLimits::default()
+        );
+        let l = limits(&[
+            "--http-header-timeout",
+            "5s",
+            "--http-idle-timeout",
+            "2m",
+            "--http-max-conns-per-ip",
+            "32",
+        ])
+        .expect("parses");
+        assert_eq!(l.header_timeout, Duration::from_secs(5));
+        assert_eq!(l.idle_timeout, Duration::from_secs(120));
+        assert_eq!(l.max_conns_per_ip, 32);
+        assert!(limits(&["--http-max-conns-per-ip", "0"]).is_err());
+        assert!(limits(&["--http-idle-timeout", "0s"]).is_err());
     }
 
     #[test]

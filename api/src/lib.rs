@@ -8,10 +8,14 @@
 //! stream events into `stream_sessions` rows. Media runs on the `sfu` workers'
 //! UDP sockets; TURN (`turn-server`), when configured, on its own sockets.
 //! [`start`] takes an already-bound listener so tests run servers on
-//! port 0 in-process.
+//! port 0 in-process; [`http_listener`] serves it with header and idle
+//! timeouts and a per-address connection cap, and [`http_edge`] holds the
+//! rules every route follows (JSON 405s, one `Authorization` header).
 
 pub mod analytics;
 pub mod cli;
+pub mod http_edge;
+pub mod http_listener;
 pub mod log_sampling;
 pub mod media_access;
 pub mod realtime;
@@ -43,6 +47,9 @@ use tokio::task::JoinHandle;
 pub struct Config {
     /// Address the HTTP listener is bound to (informational for [`start`]).
     pub http_addr: SocketAddr,
+    /// Header and idle timeouts and the per-address connection cap of the
+    /// HTTP listener.
+    pub http: http_listener::HttpLimits,
     /// First UDP media port (one per worker); 0 lets the OS choose.
     pub media_port: u16,
     /// Address put in ICE candidates; `None` picks the first non-loopback
@@ -101,6 +108,7 @@ impl Config {
     pub fn for_test(data_dir: PathBuf) -> Config {
         Config {
             http_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            http: http_listener::HttpLimits::default(),
             media_port: 0,
             public_ip: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
             bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
@@ -433,6 +441,8 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
         }
     };
     let metrics = sfu::Metrics::new(&registry).context("registering metrics")?;
+    let http_metrics =
+        http_listener::HttpMetrics::new(&registry).context("registering HTTP metrics")?;
     let public_ip = config.public_ip.unwrap_or_else(default_public_ip);
     let sfu = Sfu::start(
         &SfuConfig {
@@ -646,22 +656,25 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
                 StatusCode::NOT_FOUND,
                 axum::Json(serde_json::json!({"error": "not found"})),
             )
-        });
+        })
+        .layer(axum::middleware::map_response(
+            http_edge::json_method_not_allowed,
+        ))
+        .layer(axum::middleware::from_fn(
+            http_edge::refuse_repeated_authorization,
+        ));
     let http_addr = listener.local_addr()?;
     let (tx, rx) = oneshot::channel::<()>();
-    let http = tokio::spawn(async move {
-        // Connect info: WHEP address rules need the viewer's address.
-        let serve = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async {
+    // Handlers get `ConnectInfo<SocketAddr>` from it (WHEP address rules).
+    let http = tokio::spawn(http_listener::serve(
+        listener,
+        app,
+        config.http,
+        http_metrics,
+        async {
             let _ = rx.await;
-        });
-        if let Err(e) = serve.await {
-            tracing::error!("HTTP server stopped: {e}");
-        }
-    });
+        },
+    ));
     tracing::info!(%http_addr, media = ?sfu.media_addrs(), "relaycast serving");
     Ok(Server {
         http_addr,
@@ -746,8 +759,14 @@ async fn ice_servers_handler(
 }
 
 /// `/metrics` and `/healthz` on their own, for `relaycast turn`, which has
-/// no HTTP API to carry them.
-pub async fn serve_metrics(listener: tokio::net::TcpListener, registry: Registry) {
+/// no HTTP API to carry them; served until the task is dropped.
+pub async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    registry: Registry,
+    limits: http_listener::HttpLimits,
+) -> anyhow::Result<()> {
+    let http_metrics =
+        http_listener::HttpMetrics::new(&registry).context("registering HTTP metrics")?;
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route(
@@ -757,9 +776,15 @@ pub async fn serve_metrics(listener: tokio::net::TcpListener, registry: Registry
                 async move { render_metrics(&registry) }
             }),
         );
-    if let Err(e) = axum::serve(listener, app).await {
-        tracing::error!("metrics listener: {e}");
-    }
+    http_listener::serve(
+        listener,
+        app,
+        limits,
+        http_metrics,
+        std::future::pending::<()>(),
+    )
+    .await;
+    Ok(())
 }
 
 fn render_metrics(registry: &Registry) -> axum::response::Response {

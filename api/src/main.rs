@@ -37,6 +37,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
             let config = api::Config {
                 http_addr: a.http_addr,
+                http: a.http.to_limits(),
                 media_port: a.media_port,
                 public_ip: a.public_ip,
                 bind_ip: a.bind_ip,
@@ -174,7 +175,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         "relaycast TURN metrics on http://{}/metrics",
                         listener.local_addr()?
                     );
-                    Some(tokio::spawn(api::serve_metrics(listener, registry)))
+                    let limits = t.http.to_limits();
+                    Some(tokio::spawn(async move {
+                        if let Err(e) = api::serve_metrics(listener, registry, limits).await {
+                            tracing::error!("metrics listener: {e:#}");
+                        }
+                    }))
                 }
                 None => None,
             };

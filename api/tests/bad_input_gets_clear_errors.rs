@@ -564,3 +564,98 @@ async fn garbage_udp_is_counted_and_stun_binding_is_answered() {
     assert_eq!(r.status(), StatusCode::OK);
     h.server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_method_gets_405_with_json_and_allow() {
+    let h = harness("405").await;
+    for (method, path, allowed) in [
+        (Method::DELETE, "/healthz", "GET"),
+        (Method::PUT, "/whip/show", "POST"),
+        (Method::GET, "/api/auth/login", "POST"),
+        (Method::PATCH, "/api/streams", "GET"),
+    ] {
+        let r = h
+            .client
+            .request(method.clone(), format!("{}{path}", h.base))
+            .send()
+            .await
+            .expect("request");
+        let status = r.status();
+        let headers = r.headers().clone();
+        let body = r.text().await.expect("body");
+        assert_json_error(
+            status,
+            &body,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed",
+        );
+        assert_eq!(
+            headers.get(CONTENT_TYPE).map(|v| v.as_bytes()),
+            Some(&b"application/json"[..]),
+            "{method} {path}"
+        );
+        let allow = headers
+            .get("allow")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        assert!(
+            allow.split(',').any(|m| m.trim() == allowed),
+            "{method} {path}: Allow {allow:?} should list {allowed}"
+        );
+    }
+    h.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_authorization_headers_get_400() {
+    let h = harness("two-auth").await;
+    let key = h.server.create_stream("show", false).await.expect("key");
+    let admin = h
+        .server
+        .token_for("root", None, "admin", Duration::from_secs(60))
+        .expect("jwt");
+    // Even two valid credentials: which one counts would be up to whoever
+    // reads the request (this server, a proxy, a log), so neither does.
+    let r = h
+        .client
+        .post(format!("{}/whip/show", h.base))
+        .header(CONTENT_TYPE, "application/sdp")
+        .header(AUTHORIZATION, format!("Bearer {key}"))
+        .header(AUTHORIZATION, "Bearer rk_someone_else")
+        .body(offer(Direction::SendOnly))
+        .send()
+        .await
+        .expect("request");
+    let status = r.status();
+    assert_json_error(
+        status,
+        &r.text().await.expect("body"),
+        StatusCode::BAD_REQUEST,
+        "authorization",
+    );
+    let r = h
+        .client
+        .get(format!("{}/api/streams", h.base))
+        .header(AUTHORIZATION, format!("Bearer {admin}"))
+        .header(AUTHORIZATION, format!("Bearer {admin}"))
+        .send()
+        .await
+        .expect("request");
+    let status = r.status();
+    assert_json_error(
+        status,
+        &r.text().await.expect("body"),
+        StatusCode::BAD_REQUEST,
+        "authorization",
+    );
+    // One header is fine.
+    let r = h
+        .client
+        .get(format!("{}/api/streams", h.base))
+        .header(AUTHORIZATION, format!("Bearer {admin}"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), StatusCode::OK);
+    h.server.shutdown().await;
+}

@@ -523,7 +523,12 @@ impl Sfu {
                 stats: Arc::clone(&peer.stats),
             },
         );
-        self.shared.metrics.publishers.inc();
+        // The gauge counts held publisher slots: a replacement takes over
+        // the slot (and its count) at once; the replaced session, closing
+        // or never connected, no longer holds it (see `clear_publisher`).
+        if replaced.is_none() {
+            self.shared.metrics.publishers.inc();
+        }
         permit.send(Command::AddPeer(Box::new(peer)));
         if let Some(old) = replaced {
             tracing::info!(stream, old = %old.session, new = %answer.session, "publisher replaced by the same credential");
@@ -675,6 +680,7 @@ impl Sfu {
             if info.role == Role::Publisher {
                 let hub = self.streams.lock().get(&info.stream).cloned();
                 if hub.is_some_and(|h| h.clear_publisher(session)) {
+                    self.shared.metrics.publishers.dec();
                     self.shared.emit(&info.stream, StreamEventKind::Ended);
                 }
             }

@@ -82,7 +82,10 @@ pub struct Metrics {
 impl Metrics {
     pub fn new(registry: &Registry) -> Result<Metrics, prometheus::Error> {
         let m = Metrics {
-            publishers: IntGauge::new("relaycast_publishers", "Publishing sessions")?,
+            publishers: IntGauge::new(
+                "relaycast_publishers",
+                "Streams with a publisher session (a replaced session leaves at once)",
+            )?,
             viewers: IntGauge::new("relaycast_viewers", "Viewing sessions")?,
             packets_in: IntCounter::new("relaycast_udp_packets_in_total", "Datagrams received")?,
             bytes_in: IntCounter::new("relaycast_udp_bytes_in_total", "Bytes received")?,

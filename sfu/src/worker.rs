@@ -654,10 +654,12 @@ impl Worker {
         tracing::info!(session = %p.session, stream = %p.hub.name, role = ?p.role(), "session ended");
         match p.kind {
             PeerKind::Publisher(_) => {
+                // Only the slot's holder is counted: a replaced session or
+                // one already ended by DELETE left the gauge then.
                 if p.hub.clear_publisher(p.session) {
+                    self.shared.metrics.publishers.dec();
                     self.shared.emit(&p.hub.name, crate::StreamEventKind::Ended);
                 }
-                self.shared.metrics.publishers.dec();
             }
             PeerKind::Viewer(_) => {
                 p.hub.remove_viewer(self.index);
