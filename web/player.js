@@ -226,6 +226,7 @@ async function playWhep() {
   }
   if (res.status !== 201) {
     conn.close();
+    video.srcObject = null;
     let why = body.slice(0, 200);
     try {
       why = JSON.parse(body).error || why;
