@@ -20,6 +20,8 @@
 //! of "<t>.<body>" keyed with the endpoint's secret>`. Receivers recompute
 //! it and reject stale `t` to stop replays.
 
+pub mod destination;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
