@@ -306,14 +306,26 @@ pub struct TokenArgs {
     /// Lifetime: e.g. 90s, 30m, 1h, 2d.
     #[arg(long, default_value = "1h", value_parser = parse_ttl)]
     pub ttl: Duration,
-    /// Subject claim.
-    #[arg(long, default_value = "cli")]
-    pub subject: String,
+    /// Subject claim (default: `cli-` and 16 random hex digits, new for
+    /// each token, so no two CLI tokens act as the same caller).
+    #[arg(long)]
+    pub subject: Option<String>,
     /// JWT signing secret (default: the one kept in the data directory).
     #[arg(long, env = "RELAYCAST_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
     #[command(flatten)]
     pub data: DataDir,
+}
+
+impl TokenArgs {
+    /// The token's subject: `--subject`, else `cli-` and 16 random hex
+    /// digits, new for each token. The API tells callers apart by subject,
+    /// so two CLI tokens must not share one.
+    pub fn subject(&self) -> String {
+        self.subject
+            .clone()
+            .unwrap_or_else(|| format!("cli-{:016x}", rand::random::<u64>()))
+    }
 }
 
 /// Parses `90`, `90s`, `30m`, `1h`, `2d`.
@@ -495,6 +507,23 @@ mod tests {
         );
         assert!(serve(&["--scylla-keyspace", "a-b"]).is_err());
         assert!(serve(&["--scylla-replication", "0"]).is_err());
+    }
+
+    #[test]
+    fn cli_tokens_get_a_subject_of_their_own_unless_one_is_given() {
+        let token = |args: &[&str]| {
+            let cli =
+                Cli::try_parse_from(["relaycast", "token", "--role", "admin"].iter().chain(args))
+                    .expect("parses");
+            let Command::Token(t) = cli.command else {
+                panic!("not the token command");
+            };
+            t.subject()
+        };
+        let (a, b) = (token(&[]), token(&[]));
+        assert!(a.starts_with("cli-") && a.len() == 20, "{a}");
+        assert_ne!(a, b, "each token its own subject");
+        assert_eq!(token(&["--subject", "ops"]), "ops");
     }
 
     #[test]

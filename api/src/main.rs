@@ -165,13 +165,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if !role.is_account() && t.stream.is_none() {
                 anyhow::bail!("--stream is required for publish and play tokens");
             }
+            let subject = t.subject();
             let secret = match t.jwt_secret {
                 Some(s) => s,
                 None => api::load_or_create_secret(&t.data.data_dir)?,
             };
             let tokens = signaling::Tokens::new(secret.as_bytes());
             let jwt = tokens.issue(
-                &t.subject,
+                &subject,
                 t.stream.as_deref(),
                 role,
                 api::unix_now(),
