@@ -117,6 +117,13 @@ pub struct ServeArgs {
     /// (90s, 30m, 12h, 7d); `off` records nothing.
     #[arg(long, env = "RELAYCAST_VOD_RETENTION", default_value = "7d", value_parser = parse_retention)]
     pub vod_retention: Retention,
+    /// Let webhooks reach loopback, private (RFC 1918), CGNAT and
+    /// unique-local addresses and `localhost` names, for on-premises
+    /// receivers. Off: webhooks reach public addresses only. Link-local
+    /// (cloud metadata), multicast and other special addresses are refused
+    /// either way.
+    #[arg(long, env = "RELAYCAST_WEBHOOK_ALLOW_PRIVATE")]
+    pub webhook_allow_private: bool,
     #[command(flatten)]
     pub data: DataDir,
     #[command(flatten)]
@@ -507,6 +514,22 @@ mod tests {
         );
         assert!(serve(&["--scylla-keyspace", "a-b"]).is_err());
         assert!(serve(&["--scylla-replication", "0"]).is_err());
+    }
+
+    #[test]
+    fn webhooks_reach_private_addresses_only_when_asked() {
+        let serve = |args: &[&str]| {
+            let cli =
+                Cli::try_parse_from(["relaycast", "serve"].iter().chain(args)).expect("parses");
+            let Command::Serve(a) = cli.command else {
+                panic!("not the serve command");
+            };
+            a.webhook_allow_private
+        };
+        if std::env::var_os("RELAYCAST_WEBHOOK_ALLOW_PRIVATE").is_none() {
+            assert!(!serve(&[]), "off by default");
+        }
+        assert!(serve(&["--webhook-allow-private"]));
     }
 
     #[test]

@@ -86,6 +86,8 @@ pub struct Config {
     /// Analytics in ScyllaDB instead of the SQL database; start fails when
     /// the cluster cannot be reached.
     pub scylla: Option<analytics::ScyllaConfig>,
+    /// Webhook deliveries (which destinations they may reach).
+    pub webhooks: webhooks::WebhookConfig,
 }
 
 impl Config {
@@ -112,6 +114,7 @@ impl Config {
             hls: transcoder::HlsConfig::default(),
             vod_retention: Some(Duration::from_secs(3600)),
             scylla: None,
+            webhooks: webhooks::WebhookConfig::default(),
         }
     }
 }
@@ -217,6 +220,7 @@ pub struct Server {
     recorder: Option<JoinHandle<()>>,
     /// `recording.ready` webhooks from the transcoder.
     recording_hooks: JoinHandle<()>,
+    webhooks: webhooks::Webhooks,
 }
 
 impl Server {
@@ -276,6 +280,11 @@ impl Server {
     /// The JWT signer/verifier.
     pub fn tokens(&self) -> &Tokens {
         &self.tokens
+    }
+
+    /// The webhook dispatcher (tests queue events through it).
+    pub fn webhooks(&self) -> &webhooks::Webhooks {
+        &self.webhooks
     }
 
     /// The TURN server, when one runs in this process.
@@ -426,7 +435,7 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
         None => signaling::Bus::local(config.chat),
     };
     let clock = Arc::new(realtime::MediaClock::default());
-    let webhooks = webhooks::Webhooks::start(store.clone(), &registry)?;
+    let webhooks = webhooks::Webhooks::start(store.clone(), &registry, config.webhooks.policy())?;
     let hooks = webhooks.clone();
     let to_webhooks: realtime::StreamListener = Arc::new(move |ev: &sfu::StreamEvent| {
         let kind = match ev.kind {
@@ -511,10 +520,6 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
         store: store.clone(),
         tokens: tokens.clone(),
     };
-    let hook_routes = webhooks::WebhookRoutes {
-        store: store.clone(),
-        tokens: tokens.clone(),
-    };
     let rt = realtime::RealtimeState {
         bus: bus.clone(),
         tokens: tokens.clone(),
@@ -535,6 +540,10 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
         config.rest.clone(),
     );
     rest_state.viewers.hls = Some(hls.clone());
+    let hook_routes = webhooks::WebhookRoutes {
+        rest: rest_state.clone(),
+        policy: config.webhooks.policy(),
+    };
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ready" }))
@@ -592,6 +601,7 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
         http: Some(http),
         recorder: Some(recorder),
         recording_hooks,
+        webhooks,
     })
 }
 

@@ -66,6 +66,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 },
                 vod_retention: a.vod_retention.0,
                 scylla: a.scylla.to_config(),
+                webhooks: api::webhooks::WebhookConfig {
+                    allow_private: a.webhook_allow_private,
+                },
             };
             let listener = tokio::net::TcpListener::bind(config.http_addr)
                 .await
