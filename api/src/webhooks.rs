@@ -660,11 +660,6 @@ async fn create(
             "url must not carry a user name or password".into(),
         ));
     }
-    if let Err(refused) = destination::check_url(&url, st.policy).await {
-        return Err(ApiError::Unprocessable(format!(
-            "url is refused: {refused}; webhooks are delivered to public addresses only"
-        )));
-    }
     if req.events.is_empty() {
         return Err(bad("events must name at least one event type"));
     }
@@ -680,6 +675,12 @@ async fn create(
     }
     if req.viewer_thresholds.len() > 20 || req.viewer_thresholds.contains(&0) {
         return Err(bad("viewer_thresholds: at most 20 counts, each at least 1"));
+    }
+    // Last of the checks of the request: it may wait for DNS.
+    if let Err(refused) = destination::check_url(&url, st.policy).await {
+        return Err(ApiError::Unprocessable(format!(
+            "url is refused: {refused}; webhooks are delivered to public addresses only"
+        )));
     }
     let count: i64 = sqlx::query("SELECT COUNT(*) AS n FROM webhooks WHERE owner = $1")
         .bind(&who.subject)
