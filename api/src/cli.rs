@@ -140,6 +140,13 @@ pub struct ServeArgs {
     pub hls_token_key: Option<String>,
     #[command(flatten)]
     pub http: HttpArgs,
+    /// Let webhooks reach loopback, private (RFC 1918), CGNAT and
+    /// unique-local addresses and `localhost` names, for on-premises
+    /// receivers. Off: webhooks reach public addresses only. Link-local
+    /// (cloud metadata), multicast and other special addresses are refused
+    /// either way.
+    #[arg(long, env = "RELAYCAST_WEBHOOK_ALLOW_PRIVATE")]
+    pub webhook_allow_private: bool,
     #[command(flatten)]
     pub data: DataDir,
     #[command(flatten)]
@@ -389,14 +396,26 @@ pub struct TokenArgs {
     /// Lifetime: e.g. 90s, 30m, 1h, 2d.
     #[arg(long, default_value = "1h", value_parser = parse_ttl)]
     pub ttl: Duration,
-    /// Subject claim.
-    #[arg(long, default_value = "cli")]
-    pub subject: String,
+    /// Subject claim (default: `cli-` and 16 random hex digits, new for
+    /// each token, so no two CLI tokens act as the same caller).
+    #[arg(long)]
+    pub subject: Option<String>,
     /// JWT signing secret (default: the one kept in the data directory).
     #[arg(long, env = "RELAYCAST_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
     #[command(flatten)]
     pub data: DataDir,
+}
+
+impl TokenArgs {
+    /// The token's subject: `--subject`, else `cli-` and 16 random hex
+    /// digits, new for each token. The API tells callers apart by subject,
+    /// so two CLI tokens must not share one.
+    pub fn subject(&self) -> String {
+        self.subject
+            .clone()
+            .unwrap_or_else(|| format!("cli-{:016x}", rand::random::<u64>()))
+    }
 }
 
 /// Parses `90`, `90s`, `30m`, `1h`, `2d`.
@@ -614,6 +633,39 @@ mod tests {
         assert_eq!(l.max_conns_per_ip, 32);
         assert!(limits(&["--http-max-conns-per-ip", "0"]).is_err());
         assert!(limits(&["--http-idle-timeout", "0s"]).is_err());
+    }
+
+    #[test]
+    fn webhooks_reach_private_addresses_only_when_asked() {
+        let serve = |args: &[&str]| {
+            let cli =
+                Cli::try_parse_from(["relaycast", "serve"].iter().chain(args)).expect("parses");
+            let Command::Serve(a) = cli.command else {
+                panic!("not the serve command");
+            };
+            a.webhook_allow_private
+        };
+        if std::env::var_os("RELAYCAST_WEBHOOK_ALLOW_PRIVATE").is_none() {
+            assert!(!serve(&[]), "off by default");
+        }
+        assert!(serve(&["--webhook-allow-private"]));
+    }
+
+    #[test]
+    fn cli_tokens_get_a_subject_of_their_own_unless_one_is_given() {
+        let token = |args: &[&str]| {
+            let cli =
+                Cli::try_parse_from(["relaycast", "token", "--role", "admin"].iter().chain(args))
+                    .expect("parses");
+            let Command::Token(t) = cli.command else {
+                panic!("not the token command");
+            };
+            t.subject()
+        };
+        let (a, b) = (token(&[]), token(&[]));
+        assert!(a.starts_with("cli-") && a.len() == 20, "{a}");
+        assert_ne!(a, b, "each token its own subject");
+        assert_eq!(token(&["--subject", "ops"]), "ops");
     }
 
     #[test]

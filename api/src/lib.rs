@@ -101,6 +101,8 @@ pub struct Config {
     /// Analytics in ScyllaDB instead of the SQL database; start fails when
     /// the cluster cannot be reached.
     pub scylla: Option<analytics::ScyllaConfig>,
+    /// Webhook deliveries (which destinations they may reach).
+    pub webhooks: webhooks::WebhookConfig,
 }
 
 impl Config {
@@ -136,6 +138,7 @@ impl Config {
             vod_retention: Some(Duration::from_secs(3600)),
             media_tokens: MediaTokenConfig::default(),
             scylla: None,
+            webhooks: webhooks::WebhookConfig::default(),
         }
     }
 }
@@ -273,6 +276,7 @@ pub struct Server {
     recorder: Option<JoinHandle<()>>,
     /// `recording.ready` webhooks from the transcoder.
     recording_hooks: JoinHandle<()>,
+    webhooks: webhooks::Webhooks,
 }
 
 impl Server {
@@ -337,6 +341,11 @@ impl Server {
     /// The signer of media tokens (`hls_token`) for non-public LL-HLS/VOD.
     pub fn media_tokens(&self) -> &signaling::MediaTokens {
         &self.media_tokens
+    }
+
+    /// The webhook dispatcher (tests queue events through it).
+    pub fn webhooks(&self) -> &webhooks::Webhooks {
+        &self.webhooks
     }
 
     /// The TURN server, when one runs in this process.
@@ -506,7 +515,7 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
         None => signaling::Bus::local(config.chat),
     };
     let clock = Arc::new(realtime::MediaClock::default());
-    let webhooks = webhooks::Webhooks::start(store.clone(), &registry)?;
+    let webhooks = webhooks::Webhooks::start(store.clone(), &registry, config.webhooks.policy())?;
     let hooks = webhooks.clone();
     let to_webhooks: realtime::StreamListener = Arc::new(move |ev: &sfu::StreamEvent| {
         let kind = match ev.kind {
@@ -591,10 +600,6 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
         store: store.clone(),
         tokens: tokens.clone(),
     };
-    let hook_routes = webhooks::WebhookRoutes {
-        store: store.clone(),
-        tokens: tokens.clone(),
-    };
     let rt = realtime::RealtimeState {
         bus: bus.clone(),
         tokens: tokens.clone(),
@@ -616,6 +621,10 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
     )
     .with_auth_throttle(Arc::clone(&auth_throttle));
     rest_state.viewers.hls = Some(hls.clone());
+    let hook_routes = webhooks::WebhookRoutes {
+        rest: rest_state.clone(),
+        policy: config.webhooks.policy(),
+    };
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ready" }))
@@ -689,6 +698,7 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
         http: Some(http),
         recorder: Some(recorder),
         recording_hooks,
+        webhooks,
     })
 }
 

@@ -79,6 +79,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     key_hex: a.hls_token_key,
                 },
                 scylla: a.scylla.to_config(),
+                webhooks: api::webhooks::WebhookConfig {
+                    allow_private: a.webhook_allow_private,
+                },
             };
             let listener = tokio::net::TcpListener::bind(config.http_addr)
                 .await
@@ -196,13 +199,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if !role.is_account() && t.stream.is_none() {
                 anyhow::bail!("--stream is required for publish and play tokens");
             }
+            let subject = t.subject();
             let secret = match t.jwt_secret {
                 Some(s) => s,
                 None => api::load_or_create_secret(&t.data.data_dir)?,
             };
             let tokens = signaling::Tokens::new(secret.as_bytes());
             let jwt = tokens.issue(
-                &t.subject,
+                &subject,
                 t.stream.as_deref(),
                 role,
                 api::unix_now(),

@@ -19,12 +19,27 @@
 //! Signature: `Relaycast-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256
 //! of "<t>.<body>" keyed with the endpoint's secret>`. Receivers recompute
 //! it and reject stale `t` to stop replays.
+//!
+//! Destinations: deliveries go to public addresses only (private ones with
+//! `--webhook-allow-private`), checked at registration and again at each
+//! delivery ([`destination`]); redirects are not followed and no proxy is
+//! used. The delivery log shows the owner each attempt's outcome, the
+//! receiver's HTTP status when it answered, and otherwise a coarse
+//! [`Failure`], never the transport's error text or timing: the log must
+//! not be a way to probe what the server can reach.
+//!
+//! Routes take account credentials only ([`crate::rest::Principal`]):
+//! broadcasters manage the webhooks of streams they own
+//! (`streams.owner_id`), admins all of them; stream tokens (play, publish)
+//! are refused with 403.
+
+pub mod destination;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{FromRef, Path, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -32,11 +47,12 @@ use hmac::{Hmac, Mac};
 use prometheus::IntCounter;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
-use signaling::{Claims, Role, Store, Tokens};
+use signaling::{Role, Store};
 use sqlx::Row;
 use tokio::sync::{mpsc, Semaphore};
 
-use crate::realtime::{auth_error, bearer, ApiError};
+use crate::rest::{ApiError, Principal, RestState};
+use destination::{GuardedResolver, Policy, Refused};
 
 /// Event types an endpoint may subscribe to.
 pub const EVENT_TYPES: [&str; 6] = [
@@ -92,20 +108,21 @@ pub struct Webhooks {
 }
 
 impl Webhooks {
-    /// Starts the dispatcher. Deliveries use `client` (reqwest, rustls).
-    pub fn start(store: Store, registry: &prometheus::Registry) -> anyhow::Result<Webhooks> {
+    /// Starts the dispatcher, delivering to the destinations `policy`
+    /// permits.
+    pub fn start(
+        store: Store,
+        registry: &prometheus::Registry,
+        policy: Policy,
+    ) -> anyhow::Result<Webhooks> {
         let dropped = IntCounter::new(
             "relaycast_webhook_events_dropped_total",
             "Webhook events dropped because the delivery queue was full",
         )?;
         registry.register(Box::new(dropped.clone()))?;
-        let client = reqwest::Client::builder()
-            .timeout(ATTEMPT_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("relaycast-webhooks/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let client = delivery_client(policy)?;
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(dispatch(store, client, rx));
+        tokio::spawn(dispatch(store, client, policy, rx));
         Ok(Webhooks { tx, dropped })
     }
 
@@ -118,6 +135,21 @@ impl Webhooks {
     }
 }
 
+/// The HTTP client of deliveries (reqwest, rustls): names resolve through
+/// [`GuardedResolver`]; redirects are not followed (a public receiver
+/// could otherwise send the request on to a private address) and no proxy
+/// from the environment is used (the proxy would resolve the name, not
+/// the guarded resolver).
+fn delivery_client(policy: Policy) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(ATTEMPT_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .dns_resolver(Arc::new(GuardedResolver { policy }))
+        .user_agent(concat!("relaycast-webhooks/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
 struct Endpoint {
     id: String,
     url: String,
@@ -125,7 +157,12 @@ struct Endpoint {
     thresholds: Vec<u32>,
 }
 
-async fn dispatch(store: Store, client: reqwest::Client, mut rx: mpsc::Receiver<WebhookEvent>) {
+async fn dispatch(
+    store: Store,
+    client: reqwest::Client,
+    policy: Policy,
+    mut rx: mpsc::Receiver<WebhookEvent>,
+) {
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     while let Some(event) = rx.recv().await {
         let endpoints = match endpoints_for(&store, &event).await {
@@ -151,7 +188,7 @@ async fn dispatch(store: Store, client: reqwest::Client, mut rx: mpsc::Receiver<
             };
             let (store, client) = (store.clone(), client.clone());
             tokio::spawn(async move {
-                deliver(&store, &client, &ep, &event, &body).await;
+                deliver(&store, &client, policy, &ep, &event, &body).await;
                 drop(permit);
             });
         }
@@ -276,32 +313,182 @@ pub fn signature(secret: &str, t: u64, body: &[u8]) -> String {
     format!("t={t},v1={hex}")
 }
 
+/// Why an attempt got no HTTP answer, as the delivery log shows it: coarse
+/// on purpose (the transport's error text and timing would tell a prober
+/// what is listening where). Stored as [`Failure::as_str`].
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The destination is not one deliveries may reach (see
+    /// [`destination`]); not retried.
+    DestinationRefused,
+    /// No answer within the attempt's time limit.
+    TimedOut,
+    /// The connection failed (including the name not resolving).
+    CouldNotConnect,
+    /// The TLS handshake failed (certificate, protocol).
+    Tls,
+    /// Anything else on the way (sending the request, reading the answer).
+    RequestFailed,
+}
+
+impl Failure {
+    /// What the delivery log may show in `error` (the OpenAPI enum).
+    pub const MESSAGES: [Option<&'static str>; 6] = [
+        Some(Failure::DestinationRefused.as_str()),
+        Some(Failure::TimedOut.as_str()),
+        Some(Failure::CouldNotConnect.as_str()),
+        Some(Failure::Tls.as_str()),
+        Some(Failure::RequestFailed.as_str()),
+        None,
+    ];
+
+    const ALL: [Failure; 5] = [
+        Failure::DestinationRefused,
+        Failure::TimedOut,
+        Failure::CouldNotConnect,
+        Failure::Tls,
+        Failure::RequestFailed,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Failure::DestinationRefused => "destination refused: not a public address",
+            Failure::TimedOut => "timed out",
+            Failure::CouldNotConnect => "could not connect",
+            Failure::Tls => "TLS error",
+            Failure::RequestFailed => "request failed",
+        }
+    }
+
+    /// A stored failure; rows from before the categories held the raw
+    /// error text, shown now as [`Failure::RequestFailed`].
+    fn from_stored(s: &str) -> Failure {
+        Failure::ALL
+            .into_iter()
+            .find(|f| f.as_str() == s)
+            .unwrap_or(Failure::RequestFailed)
+    }
+
+    fn of(e: &reqwest::Error) -> Failure {
+        let causes = causes(e);
+        // The guarded resolver's refusal comes back as the connect error's cause.
+        if causes.iter().any(|c| c.downcast_ref::<Refused>().is_some()) {
+            return Failure::DestinationRefused;
+        }
+        if e.is_timeout() {
+            return Failure::TimedOut;
+        }
+        if e.is_connect() {
+            // A plain TCP connect reads nothing, so data that is not what
+            // was expected, or its end, during the connect is the TLS
+            // handshake's (tokio-rustls reports rustls' errors as
+            // InvalidData).
+            let tls = causes.iter().any(|c| {
+                c.downcast_ref::<std::io::Error>().is_some_and(|io| {
+                    matches!(
+                        io.kind(),
+                        std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+                    )
+                })
+            });
+            return if tls {
+                Failure::Tls
+            } else {
+                Failure::CouldNotConnect
+            };
+        }
+        Failure::RequestFailed
+    }
+}
+
+/// `e` and what caused it, outermost first. An `io::Error`'s `source()`
+/// skips the error it wraps (it returns that error's source), so wrapped
+/// errors are reached through `get_ref` instead.
+fn causes(e: &reqwest::Error) -> Vec<&(dyn std::error::Error + 'static)> {
+    let mut out: Vec<&(dyn std::error::Error + 'static)> = Vec::new();
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    // Bounded: a cause chain is a handful deep.
+    while let Some(c) = next.filter(|_| out.len() < 32) {
+        out.push(c);
+        next = match c.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => c.source(),
+        };
+    }
+    out
+}
+
+/// One attempt's result: the receiver's HTTP status, or why there was none.
+enum Attempt {
+    Answered(reqwest::StatusCode),
+    Failed(Failure),
+}
+
+async fn attempt(
+    client: &reqwest::Client,
+    policy: Policy,
+    ep: &Endpoint,
+    event: &WebhookEvent,
+    body: &[u8],
+) -> Attempt {
+    let Ok(url) = reqwest::Url::parse(&ep.url) else {
+        return Attempt::Failed(Failure::RequestFailed);
+    };
+    // reqwest resolves names through the guarded resolver but connects to
+    // IP literals directly: check those here.
+    if policy.permits_literal(&url).is_err() {
+        return Attempt::Failed(Failure::DestinationRefused);
+    }
+    let t = crate::unix_now();
+    let sent = client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("relaycast-signature", signature(&ep.secret, t, body))
+        .header("relaycast-event", event.kind)
+        .header("relaycast-delivery", &event.id)
+        .body(body.to_vec())
+        .send()
+        .await;
+    match sent {
+        Ok(r) => Attempt::Answered(r.status()),
+        Err(e) => {
+            let failure = Failure::of(&e);
+            tracing::debug!(webhook = ep.id, "delivery attempt failed: {failure:?}: {e}");
+            Attempt::Failed(failure)
+        }
+    }
+}
+
 async fn deliver(
     store: &Store,
     client: &reqwest::Client,
+    policy: Policy,
     ep: &Endpoint,
     event: &WebhookEvent,
     body: &[u8],
 ) {
     let mut backoff = FIRST_BACKOFF;
-    for attempt in 1..=MAX_ATTEMPTS {
+    for n in 1..=MAX_ATTEMPTS {
         let started = Instant::now();
-        let t = crate::unix_now();
-        let result = client
-            .post(&ep.url)
-            .header("content-type", "application/json")
-            .header("relaycast-signature", signature(&ep.secret, t, body))
-            .header("relaycast-event", event.kind)
-            .header("relaycast-delivery", &event.id)
-            .body(body.to_vec())
-            .send()
-            .await;
-        let (status, error) = match &result {
-            Ok(r) => (Some(i64::from(r.status().as_u16())), None),
-            // The error names the URL, which the owner registered: fine to log for them.
-            Err(e) => (None, Some(e.to_string())),
+        let result = attempt(client, policy, ep, event, body).await;
+        let took = started.elapsed();
+        let (status, failure) = match &result {
+            Attempt::Answered(s) => (Some(i64::from(s.as_u16())), None),
+            Attempt::Failed(f) => (None, Some(f.as_str())),
         };
-        let ok = result.as_ref().is_ok_and(|r| r.status().is_success());
+        tracing::debug!(
+            webhook = ep.id,
+            attempt = n,
+            ?status,
+            failure,
+            took_ms = took.as_millis() as u64,
+            "webhook delivery attempt"
+        );
+        // duration_ms stays in the table for operators; the API no longer
+        // serves it.
         let logged = sqlx::query(
             "INSERT INTO webhook_deliveries (id, webhook_id, event_id, event_type, attempt, \
              status_code, error, at_ms, duration_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -310,20 +497,29 @@ async fn deliver(
         .bind(&ep.id)
         .bind(&event.id)
         .bind(event.kind)
-        .bind(i64::from(attempt))
+        .bind(i64::from(n))
         .bind(status)
-        .bind(error)
+        .bind(failure)
         .bind(signaling::unix_ms() as i64)
-        .bind(started.elapsed().as_millis() as i64)
+        .bind(took.as_millis() as i64)
         .execute(store.db().pool())
         .await;
         if let Err(e) = logged {
             tracing::error!(webhook = ep.id, "logging a delivery: {e}");
         }
-        if ok {
-            return;
+        match result {
+            Attempt::Answered(s) if s.is_success() => return,
+            Attempt::Failed(Failure::DestinationRefused) => {
+                tracing::warn!(
+                    webhook = ep.id,
+                    event = event.kind,
+                    "webhook destination refused: not a public address"
+                );
+                return;
+            }
+            _ => {}
         }
-        if attempt < MAX_ATTEMPTS {
+        if n < MAX_ATTEMPTS {
             tokio::time::sleep(backoff).await;
             backoff *= 2;
         }
@@ -339,10 +535,40 @@ async fn deliver(
 // HTTP: /api/webhooks
 // ---------------------------------------------------------------------------------------------
 
+/// State of [`router`]: the REST state (its [`Principal`] authenticates)
+/// and the destination policy registration checks.
 #[derive(Clone)]
 pub struct WebhookRoutes {
-    pub store: Store,
-    pub tokens: Tokens,
+    pub rest: RestState,
+    pub policy: Policy,
+}
+
+impl FromRef<WebhookRoutes> for RestState {
+    fn from_ref(st: &WebhookRoutes) -> RestState {
+        st.rest.clone()
+    }
+}
+
+impl WebhookRoutes {
+    fn store(&self) -> &Store {
+        &self.rest.store
+    }
+}
+
+/// Settings of webhook deliveries.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WebhookConfig {
+    /// Let webhooks reach loopback, private, CGNAT and unique-local
+    /// addresses (on-premises receivers; `--webhook-allow-private`).
+    pub allow_private: bool,
+}
+
+impl WebhookConfig {
+    pub fn policy(self) -> Policy {
+        Policy {
+            allow_private: self.allow_private,
+        }
+    }
 }
 
 /// The routes of [`router`] (documented in the OpenAPI document).
@@ -359,6 +585,8 @@ pub fn router(state: WebhookRoutes) -> Router {
         .route("/api/webhooks", get(list).post(create))
         .route("/api/webhooks/{id}", get(show).delete(remove))
         .route("/api/webhooks/{id}/deliveries", get(deliveries))
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(axum::extract::DefaultBodyLimit::max(crate::rest::MAX_BODY))
         .with_state(state)
 }
 
@@ -385,54 +613,52 @@ struct WebhookView {
     secret: Option<String>,
 }
 
-async fn claims_of(st: &WebhookRoutes, headers: &HeaderMap) -> Result<Claims, ApiError> {
-    let Some(token) = bearer(headers, None) else {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "a bearer token is required",
-        ));
-    };
-    st.store
-        .verify_token(&st.tokens, &token)
-        .await
-        .map_err(auth_error)
+/// Webhooks are managed by accounts that own streams, and admins.
+/// Integrators do not: like stream keys and settings, a stream's webhooks
+/// are its owner's to change.
+fn require_manager(who: &Principal) -> Result<(), ApiError> {
+    who.require(&[Role::Broadcaster, Role::Admin])
 }
 
 fn bad(msg: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, msg)
+    ApiError::BadRequest(msg.into())
 }
 
 async fn create(
     State(st): State<WebhookRoutes>,
-    headers: HeaderMap,
+    who: Principal,
     body: Result<Json<NewWebhook>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let claims = claims_of(&st, &headers).await?;
+    require_manager(&who)?;
     let Json(req) = body.map_err(|e| match e.status() {
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::new(e.status(), e.body_text()),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType,
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge(crate::rest::MAX_BODY),
         _ => bad(e.body_text()),
     })?;
     if !signaling::valid_stream_name(&req.stream) {
         return Err(bad("invalid stream name"));
     }
     let owner = st
-        .store
+        .store()
         .stream(&req.stream)
-        .await
-        .map_err(ApiError::internal)?
+        .await?
         .and_then(|s| s.owner_id);
-    let allowed = claims.allows(&req.stream, Role::Publish)
-        || owner.as_deref().is_some_and(|o| o == claims.sub);
-    if !allowed {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
+    if !who.is_admin() && owner.as_deref() != Some(who.subject.as_str()) {
+        return Err(ApiError::Forbidden(
             "only the stream's owner or an admin may add webhooks to it",
         ));
     }
-    let url = reqwest::Url::parse(&req.url).map_err(|_| bad("url is not a valid URL"))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() || req.url.len() > 2048
-    {
+    if req.url.len() > 2048 {
         return Err(bad("url must be an http(s) URL of at most 2048 characters"));
+    }
+    let url = reqwest::Url::parse(&req.url).map_err(|_| bad("url is not a valid URL"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(bad("url must be an http(s) URL of at most 2048 characters"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(ApiError::Unprocessable(
+            "url must not carry a user name or password".into(),
+        ));
     }
     if req.events.is_empty() {
         return Err(bad("events must name at least one event type"));
@@ -450,17 +676,25 @@ async fn create(
     if req.viewer_thresholds.len() > 20 || req.viewer_thresholds.contains(&0) {
         return Err(bad("viewer_thresholds: at most 20 counts, each at least 1"));
     }
+    // Last of the checks of the request: it may wait for DNS.
+    if let Err(refused) = destination::check_url(&url, st.policy).await {
+        return Err(ApiError::Unprocessable(format!(
+            "url is refused: {refused}; webhooks are delivered to public addresses only"
+        )));
+    }
     let count: i64 = sqlx::query("SELECT COUNT(*) AS n FROM webhooks WHERE owner = $1")
-        .bind(&claims.sub)
-        .fetch_one(st.store.db().pool())
+        .bind(&who.subject)
+        .fetch_one(st.store().db().pool())
         .await
-        .map_err(ApiError::internal)?
+        .map_err(internal)?
         .get("n");
     if count >= MAX_PER_OWNER {
-        return Err(ApiError::new(
+        let msg = format!("at most {MAX_PER_OWNER} webhooks per owner");
+        return Ok((
             StatusCode::CONFLICT,
-            format!("at most {MAX_PER_OWNER} webhooks per owner"),
-        ));
+            Json(serde_json::json!({ "error": msg })),
+        )
+            .into_response());
     }
     let mut events = req.events.clone();
     events.sort();
@@ -479,17 +713,21 @@ async fn create(
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(&view.id)
-    .bind(&claims.sub)
+    .bind(&who.subject)
     .bind(&view.stream)
     .bind(&view.url)
     .bind(view.secret.as_deref().unwrap_or_default())
     .bind(view.events.join(","))
     .bind(join_counts(&view.viewer_thresholds))
     .bind(view.created_at)
-    .execute(st.store.db().pool())
+    .execute(st.store().db().pool())
     .await
-    .map_err(ApiError::internal)?;
+    .map_err(internal)?;
     Ok((StatusCode::CREATED, Json(view)).into_response())
+}
+
+fn internal(e: sqlx::Error) -> ApiError {
+    ApiError::Internal(e.to_string())
 }
 
 fn join_counts(v: &[u32]) -> String {
@@ -517,56 +755,75 @@ fn view_of(r: &sqlx::any::AnyRow) -> WebhookView {
     }
 }
 
-const COLUMNS: &str = "id, owner, stream, url, events, viewer_thresholds, created_at";
+const COLUMNS: &str = "w.id, w.stream, w.url, w.events, w.viewer_thresholds, w.created_at";
 
-/// The webhook if `claims` may see it (its owner, or an admin); 404
-/// otherwise, so ids of others' webhooks are not confirmed.
+/// The webhook if `who` may manage it: an admin, or the broadcaster who
+/// owns its stream now (`streams.owner_id`; not whoever registered it).
+/// 404 otherwise, so ids of others' webhooks are not confirmed.
 async fn owned(
     st: &WebhookRoutes,
-    claims: &Claims,
+    who: &Principal,
     id: &str,
 ) -> Result<sqlx::any::AnyRow, ApiError> {
-    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM webhooks WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(st.store.db().pool())
-        .await
-        .map_err(ApiError::internal)?;
+    require_manager(who)?;
+    let row = sqlx::query(&format!(
+        "SELECT {COLUMNS}, s.owner_id FROM webhooks w LEFT JOIN streams s ON s.name = w.stream \
+         WHERE w.id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(st.store().db().pool())
+    .await
+    .map_err(internal)?;
     match row {
-        Some(r) if claims.role == Role::Admin || r.get::<String, _>("owner") == claims.sub => Ok(r),
-        _ => Err(ApiError::new(StatusCode::NOT_FOUND, "unknown webhook")),
+        Some(r)
+            if who.is_admin()
+                || r.get::<Option<String>, _>("owner_id").as_deref()
+                    == Some(who.subject.as_str()) =>
+        {
+            Ok(r)
+        }
+        _ => Err(ApiError::NotFound("webhook")),
     }
 }
 
-async fn list(State(st): State<WebhookRoutes>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let claims = claims_of(&st, &headers).await?;
-    let rows = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM webhooks WHERE owner = $1 ORDER BY created_at, id"
-    ))
-    .bind(&claims.sub)
-    .fetch_all(st.store.db().pool())
-    .await
-    .map_err(ApiError::internal)?;
+/// `GET /api/webhooks`: the webhooks of the caller's streams (admins: all).
+async fn list(State(st): State<WebhookRoutes>, who: Principal) -> Result<Response, ApiError> {
+    require_manager(&who)?;
+    let rows = if who.is_admin() {
+        sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM webhooks w ORDER BY w.created_at, w.id"
+        ))
+        .fetch_all(st.store().db().pool())
+        .await
+    } else {
+        sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM webhooks w JOIN streams s ON s.name = w.stream \
+             WHERE s.owner_id = $1 ORDER BY w.created_at, w.id"
+        ))
+        .bind(&who.subject)
+        .fetch_all(st.store().db().pool())
+        .await
+    }
+    .map_err(internal)?;
     let views: Vec<WebhookView> = rows.iter().map(view_of).collect();
     Ok(Json(serde_json::json!({ "webhooks": views })).into_response())
 }
 
 async fn show(
     State(st): State<WebhookRoutes>,
+    who: Principal,
     Path(id): Path<String>,
-    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let claims = claims_of(&st, &headers).await?;
-    let row = owned(&st, &claims, &id).await?;
+    let row = owned(&st, &who, &id).await?;
     Ok(Json(view_of(&row)).into_response())
 }
 
 async fn remove(
     State(st): State<WebhookRoutes>,
+    who: Principal,
     Path(id): Path<String>,
-    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let claims = claims_of(&st, &headers).await?;
-    owned(&st, &claims, &id).await?;
+    owned(&st, &who, &id).await?;
     // Deliveries first: the Any driver does not guarantee SQLite's
     // foreign-key cascade is on for every pooled connection.
     for q in [
@@ -575,49 +832,62 @@ async fn remove(
     ] {
         sqlx::query(q)
             .bind(&id)
-            .execute(st.store.db().pool())
+            .execute(st.store().db().pool())
             .await
-            .map_err(ApiError::internal)?;
+            .map_err(internal)?;
     }
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// One attempt as the owner sees it.
 #[derive(Serialize)]
 struct DeliveryView {
     event_id: String,
     event_type: String,
     attempt: i64,
-    status_code: Option<i64>,
-    error: Option<String>,
     at_ms: i64,
-    duration_ms: i64,
+    /// `delivered` (a 2xx answer) or `failed`.
+    outcome: &'static str,
+    /// The receiver's HTTP status, when it answered.
+    status_code: Option<i64>,
+    /// Why there was no answer ([`Failure`]), when there was none.
+    error: Option<&'static str>,
 }
 
 async fn deliveries(
     State(st): State<WebhookRoutes>,
+    who: Principal,
     Path(id): Path<String>,
-    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let claims = claims_of(&st, &headers).await?;
-    owned(&st, &claims, &id).await?;
+    owned(&st, &who, &id).await?;
     let rows = sqlx::query(
-        "SELECT event_id, event_type, attempt, status_code, error, at_ms, duration_ms \
+        "SELECT event_id, event_type, attempt, status_code, error, at_ms \
          FROM webhook_deliveries WHERE webhook_id = $1 ORDER BY at_ms DESC, attempt DESC LIMIT 500",
     )
     .bind(&id)
-    .fetch_all(st.store.db().pool())
+    .fetch_all(st.store().db().pool())
     .await
-    .map_err(ApiError::internal)?;
+    .map_err(internal)?;
     let out: Vec<DeliveryView> = rows
         .iter()
-        .map(|r| DeliveryView {
-            event_id: r.get("event_id"),
-            event_type: r.get("event_type"),
-            attempt: r.get("attempt"),
-            status_code: r.get("status_code"),
-            error: r.get("error"),
-            at_ms: r.get("at_ms"),
-            duration_ms: r.get("duration_ms"),
+        .map(|r| {
+            let status: Option<i64> = r.get("status_code");
+            let stored: Option<String> = r.get("error");
+            let delivered = status.is_some_and(|s| (200..300).contains(&s));
+            DeliveryView {
+                event_id: r.get("event_id"),
+                event_type: r.get("event_type"),
+                attempt: r.get("attempt"),
+                at_ms: r.get("at_ms"),
+                outcome: if delivered { "delivered" } else { "failed" },
+                status_code: status,
+                error: match status {
+                    Some(_) => None,
+                    None => {
+                        Some(Failure::from_stored(stored.as_deref().unwrap_or_default()).as_str())
+                    }
+                },
+            }
         })
         .collect();
     Ok(Json(serde_json::json!({ "deliveries": out })).into_response())

@@ -218,9 +218,15 @@ async fn the_web_player_plays_a_paywalled_stream_only_with_a_play_link() -> Resu
     let missing = prerequisites_missing();
     if !missing.is_empty() {
         if in_ci() {
-            bail!("browser prerequisites missing under CI: {}", missing.join(", "));
+            bail!(
+                "browser prerequisites missing under CI: {}",
+                missing.join(", ")
+            );
         }
-        eprintln!("SKIPPED: paywalled web player test; missing {}", missing.join(", "));
+        eprintln!(
+            "SKIPPED: paywalled web player test; missing {}",
+            missing.join(", ")
+        );
         return Ok(());
     }
     let _serial = serial().await;

@@ -134,14 +134,48 @@ async fn stream_lifecycle_webhooks_are_signed_retried_and_logged() -> Result<()>
             .with_state(receiver.clone());
         let receiver_task = tokio::spawn(async move { axum::serve(listener, app).await });
 
-        let server = TestServer::start().await?;
+        // The receiver is on 127.0.0.1: an on-premises setup.
+        let server = TestServer::start_with(|c| c.webhooks.allow_private = true).await?;
         let base = server.base_url().to_owned();
-        let key = server.create_stream("hooked", false).await?;
         let s = server.server();
-        let owner = s.token_for("owner", Some("hooked"), "publish", HOUR)?;
-        let stranger = s.token_for("stranger", Some("other"), "publish", HOUR)?;
-        let play = s.token_for("fan", Some("hooked"), "play", HOUR)?;
         let http = http_client()?;
+        // The stream belongs to a broadcaster account, which registers the
+        // webhook; another broadcaster and a play token of the stream may not.
+        let account = |name: &'static str| {
+            let (http, base) = (http.clone(), base.clone());
+            async move {
+                let v: Value = http
+                    .post(format!("{base}/api/auth/register"))
+                    .json(&json!({"username": name, "password": "a good password",
+                        "role": "broadcaster"}))
+                    .send()
+                    .await?
+                    .json()
+                    .await?;
+                v["token"]
+                    .as_str()
+                    .map(str::to_owned)
+                    .context("session token")
+            }
+        };
+        let owner = account("owner").await?;
+        let stranger = account("stranger").await?;
+        let r = http
+            .post(format!("{base}/api/streams"))
+            .bearer_auth(&owner)
+            .json(&json!({"name": "hooked"}))
+            .send()
+            .await?;
+        ensure!(r.status() == 201, "{}", r.status());
+        let made: Value = http
+            .post(format!("{base}/api/streams/hooked/keys"))
+            .bearer_auth(&owner)
+            .send()
+            .await?
+            .json()
+            .await?;
+        let key = made["secret"].as_str().context("stream key")?.to_owned();
+        let play = s.token_for("fan", Some("hooked"), "play", HOUR)?;
 
         // Registration and its validation.
         let new_hook = json!({"url": hook_url, "stream": "hooked",
@@ -327,19 +361,30 @@ async fn stream_lifecycle_webhooks_are_signed_retried_and_logged() -> Result<()>
             .json()
             .await?;
         let log = log["deliveries"].as_array().context("deliveries")?.clone();
-        let started_attempts: Vec<(i64, Option<i64>)> = log
+        let started_attempts: Vec<(i64, Option<i64>, &str)> = log
             .iter()
             .filter(|d| d["event_type"] == "stream.started")
             .map(|d| {
                 (
                     d["attempt"].as_i64().unwrap_or(0),
                     d["status_code"].as_i64(),
+                    d["outcome"].as_str().unwrap_or_default(),
                 )
             })
             .collect();
         ensure!(
-            started_attempts == [(3, Some(204)), (2, Some(503)), (1, Some(503))],
+            started_attempts
+                == [
+                    (3, Some(204), "delivered"),
+                    (2, Some(503), "failed"),
+                    (1, Some(503), "failed")
+                ],
             "started attempts {started_attempts:?}"
+        );
+        ensure!(
+            log.iter()
+                .all(|d| d.get("duration_ms").is_none() && d["error"].is_null()),
+            "answered attempts carry their status only: {log:?}"
         );
         for kind in ["stream.stalled", "stream.ended", "recording.ready"] {
             ensure!(

@@ -19,7 +19,7 @@ pub mod streams;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
 use axum::http::header;
 use axum::http::request::Parts;
 use axum::Router;
@@ -307,11 +307,17 @@ fn peer_ip(parts: &Parts) -> Option<std::net::IpAddr> {
         .map(|c| c.0.ip())
 }
 
-impl FromRequestParts<RestState> for Principal {
+/// Any router whose state holds a [`RestState`] authenticates the same way
+/// (the webhook routes do).
+impl<S> FromRequestParts<S> for Principal
+where
+    RestState: FromRef<S>,
+    S: Send + Sync,
+{
     type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut Parts, state: &RestState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let b = bearer(parts)?.ok_or(ApiError::Unauthorized("missing bearer token"))?;
-        authenticate(state, b, peer_ip(parts)).await
+        authenticate(&RestState::from_ref(state), b, peer_ip(parts)).await
     }
 }
 

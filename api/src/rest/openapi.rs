@@ -86,16 +86,16 @@ fn ops() -> Vec<Op> {
              body: None, ok: (101, "Switching Protocols", None), errors: &[401, 403, 404] },
         Op { method: "post", path: "/api/streams/{id}/events", summary: "Post an integrator event (JSON, at most 4 KiB; Idempotency-Key: same key and body give the first event with 200, another body 409) (integrator, admin)", tag: "realtime", auth: Some(true),
              body: Some(json!({ "type": "object", "description": "any JSON value, delivered as the event's payload" })), ok: (201, "Event accepted", Some(schema("IntegratorEvent"))), errors: &[400, 401, 403, 404, 409, 413, 415] },
-        Op { method: "post", path: "/api/webhooks", summary: "Register a webhook endpoint for a stream (owner, publish token, admin); the signing secret is shown once", tag: "webhooks", auth: Some(true),
-             body: Some(schema("WebhookCreate")), ok: (201, "Registered", Some(schema("Webhook"))), errors: &[400, 401, 403, 409, 415] },
-        Op { method: "get", path: "/api/webhooks", summary: "The caller's webhook endpoints", tag: "webhooks", auth: Some(true),
-             body: None, ok: (200, "Endpoints", Some(list_of("webhooks", "Webhook"))), errors: &[401] },
-        Op { method: "get", path: "/api/webhooks/{id}", summary: "One webhook endpoint (owner, admin)", tag: "webhooks", auth: Some(true),
-             body: None, ok: (200, "The endpoint", Some(schema("Webhook"))), errors: &[401, 404] },
-        Op { method: "delete", path: "/api/webhooks/{id}", summary: "Remove a webhook endpoint and its delivery log (owner, admin)", tag: "webhooks", auth: Some(true),
-             body: None, ok: (204, "Removed", None), errors: &[401, 404] },
-        Op { method: "get", path: "/api/webhooks/{id}/deliveries", summary: "Delivery attempts, newest first (owner, admin)", tag: "webhooks", auth: Some(true),
-             body: None, ok: (200, "Attempts", Some(list_of("deliveries", "WebhookDelivery"))), errors: &[401, 404] },
+        Op { method: "post", path: "/api/webhooks", summary: "Register a webhook endpoint for a stream (its owner's account, admin; stream tokens get 403); the URL must reach public addresses only (422 otherwise, unless the server runs with --webhook-allow-private); the signing secret is shown once", tag: "webhooks", auth: Some(true),
+             body: Some(schema("WebhookCreate")), ok: (201, "Registered", Some(schema("Webhook"))), errors: &[400, 401, 403, 409, 413, 415, 422] },
+        Op { method: "get", path: "/api/webhooks", summary: "The webhook endpoints of the caller's streams (broadcaster; admin: all)", tag: "webhooks", auth: Some(true),
+             body: None, ok: (200, "Endpoints", Some(list_of("webhooks", "Webhook"))), errors: &[401, 403] },
+        Op { method: "get", path: "/api/webhooks/{id}", summary: "One webhook endpoint (the stream's owner, admin)", tag: "webhooks", auth: Some(true),
+             body: None, ok: (200, "The endpoint", Some(schema("Webhook"))), errors: &[401, 403, 404] },
+        Op { method: "delete", path: "/api/webhooks/{id}", summary: "Remove a webhook endpoint and its delivery log (the stream's owner, admin)", tag: "webhooks", auth: Some(true),
+             body: None, ok: (204, "Removed", None), errors: &[401, 403, 404] },
+        Op { method: "get", path: "/api/webhooks/{id}/deliveries", summary: "Delivery attempts, newest first: outcome, the receiver's HTTP status when it answered, else a coarse reason (the stream's owner, admin)", tag: "webhooks", auth: Some(true),
+             body: None, ok: (200, "Attempts", Some(list_of("deliveries", "WebhookDelivery"))), errors: &[401, 403, 404] },
         Op { method: "post", path: "/api/qoe", summary: "A player's QoE beacon (startup, rebuffering, watch time, exit before start); validated, 30 per minute per address", tag: "analytics", auth: None,
              body: Some(schema("QoeBeacon")), ok: (202, "Accepted", None), errors: &[400, 413, 415, 429] },
         Op { method: "get", path: "/api/streams/{id}/stats", summary: "Viewer sessions, QoE and health of the last 24 hours (owner, publish token, integrator, admin)", tag: "analytics", auth: Some(true),
@@ -164,7 +164,6 @@ fn realtime_schemas() -> Value {
     let strings = json!({ "type": "array", "items": { "type": "string" } });
     let int = json!({ "type": "integer" });
     let opt_int = json!({ "type": ["integer", "null"] });
-    let opt_string = json!({ "type": ["string", "null"] });
     json!({
             "IntegratorEvent": { "type": "object", "properties": {
                 "stream": string, "seq": int, "id": string, "at_ms": int, "payload": {},
@@ -183,8 +182,11 @@ fn realtime_schemas() -> Value {
                 "exits_before_start": int, "rebuffer_ratio": { "type": ["number", "null"] }, "health_seconds": int,
                 "stalled_seconds": int, "peak_viewers": int } } } },
             "WebhookDelivery": { "type": "object", "properties": {
-                "event_id": string, "event_type": string, "attempt": int, "status_code": opt_int, "error": opt_string,
-                "at_ms": int, "duration_ms": int } }
+                "event_id": string, "event_type": string, "attempt": int, "at_ms": int,
+                "outcome": { "type": "string", "enum": ["delivered", "failed"] },
+                "status_code": { "type": ["integer", "null"], "description": "the receiver's HTTP status; null when it did not answer" },
+                "error": { "type": ["string", "null"], "enum": crate::webhooks::Failure::MESSAGES,
+                    "description": "why there was no answer; null when there was one" } } }
     })
 }
 
