@@ -30,7 +30,7 @@ pub enum Command {
     /// Print a signed JWT (for tests and integrators).
     Token(TokenArgs),
     /// Run only the TURN server (needs --turn-secret and a listener).
-    Turn(TurnCommand),
+    Turn(Box<TurnCommand>),
     /// Print the key of media tokens (`hls_token`) for a CDN edge that
     /// checks them: derived from the JWT secret (RELAYCAST_JWT_SECRET or the
     /// data directory's), unless --hls-token-key is set on `serve`.
