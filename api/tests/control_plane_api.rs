@@ -10,32 +10,9 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use signaling::testing::TestDb;
 
-macro_rules! on_both_backends {
-    ($($body:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $body() -> anyhow::Result<()> {
-                    let db = signaling::testing::TestDb::sqlite();
-                    super::$body(&db).await
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $body() -> anyhow::Result<()> {
-                    let Some(db) = signaling::testing::TestDb::postgres().await else {
-                        return Ok(());
-                    };
-                    let r = super::$body(&db).await;
-                    db.drop_database().await;
-                    r
-                }
-            )*
-        }
-    };
-}
+#[macro_use]
+mod control_plane;
+use control_plane::*;
 
 on_both_backends!(
     register_login_logout_and_revocation,
@@ -49,155 +26,7 @@ on_both_backends!(
     openapi_describes_every_route,
 );
 
-const WEBHOOK_SECRET: &str = "whsec_test_secret";
-
-struct Api {
-    server: Option<api::Server>,
-    base: String,
-    http: reqwest::Client,
-    _dir: TempDir,
-}
-
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-struct Resp {
-    status: StatusCode,
-    headers: reqwest::header::HeaderMap,
-    body: Value,
-}
-
-impl Resp {
-    fn expect(self, status: u16) -> Result<Value> {
-        ensure!(
-            self.status.as_u16() == status,
-            "expected {status}, got {} with {}",
-            self.status,
-            self.body
-        );
-        Ok(self.body)
-    }
-
-    /// An error answer: the status, a JSON `error`, and for 401 a
-    /// `WWW-Authenticate` challenge.
-    fn error(self, status: u16) -> Result<String> {
-        let is_401 = status == 401;
-        let www = self.headers.contains_key("www-authenticate");
-        let body = self.expect(status)?;
-        let msg = body["error"]
-            .as_str()
-            .context("error body has an \"error\" string")?
-            .to_string();
-        ensure!(!is_401 || www, "401 without WWW-Authenticate");
-        Ok(msg)
-    }
-}
-
 impl Api {
-    async fn start(db: &TestDb) -> Result<Api> {
-        Api::start_with(db, |_| {}).await
-    }
-
-    async fn start_with(db: &TestDb, tweak: impl FnOnce(&mut api::Config)) -> Result<Api> {
-        let dir =
-            std::env::temp_dir().join(format!("relaycast-api-{:016x}", rand::random::<u64>()));
-        std::fs::create_dir_all(&dir)?;
-        let mut config = api::Config::for_test(dir.clone());
-        config.database_url = Some(db.url().to_string());
-        config.rest.payment_webhook_secret = Some(WEBHOOK_SECRET.into());
-        config.rest.login_limits = api::rest::ratelimit::Limits {
-            per_account: 5,
-            per_ip: 40,
-            window: Duration::from_secs(600),
-        };
-        tweak(&mut config);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let server = api::start(config, listener).await?;
-        let base = format!("http://{}", server.http_addr());
-        Ok(Api {
-            server: Some(server),
-            base,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(60))
-                .build()?,
-            _dir: TempDir(dir),
-        })
-    }
-
-    fn server(&self) -> &api::Server {
-        self.server.as_ref().expect("running")
-    }
-
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        bearer: Option<&str>,
-        body: Option<Value>,
-    ) -> Result<Resp> {
-        let mut req = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(b) = bearer {
-            req = req.bearer_auth(b);
-        }
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        let resp = req.send().await.context("request")?;
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let bytes = resp.bytes().await?;
-        let body = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes)
-                .with_context(|| format!("{path}: not JSON: {}", String::from_utf8_lossy(&bytes)))?
-        };
-        Ok(Resp {
-            status,
-            headers,
-            body,
-        })
-    }
-
-    async fn get(&self, path: &str, bearer: Option<&str>) -> Result<Resp> {
-        self.call(Method::GET, path, bearer, None).await
-    }
-    async fn post(&self, path: &str, bearer: Option<&str>, body: Value) -> Result<Resp> {
-        self.call(Method::POST, path, bearer, Some(body)).await
-    }
-    async fn patch(&self, path: &str, bearer: Option<&str>, body: Value) -> Result<Resp> {
-        self.call(Method::PATCH, path, bearer, Some(body)).await
-    }
-    async fn delete(&self, path: &str, bearer: Option<&str>) -> Result<Resp> {
-        self.call(Method::DELETE, path, bearer, None).await
-    }
-
-    /// Registers an account; returns (user id, session token).
-    async fn register(
-        &self,
-        name: &str,
-        role: &str,
-        admin: Option<&str>,
-    ) -> Result<(String, String)> {
-        let body = self
-            .post(
-                "/api/auth/register",
-                admin,
-                json!({ "username": name, "password": "a good password", "role": role }),
-            )
-            .await?
-            .expect(201)?;
-        Ok((
-            body["user"]["id"].as_str().context("user id")?.to_string(),
-            body["token"].as_str().context("token")?.to_string(),
-        ))
-    }
-
     /// An admin token as `relaycast token --role admin` mints it.
     fn admin_token(&self) -> Result<String> {
         Ok(self.server().tokens().issue(
@@ -244,12 +73,6 @@ impl Api {
             headers,
             body,
         })
-    }
-
-    async fn stop(mut self) {
-        if let Some(s) = self.server.take() {
-            s.shutdown().await;
-        }
     }
 }
 

@@ -12,7 +12,6 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
@@ -87,15 +86,7 @@ async fn hls_js_plays_the_ll_hls_of_a_whip_stream_with_audio() -> Result<()> {
         let server = TestServer::start().await?;
         let base = server.base_url().to_owned();
         let key = server.create_stream("hlsjs", false).await?;
-        let publisher = whip_publish(&base, "hlsjs", &key, &PublishOptions::h264_and_opus()).await?;
-        publisher.peer().wait_connected(CONNECT_TIMEOUT).await?;
-        let video = spawn_sample_sender(
-            publisher.media.video_track()?,
-            Arc::new(frames),
-            FRAME_DURATION_30FPS,
-            true,
-        );
-        let audio = spawn_opus_sender(publisher.media.audio_track()?);
+        let live = LivePublisher::start(&base, "hlsjs", &key, frames).await?;
 
         // The LL-HLS player counts as a viewer (no WebRTC viewer exists here).
         let admin = server
@@ -170,9 +161,7 @@ async fn hls_js_plays_the_ll_hls_of_a_whip_stream_with_audio() -> Result<()> {
             );
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        video.stop().await?;
-        audio.stop().await?;
-        publisher.close().await?;
+        live.stop().await?;
         server.shutdown().await;
         Ok(())
     })
@@ -242,16 +231,7 @@ async fn the_web_player_plays_a_paywalled_stream_only_with_a_play_link() -> Resu
         // `keys create NAME --private`: entitled.
         let key = server.create_stream("paywalled", true).await?;
         let play = server.token("paywalled", "play", Duration::from_secs(3600))?;
-        let publisher =
-            whip_publish(&base, "paywalled", &key, &PublishOptions::h264_and_opus()).await?;
-        publisher.peer().wait_connected(CONNECT_TIMEOUT).await?;
-        let video = spawn_sample_sender(
-            publisher.media.video_track()?,
-            Arc::new(frames),
-            FRAME_DURATION_30FPS,
-            true,
-        );
-        let audio = spawn_opus_sender(publisher.media.audio_track()?);
+        let live = LivePublisher::start(&base, "paywalled", &key, frames).await?;
         let child = Command::new("node")
             .arg(browser_dir().join("entitled_watch.mjs"))
             .arg(&base)
@@ -279,9 +259,7 @@ async fn the_web_player_plays_a_paywalled_stream_only_with_a_play_link() -> Resu
             .with_context(|| format!("no RESULT line from entitled_watch.mjs: {stdout}"))?;
         eprintln!("entitled_watch: {result}");
         ensure!(out.status.success(), "entitled_watch.mjs failed: {result}");
-        video.stop().await?;
-        audio.stop().await?;
-        publisher.close().await?;
+        live.stop().await?;
         server.shutdown().await;
         Ok(())
     })

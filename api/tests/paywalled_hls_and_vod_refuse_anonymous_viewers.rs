@@ -10,11 +10,13 @@
 //! the published stream with its recording runs once.
 
 mod support;
+#[macro_use]
+mod control_plane;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
+use control_plane::Api;
 use serde_json::{json, Value};
 use signaling::testing::TestDb;
 use support::*;
@@ -115,108 +117,50 @@ fn check_admitted(g: &Got, what: &str) -> Result<()> {
     Ok(())
 }
 
-macro_rules! on_both_backends {
-    ($($body:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $body() -> anyhow::Result<()> {
-                    let db = signaling::testing::TestDb::sqlite();
-                    super::$body(&db).await
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $body() -> anyhow::Result<()> {
-                    let Some(db) = signaling::testing::TestDb::postgres().await else {
-                        return Ok(());
-                    };
-                    let r = super::$body(&db).await;
-                    db.drop_database().await;
-                    r
-                }
-            )*
-        }
-    };
-}
-
 on_both_backends!(the_media_door_judges_like_whep);
 
-async fn register(http: &reqwest::Client, base: &str, name: &str, role: &str) -> Result<String> {
-    let res = http
-        .post(format!("{base}/api/auth/register"))
-        .json(&json!({ "username": name, "password": "a good password", "role": role }))
-        .send()
-        .await?;
-    ensure!(res.status() == 201, "register {name}: {}", res.status());
-    let body: Value = res.json().await?;
-    Ok(body["token"].as_str().context("token")?.to_string())
-}
-
-async fn post_json(http: &reqwest::Client, url: &str, bearer: &str, body: Value) -> Result<Value> {
-    let res = http
-        .post(url)
-        .bearer_auth(bearer)
-        .json(&body)
-        .send()
-        .await?;
-    let status = res.status();
-    let body: Value = res.json().await?;
-    ensure!(status.is_success(), "POST {url}: {status} {body}");
-    Ok(body)
-}
-
 async fn the_media_door_judges_like_whep(db: &TestDb) -> Result<()> {
-    let server = TestServer::start_with(|c| c.database_url = Some(db.url().to_string())).await?;
-    let base = server.base_url().to_string();
+    let api = Api::start(db).await?;
+    let base = api.base.clone();
     let http = http_client()?;
-    let owner = register(&http, &base, "anna", "broadcaster").await?;
-    let viewer = register(&http, &base, "vera", "viewer").await?;
+    let (_, owner) = api.register("anna", "broadcaster", None).await?;
+    let (_, viewer) = api.register("vera", "viewer", None).await?;
     for (name, visibility) in [
         ("open", "public"),
         ("members", "authenticated"),
         ("paid", "entitled"),
         ("fenced", "public"),
     ] {
-        post_json(
-            &http,
-            &format!("{base}/api/streams"),
-            &owner,
+        api.post(
+            "/api/streams",
+            Some(&owner),
             json!({ "name": name, "visibility": visibility }),
         )
-        .await?;
+        .await?
+        .expect(201)?;
     }
     // Public, but only for a network the test client is not in.
-    let res = http
-        .patch(format!("{base}/api/streams/fenced"))
-        .bearer_auth(&owner)
-        .json(&json!({ "allowed_cidrs": ["203.0.113.0/24"] }))
-        .send()
-        .await?;
-    ensure!(res.status() == 200, "fencing: {}", res.status());
-    let play = post_json(
-        &http,
-        &format!("{base}/api/streams/paid/play-token"),
-        &owner,
-        json!({}),
+    api.patch(
+        "/api/streams/fenced",
+        Some(&owner),
+        json!({ "allowed_cidrs": ["203.0.113.0/24"] }),
     )
-    .await?["token"]
-        .as_str()
-        .context("play token")?
-        .to_string();
-    let members_play = post_json(
-        &http,
-        &format!("{base}/api/streams/members/play-token"),
-        &viewer,
-        json!({}),
-    )
-    .await?["token"]
-        .as_str()
-        .context("play token")?
-        .to_string();
-    let media = server.server().media_tokens().clone();
+    .await?
+    .expect(200)?;
+    let play_token = |body: Value| -> Result<String> {
+        Ok(body["token"].as_str().context("play token")?.to_string())
+    };
+    let play = play_token(
+        api.post("/api/streams/paid/play-token", Some(&owner), json!({}))
+            .await?
+            .expect(201)?,
+    )?;
+    let members_play = play_token(
+        api.post("/api/streams/members/play-token", Some(&viewer), json!({}))
+            .await?
+            .expect(201)?,
+    )?;
+    let media = api.server().media_tokens().clone();
     let now = api::unix_now();
     let paid_media = media.issue("paid", now);
     let other_media = media.issue("open", now);
@@ -230,8 +174,7 @@ async fn the_media_door_judges_like_whep(db: &TestDb) -> Result<()> {
         t
     };
     let old_play =
-        server
-            .server()
+        api.server()
             .tokens()
             .issue("x", Some("paid"), signaling::Role::Play, now - 3600, 60)?;
 
@@ -321,7 +264,7 @@ async fn the_media_door_judges_like_whep(db: &TestDb) -> Result<()> {
         let g = fetch(&http, &format!("{base}{path}"), None).await?;
         ensure!(g.status == 404, "{path}: {}", g.status);
     }
-    server.shutdown().await;
+    api.stop().await;
     Ok(())
 }
 
@@ -375,15 +318,7 @@ async fn a_paywalled_stream_and_its_recording_open_only_with_a_ticket() -> Resul
         let play = server.token(PAID, "play", Duration::from_secs(600))?;
         let http = http_client()?;
 
-        let publisher = whip_publish(&base, PAID, &key, &PublishOptions::h264_and_opus()).await?;
-        publisher.peer().wait_connected(CONNECT_TIMEOUT).await?;
-        let video = spawn_sample_sender(
-            publisher.media.video_track()?,
-            Arc::new(frames),
-            FRAME_DURATION_30FPS,
-            true,
-        );
-        let audio = spawn_opus_sender(publisher.media.audio_track()?);
+        let live = LivePublisher::start(&base, PAID, &key, frames).await?;
 
         let mv_url = format!("{base}/hls/{PAID}/index.m3u8");
         let deadline = Instant::now() + Duration::from_secs(40);
@@ -519,9 +454,7 @@ async fn a_paywalled_stream_and_its_recording_open_only_with_a_ticket() -> Resul
             "bare rung playlist",
         )?;
 
-        video.stop().await?;
-        audio.stop().await?;
-        publisher.close().await?;
+        live.stop().await?;
 
         // The recording: listed and served with a ticket only.
         let vod_list = format!("{base}/vod/{PAID}");

@@ -17,36 +17,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{json, Value};
 use signaling::testing::TestDb;
 
-macro_rules! on_both_backends {
-    ($($body:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $body() -> anyhow::Result<()> {
-                    let db = signaling::testing::TestDb::sqlite();
-                    super::$body(&db).await
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $body() -> anyhow::Result<()> {
-                    let Some(db) = signaling::testing::TestDb::postgres().await else {
-                        return Ok(());
-                    };
-                    let r = super::$body(&db).await;
-                    db.drop_database().await;
-                    r
-                }
-            )*
-        }
-    };
-}
+#[macro_use]
+mod control_plane;
+use control_plane::*;
 
 on_both_backends!(
     hostile_webhook_urls_are_refused_at_registration,
@@ -69,132 +46,17 @@ const CATEGORIES: &[&str] = &[
     "request failed",
 ];
 
-struct Api {
-    server: Option<api::Server>,
-    base: String,
-    http: reqwest::Client,
-    _dir: TempDir,
-}
-
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-struct Resp {
-    status: StatusCode,
-    body: Value,
-}
-
-impl Resp {
-    fn expect(self, status: u16) -> Result<Value> {
-        ensure!(
-            self.status.as_u16() == status,
-            "expected {status}, got {} with {}",
-            self.status,
-            self.body
-        );
-        Ok(self.body)
-    }
-
-    /// An error answer with a JSON `{"error": "…"}`; its message.
-    fn error(self, status: u16) -> Result<String> {
-        let body = self.expect(status)?;
-        Ok(body["error"]
-            .as_str()
-            .context("error body has an \"error\" string")?
-            .to_string())
-    }
+/// A server on `db` sharing [`JWT_SECRET`], webhooks to private addresses
+/// allowed or not.
+async fn start(db: &TestDb, allow_private: bool) -> Result<Api> {
+    Api::start_with(db, |c| {
+        c.jwt_secret = Some(JWT_SECRET.into());
+        c.webhooks.allow_private = allow_private;
+    })
+    .await
 }
 
 impl Api {
-    async fn start(db: &TestDb, allow_private: bool) -> Result<Api> {
-        let dir =
-            std::env::temp_dir().join(format!("relaycast-hooks-{:016x}", rand::random::<u64>()));
-        std::fs::create_dir_all(&dir)?;
-        let mut config = api::Config::for_test(dir.clone());
-        config.database_url = Some(db.url().to_string());
-        config.jwt_secret = Some(JWT_SECRET.into());
-        config.webhooks.allow_private = allow_private;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let server = api::start(config, listener).await?;
-        let base = format!("http://{}", server.http_addr());
-        Ok(Api {
-            server: Some(server),
-            base,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(60))
-                .build()?,
-            _dir: TempDir(dir),
-        })
-    }
-
-    fn server(&self) -> &api::Server {
-        self.server.as_ref().expect("running")
-    }
-
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        bearer: Option<&str>,
-        body: Option<Value>,
-    ) -> Result<Resp> {
-        let mut req = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(b) = bearer {
-            req = req.bearer_auth(b);
-        }
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        let resp = req.send().await.context("request")?;
-        let status = resp.status();
-        let bytes = resp.bytes().await?;
-        let body = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes)
-                .with_context(|| format!("{path}: not JSON: {}", String::from_utf8_lossy(&bytes)))?
-        };
-        Ok(Resp { status, body })
-    }
-
-    async fn get(&self, path: &str, bearer: &str) -> Result<Resp> {
-        self.call(Method::GET, path, Some(bearer), None).await
-    }
-    async fn post(&self, path: &str, bearer: &str, body: Value) -> Result<Resp> {
-        self.call(Method::POST, path, Some(bearer), Some(body))
-            .await
-    }
-    async fn delete(&self, path: &str, bearer: &str) -> Result<Resp> {
-        self.call(Method::DELETE, path, Some(bearer), None).await
-    }
-
-    /// Registers an account; returns (user id, session token).
-    async fn register(
-        &self,
-        name: &str,
-        role: &str,
-        admin: Option<&str>,
-    ) -> Result<(String, String)> {
-        let body = self
-            .call(
-                Method::POST,
-                "/api/auth/register",
-                admin,
-                Some(json!({ "username": name, "password": "a good password", "role": role })),
-            )
-            .await?
-            .expect(201)?;
-        Ok((
-            body["user"]["id"].as_str().context("user id")?.to_string(),
-            body["token"].as_str().context("token")?.to_string(),
-        ))
-    }
-
     /// An admin token as `relaycast token --role admin` mints it.
     fn admin_token(&self) -> Result<String> {
         Ok(self.server().tokens().issue(
@@ -209,7 +71,7 @@ impl Api {
     /// A broadcaster account that owns stream `name`: its session token.
     async fn broadcaster_with_stream(&self, user: &str, stream: &str) -> Result<(String, String)> {
         let (id, token) = self.register(user, "broadcaster", None).await?;
-        self.post("/api/streams", &token, json!({ "name": stream }))
+        self.post("/api/streams", Some(&token), json!({ "name": stream }))
             .await?
             .expect(201)?;
         Ok((id, token))
@@ -220,7 +82,7 @@ impl Api {
         let created = self
             .post(
                 "/api/webhooks",
-                token,
+                Some(token),
                 json!({ "url": url, "stream": stream, "events": ["stream.started"] }),
             )
             .await?
@@ -245,7 +107,7 @@ impl Api {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let log = self
-                .get(&format!("/api/webhooks/{id}/deliveries"), token)
+                .get(&format!("/api/webhooks/{id}/deliveries"), Some(token))
                 .await?
                 .expect(200)?;
             let rows = log["deliveries"].as_array().context("deliveries")?.clone();
@@ -258,12 +120,6 @@ impl Api {
                 rows.len()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn stop(mut self) {
-        if let Some(s) = self.server.take() {
-            s.shutdown().await;
         }
     }
 }
@@ -349,7 +205,7 @@ fn check_row_shape(row: &Value) -> Result<()> {
 }
 
 async fn hostile_webhook_urls_are_refused_at_registration(db: &TestDb) -> Result<()> {
-    let api = Api::start(db, false).await?;
+    let api = start(db, false).await?;
     let (_, mallory) = api.broadcaster_with_stream("mallory", "show").await?;
     // A port something listens on: the probe would learn it is open.
     let receiver = Receiver::start().await?;
@@ -398,7 +254,7 @@ async fn hostile_webhook_urls_are_refused_at_registration(db: &TestDb) -> Result
         let msg = api
             .post(
                 "/api/webhooks",
-                &mallory,
+                Some(&mallory),
                 json!({ "url": url, "stream": "show", "events": ["stream.started"] }),
             )
             .await?
@@ -413,7 +269,7 @@ async fn hostile_webhook_urls_are_refused_at_registration(db: &TestDb) -> Result
     let msg = api
         .post(
             "/api/webhooks",
-            &mallory,
+            Some(&mallory),
             json!({ "url": "http://hooks.example.com@127.0.0.1/", "stream": "show",
                 "events": ["stream.started"] }),
         )
@@ -425,19 +281,22 @@ async fn hostile_webhook_urls_are_refused_at_registration(db: &TestDb) -> Result
     let msg = api
         .post(
             "/api/webhooks",
-            &mallory,
+            Some(&mallory),
             json!({ "url": "http://169.254.169.254/", "stream": "show",
                 "events": ["stream.started"] }),
         )
         .await?
         .error(422)?;
     ensure!(msg.contains("link-local"), "{msg}");
-    let list = api.get("/api/webhooks", &mallory).await?.expect(200)?;
+    let list = api
+        .get("/api/webhooks", Some(&mallory))
+        .await?
+        .expect(200)?;
     ensure!(list["webhooks"] == json!([]), "{list}");
     ensure!(receiver.requests() == 0, "the receiver was reached");
     // A public address is fine (nothing fires here, so nothing is sent).
     let id = api.hook(&mallory, "show", "http://8.8.8.8/hooks").await?;
-    api.delete(&format!("/api/webhooks/{id}"), &mallory)
+    api.delete(&format!("/api/webhooks/{id}"), Some(&mallory))
         .await?
         .expect(204)?;
     api.stop().await;
@@ -445,7 +304,7 @@ async fn hostile_webhook_urls_are_refused_at_registration(db: &TestDb) -> Result
 }
 
 async fn with_allow_private_a_local_receiver_gets_signed_deliveries(db: &TestDb) -> Result<()> {
-    let api = Api::start(db, true).await?;
+    let api = start(db, true).await?;
     let (_, owner) = api.broadcaster_with_stream("onprem", "show").await?;
     let receiver = Receiver::start().await?;
     let port = receiver.addr.port();
@@ -470,7 +329,7 @@ async fn with_allow_private_a_local_receiver_gets_signed_deliveries(db: &TestDb)
     // Metadata stays out of reach on premises too.
     api.post(
         "/api/webhooks",
-        &owner,
+        Some(&owner),
         json!({ "url": "http://169.254.169.254/", "stream": "show",
             "events": ["stream.started"] }),
     )
@@ -520,7 +379,7 @@ async fn a_webhook_registered_while_allowed_is_refused_at_send_time_without_the_
     let receiver = Receiver::start().await?;
     let port = receiver.addr.port();
     // Registered on a server that allowed private destinations…
-    let api = Api::start(db, true).await?;
+    let api = start(db, true).await?;
     let (_, owner) = api.broadcaster_with_stream("moved", "show").await?;
     let literal = api
         .hook(&owner, "show", &format!("http://127.0.0.1:{port}/hooks"))
@@ -540,7 +399,7 @@ async fn a_webhook_registered_while_allowed_is_refused_at_send_time_without_the_
     api.stop().await;
 
     // …then delivered by one that does not.
-    let api = Api::start(db, false).await?;
+    let api = start(db, false).await?;
     api.fire("show");
     for id in [&literal, &mapped, &by_name] {
         let rows = api.deliveries(&owner, id, 1).await?;
@@ -566,7 +425,7 @@ async fn a_webhook_registered_while_allowed_is_refused_at_send_time_without_the_
 async fn stream_tokens_and_other_accounts_cannot_touch_a_broadcasters_webhooks(
     db: &TestDb,
 ) -> Result<()> {
-    let api = Api::start(db, true).await?;
+    let api = start(db, true).await?;
     let admin = api.admin_token()?;
     let (bob_id, bob) = api.broadcaster_with_stream("bob", "bobs-show").await?;
     let (_, eve) = api.broadcaster_with_stream("eve", "eves-show").await?;
@@ -583,7 +442,7 @@ async fn stream_tokens_and_other_accounts_cannot_touch_a_broadcasters_webhooks(
     let minted = api
         .post(
             "/api/streams/bobs-show/play-token",
-            &integrator,
+            Some(&integrator),
             json!({ "user_id": bob_id }),
         )
         .await?
@@ -604,25 +463,27 @@ async fn stream_tokens_and_other_accounts_cannot_touch_a_broadcasters_webhooks(
     let create = json!({ "url": "http://127.0.0.1:9/x", "stream": "bobs-show",
         "events": ["stream.started"] });
     for stream_token in [&play_as_bob, &publish_as_bob] {
-        api.get("/api/webhooks", stream_token).await?.error(403)?;
-        api.get(&item, stream_token).await?.error(403)?;
-        api.get(&log, stream_token).await?.error(403)?;
-        api.delete(&item, stream_token).await?.error(403)?;
-        api.post("/api/webhooks", stream_token, create.clone())
+        api.get("/api/webhooks", Some(stream_token))
+            .await?
+            .error(403)?;
+        api.get(&item, Some(stream_token)).await?.error(403)?;
+        api.get(&log, Some(stream_token)).await?.error(403)?;
+        api.delete(&item, Some(stream_token)).await?.error(403)?;
+        api.post("/api/webhooks", Some(stream_token), create.clone())
             .await?
             .error(403)?;
     }
     // Accounts whose role does not manage streams.
     for account in [&viewer, &integrator] {
-        api.get("/api/webhooks", account).await?.error(403)?;
-        api.get(&item, account).await?.error(403)?;
-        api.delete(&item, account).await?.error(403)?;
-        api.post("/api/webhooks", account, create.clone())
+        api.get("/api/webhooks", Some(account)).await?.error(403)?;
+        api.get(&item, Some(account)).await?.error(403)?;
+        api.delete(&item, Some(account)).await?.error(403)?;
+        api.post("/api/webhooks", Some(account), create.clone())
             .await?
             .error(403)?;
     }
     // Another broadcaster: not listed, not found, cannot add one.
-    let eves = api.get("/api/webhooks", &eve).await?.expect(200)?;
+    let eves = api.get("/api/webhooks", Some(&eve)).await?.expect(200)?;
     let ids: Vec<&str> = eves["webhooks"]
         .as_array()
         .context("webhooks")?
@@ -630,31 +491,31 @@ async fn stream_tokens_and_other_accounts_cannot_touch_a_broadcasters_webhooks(
         .filter_map(|w| w["id"].as_str())
         .collect();
     ensure!(ids == [eves_hook.as_str()], "Eve sees {ids:?}");
-    api.get(&item, &eve).await?.error(404)?;
-    api.get(&log, &eve).await?.error(404)?;
-    api.delete(&item, &eve).await?.error(404)?;
-    api.post("/api/webhooks", &eve, create.clone())
+    api.get(&item, Some(&eve)).await?.error(404)?;
+    api.get(&log, Some(&eve)).await?.error(404)?;
+    api.delete(&item, Some(&eve)).await?.error(404)?;
+    api.post("/api/webhooks", Some(&eve), create.clone())
         .await?
         .error(403)?;
 
     // The owner and an admin can.
-    let bobs = api.get("/api/webhooks", &bob).await?.expect(200)?;
+    let bobs = api.get("/api/webhooks", Some(&bob)).await?.expect(200)?;
     ensure!(
         bobs["webhooks"].as_array().map(Vec::len) == Some(1) && bobs["webhooks"][0]["id"] == hook,
         "{bobs}"
     );
-    api.get(&item, &bob).await?.expect(200)?;
-    api.get(&log, &bob).await?.expect(200)?;
-    let all = api.get("/api/webhooks", &admin).await?.expect(200)?;
+    api.get(&item, Some(&bob)).await?.expect(200)?;
+    api.get(&log, Some(&bob)).await?.expect(200)?;
+    let all = api.get("/api/webhooks", Some(&admin)).await?.expect(200)?;
     ensure!(
         all["webhooks"].as_array().map(Vec::len) == Some(2),
         "the admin sees all: {all}"
     );
-    api.get(&item, &admin).await?.expect(200)?;
-    api.get(&log, &admin).await?.expect(200)?;
-    api.delete(&item, &bob).await?.expect(204)?;
-    api.get(&item, &bob).await?.error(404)?;
-    api.delete(&format!("/api/webhooks/{eves_hook}"), &admin)
+    api.get(&item, Some(&admin)).await?.expect(200)?;
+    api.get(&log, Some(&admin)).await?.expect(200)?;
+    api.delete(&item, Some(&bob)).await?.expect(204)?;
+    api.get(&item, Some(&bob)).await?.error(404)?;
+    api.delete(&format!("/api/webhooks/{eves_hook}"), Some(&admin))
         .await?
         .expect(204)?;
     api.stop().await;
@@ -679,7 +540,7 @@ fn cli_token(args: &[&str]) -> Result<String> {
 }
 
 async fn a_cli_play_token_cannot_delete_an_admins_webhook(db: &TestDb) -> Result<()> {
-    let api = Api::start(db, true).await?;
+    let api = start(db, true).await?;
     let admin = cli_token(&["--role", "admin"])?;
     let play = cli_token(&["--stream", "ops-show", "--role", "play"])?;
     let (a, p) = (
@@ -692,15 +553,15 @@ async fn a_cli_play_token_cannot_delete_an_admins_webhook(db: &TestDb) -> Result
         a.sub,
         p.sub
     );
-    api.post("/api/streams", &admin, json!({ "name": "ops-show" }))
+    api.post("/api/streams", Some(&admin), json!({ "name": "ops-show" }))
         .await?
         .expect(201)?;
     let hook = api
         .hook(&admin, "ops-show", "http://127.0.0.1:9/hooks")
         .await?;
     let item = format!("/api/webhooks/{hook}");
-    api.delete(&item, &play).await?.error(403)?;
-    api.get(&item, &play).await?.error(403)?;
+    api.delete(&item, Some(&play)).await?.error(403)?;
+    api.get(&item, Some(&play)).await?.error(403)?;
     // Even a play token asked for with the admin's subject is a stream token.
     let same_subject = cli_token(&[
         "--stream",
@@ -710,11 +571,11 @@ async fn a_cli_play_token_cannot_delete_an_admins_webhook(db: &TestDb) -> Result
         "--subject",
         &a.sub,
     ])?;
-    api.delete(&item, &same_subject).await?.error(403)?;
-    api.get(&item, &admin).await?.expect(200)?;
+    api.delete(&item, Some(&same_subject)).await?.error(403)?;
+    api.get(&item, Some(&admin)).await?.expect(200)?;
     // Admins act on every webhook, whichever subject their token has.
     let other_admin = cli_token(&["--role", "admin"])?;
-    api.delete(&item, &other_admin).await?.expect(204)?;
+    api.delete(&item, Some(&other_admin)).await?.expect(204)?;
     api.stop().await;
     Ok(())
 }

@@ -940,6 +940,48 @@ pub async fn whip_publish(
     })
 }
 
+/// A WHIP publisher that is live: H.264 `frames` looped at 30 fps and Opus
+/// silence, what the LL-HLS and player tests need.
+pub struct LivePublisher {
+    pub publisher: Publisher,
+    video: MediaSender,
+    audio: MediaSender,
+}
+
+impl LivePublisher {
+    /// Publishes to `stream` with `key`, waits for the connection and
+    /// starts sending.
+    pub async fn start(
+        base_url: &str,
+        stream: &str,
+        key: &str,
+        frames: Vec<Bytes>,
+    ) -> Result<Self> {
+        let publisher =
+            whip_publish(base_url, stream, key, &PublishOptions::h264_and_opus()).await?;
+        publisher.peer().wait_connected(CONNECT_TIMEOUT).await?;
+        let video = spawn_sample_sender(
+            publisher.media.video_track()?,
+            Arc::new(frames),
+            FRAME_DURATION_30FPS,
+            true,
+        );
+        let audio = spawn_opus_sender(publisher.media.audio_track()?);
+        Ok(Self {
+            publisher,
+            video,
+            audio,
+        })
+    }
+
+    /// Stops sending, DELETEs the session and closes the connection.
+    pub async fn stop(self) -> Result<()> {
+        self.video.stop().await?;
+        self.audio.stop().await?;
+        self.publisher.close().await
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Sending media
 // ---------------------------------------------------------------------------------------------
