@@ -10,7 +10,6 @@
 mod support;
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
@@ -264,15 +263,7 @@ async fn whip_stream_comes_out_as_ll_hls_that_ffprobe_reads() -> Result<()> {
         ensure!(not_live.status == 404, "no stream yet: {}", not_live.status);
         ensure!(header(&not_live, "access-control-allow-origin") == "*");
 
-        let publisher = whip_publish(&base, STREAM, &key, &PublishOptions::h264_and_opus()).await?;
-        publisher.peer().wait_connected(CONNECT_TIMEOUT).await?;
-        let video = spawn_sample_sender(
-            publisher.media.video_track()?,
-            Arc::new(frames),
-            FRAME_DURATION_30FPS,
-            true,
-        );
-        let audio = spawn_opus_sender(publisher.media.audio_track()?);
+        let live = LivePublisher::start(&base, STREAM, &key, frames).await?;
 
         // The multivariant playlist waits for the first keyframe.
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -290,6 +281,8 @@ async fn whip_stream_comes_out_as_ll_hls_that_ffprobe_reads() -> Result<()> {
         };
         ensure!(header(&mv, "content-type") == "application/vnd.apple.mpegurl");
         ensure!(header(&mv, "cache-control") == "max-age=1");
+        // A public stream: nothing to sign, nothing private.
+        ensure!(!String::from_utf8_lossy(&mv.body).contains("hls_token"));
         let mv_text = String::from_utf8(mv.body.to_vec())?;
         tracing::info!("multivariant:\n{mv_text}");
         let inf = mv_text
@@ -389,6 +382,7 @@ async fn whip_stream_comes_out_as_ll_hls_that_ffprobe_reads() -> Result<()> {
             ensure!(f.status == 200, "blocking reload {url}: {}", f.status);
             ensure!(header(&f, "cache-control") == "max-age=1");
             text = String::from_utf8(f.body.to_vec())?;
+            ensure!(!text.contains("hls_token"), "a public playlist signed:\n{text}");
             ensure!(
                 text.contains(&format!("URI=\"{uri}\""))
                     && !text.contains(&format!("PRELOAD-HINT:TYPE=PART,URI=\"{uri}\"")),
@@ -597,9 +591,7 @@ async fn whip_stream_comes_out_as_ll_hls_that_ffprobe_reads() -> Result<()> {
             1000.0 * sum / count
         );
 
-        video.stop().await?;
-        audio.stop().await?;
-        publisher.close().await?;
+        live.stop().await?;
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let f = get(

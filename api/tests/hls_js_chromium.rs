@@ -57,6 +57,36 @@ fn prerequisites_missing() -> Vec<String> {
     missing
 }
 
+/// Runs `tests/browser/{script}` with `args` under node (at most
+/// `limit_s` seconds), printing its stderr; whether it exited 0, and its
+/// `RESULT …` line.
+async fn run_script(script: &str, args: &[&str], limit_s: u64) -> Result<(bool, String)> {
+    let child = Command::new("node")
+        .arg(browser_dir().join(script))
+        .args(args)
+        .current_dir(browser_dir())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("spawning node")?;
+    let out = tokio::time::timeout(Duration::from_secs(limit_s), child.wait_with_output())
+        .await
+        .with_context(|| format!("{script} did not finish in {limit_s} s"))?
+        .with_context(|| format!("running {script}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!(
+        "---- {script} stderr ----\n{}",
+        String::from_utf8_lossy(&out.stderr).trim_end()
+    );
+    let result = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .with_context(|| format!("no RESULT line from {script}: {stdout}"))?;
+    Ok((out.status.success(), result.to_string()))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hls_js_plays_the_ll_hls_of_a_whip_stream_with_audio() -> Result<()> {
     init_logging();
@@ -94,35 +124,13 @@ async fn hls_js_plays_the_ll_hls_of_a_whip_stream_with_audio() -> Result<()> {
             .token_for("ops", None, "admin", Duration::from_secs(3600))?;
         let counted = tokio::spawn(hls_viewers_seen(base.clone(), admin.clone()));
 
-        let script = browser_dir().join("hls_play.mjs");
-        let child = Command::new("node")
-            .arg(&script)
-            .arg(&base)
-            .arg("hlsjs")
-            // 16 s of playing, of which the script requires half: hls.js at a
-            // 1 s hold-back stalls at start in about one run in four here
-            // (debug build, ladder encoding and Chromium on 2 cores; seen
-            // with the previous build too) and within 8 s did not always
-            // recover. Stalls are printed below with the other errors.
-            .arg("16")
-            .current_dir(browser_dir())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .context("spawning node")?;
-        let out = tokio::time::timeout(Duration::from_secs(90), child.wait_with_output())
-            .await
-            .context("hls_play.mjs did not finish in 90 s")?
-            .context("running hls_play.mjs")?;
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        eprintln!("---- hls_play.mjs stderr ----\n{}", stderr.trim_end());
-        let result = stdout
-            .lines()
-            .find_map(|l| l.strip_prefix("RESULT "))
-            .with_context(|| format!("no RESULT line from hls_play.mjs: {stdout}"))?;
+        // 16 s of playing, of which the script requires half: hls.js at a
+        // 1 s hold-back stalls at start in about one run in four here
+        // (debug build, ladder encoding and Chromium on 2 cores; seen with
+        // the previous build too) and within 8 s did not always recover.
+        // Stalls are printed below with the other errors.
+        let (ok, result) = run_script("hls_play.mjs", &[&base, "hlsjs", "16"], 90).await?;
+        let result = result.as_str();
         let v: serde_json::Value = serde_json::from_str(result)?;
         eprintln!(
             "hls.js: advanced {:.2} s, startup {} ms, latency median {} s (target {}), audio tracks {}, buffers {}, errors {}",
@@ -145,7 +153,7 @@ async fn hls_js_plays_the_ll_hls_of_a_whip_stream_with_audio() -> Result<()> {
                 .is_some_and(|b| b.iter().any(|x| x.as_str().is_some_and(|s| s.starts_with("audio")))),
             "no audio buffer: {result}"
         );
-        ensure!(out.status.success(), "hls_play.mjs failed: {result}");
+        ensure!(ok, "hls_play.mjs failed: {result}");
         counted.abort();
         let peak = counted.await.unwrap_or(Ok(0)).unwrap_or(0);
         ensure!(
@@ -232,33 +240,10 @@ async fn the_web_player_plays_a_paywalled_stream_only_with_a_play_link() -> Resu
         let key = server.create_stream("paywalled", true).await?;
         let play = server.token("paywalled", "play", Duration::from_secs(3600))?;
         let live = LivePublisher::start(&base, "paywalled", &key, frames).await?;
-        let child = Command::new("node")
-            .arg(browser_dir().join("entitled_watch.mjs"))
-            .arg(&base)
-            .arg("paywalled")
-            .arg(&play)
-            .current_dir(browser_dir())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .context("spawning node")?;
-        let out = tokio::time::timeout(Duration::from_secs(200), child.wait_with_output())
-            .await
-            .context("entitled_watch.mjs did not finish in 200 s")?
-            .context("running entitled_watch.mjs")?;
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        eprintln!(
-            "---- entitled_watch.mjs stderr ----\n{}",
-            String::from_utf8_lossy(&out.stderr).trim_end()
-        );
-        let result = stdout
-            .lines()
-            .find_map(|l| l.strip_prefix("RESULT "))
-            .with_context(|| format!("no RESULT line from entitled_watch.mjs: {stdout}"))?;
+        let (ok, result) =
+            run_script("entitled_watch.mjs", &[&base, "paywalled", &play], 200).await?;
         eprintln!("entitled_watch: {result}");
-        ensure!(out.status.success(), "entitled_watch.mjs failed: {result}");
+        ensure!(ok, "entitled_watch.mjs failed: {result}");
         live.stop().await?;
         server.shutdown().await;
         Ok(())
