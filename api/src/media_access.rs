@@ -36,7 +36,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, Path, Request, State};
-use axum::http::{header, HeaderValue};
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use parking_lot::Mutex;
@@ -110,6 +110,22 @@ pub async fn gate(
     mut req: Request,
     next: Next,
 ) -> Response {
+    // Media is read-only: another method gets its 405 before any question
+    // of who is asking (and a route added later with another method is
+    // closed until the door learns about it).
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut resp = (
+            StatusCode::METHOD_NOT_ALLOWED,
+            [(header::ALLOW, "GET,HEAD")],
+            axum::Json(serde_json::json!({ "error": "method not allowed" })),
+        )
+            .into_response();
+        resp.headers_mut().insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        );
+        return resp;
+    }
     let Some(stream) = params.and_then(|Path(mut p)| p.remove("stream")) else {
         // A media route without a stream cannot be judged: closed.
         return refuse(ApiError::NotFound("stream"));

@@ -382,7 +382,10 @@ async fn whip_stream_comes_out_as_ll_hls_that_ffprobe_reads() -> Result<()> {
             ensure!(f.status == 200, "blocking reload {url}: {}", f.status);
             ensure!(header(&f, "cache-control") == "max-age=1");
             text = String::from_utf8(f.body.to_vec())?;
-            ensure!(!text.contains("hls_token"), "a public playlist signed:\n{text}");
+            ensure!(
+                !text.contains("hls_token"),
+                "a public playlist signed:\n{text}"
+            );
             ensure!(
                 text.contains(&format!("URI=\"{uri}\""))
                     && !text.contains(&format!("PRELOAD-HINT:TYPE=PART,URI=\"{uri}\"")),

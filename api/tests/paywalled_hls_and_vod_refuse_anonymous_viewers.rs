@@ -255,6 +255,18 @@ async fn the_media_door_judges_like_whep(db: &TestDb) -> Result<()> {
         let g = fetch(&http, &format!("{base}{path}"), None).await?;
         check_admitted(&g, &format!("open {path}"))?;
     }
+    // Media is read-only: other methods get 405 before any credential
+    // question, with the JSON body.
+    for path in [
+        "/hls/paid/index.m3u8",
+        "/vod/paid",
+        "/hls/open/r1/video/seg1.m4s",
+    ] {
+        let res = http.delete(format!("{base}{path}")).send().await?;
+        ensure!(res.status() == 405, "DELETE {path}: {}", res.status());
+        let body: Value = res.json().await?;
+        ensure!(body["error"].is_string(), "{body}");
+    }
     // Made-up names and names that cannot be streams: nothing to open.
     for path in [
         "/hls/nosuch/index.m3u8",
