@@ -85,6 +85,7 @@ pub struct LadderInput {
 /// The packager's end of a ladder thread.
 pub struct LadderHandle {
     tx: mpsc::SyncSender<LadderInput>,
+    thread: std::thread::JoinHandle<()>,
     waiting_for_key: bool,
     pub dropped: u64,
 }
@@ -103,11 +104,20 @@ impl LadderHandle {
             }
         }
     }
+
+    /// Closes the queue: the thread encodes what is queued, frees its
+    /// decoder and encoders and ends. Join the returned handle to know
+    /// that memory is back with the allocator.
+    pub fn close(self) -> std::thread::JoinHandle<()> {
+        drop(self.tx);
+        self.thread
+    }
 }
 
 /// Starts the ladder thread of one stream. `sizes` are the rungs' picture
 /// sizes (index = rung index in the packager). The thread ends when the
-/// handle is dropped or the stream entry is gone.
+/// handle is dropped or closed ([`LadderHandle::close`]), or the stream
+/// entry is gone.
 pub fn spawn(
     entry: Weak<StreamEntry>,
     sizes: Vec<(Rung, u32, u32)>,
@@ -116,11 +126,12 @@ pub fn spawn(
     capacity: usize,
 ) -> std::io::Result<LadderHandle> {
     let (tx, rx) = mpsc::sync_channel::<LadderInput>(capacity.max(1));
-    std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name("hls-ladder".into())
         .spawn(move || run(entry, sizes, frame_rate, encode_seconds, rx))?;
     Ok(LadderHandle {
         tx,
+        thread,
         waiting_for_key: true,
         dropped: 0,
     })
