@@ -21,7 +21,7 @@ use openh264::decoder::Decoder;
 use openh264::encoder::{
     BitRate, Encoder, EncoderConfig, FrameRate, IntraFramePeriod, Profile, UsageType,
 };
-use openh264::formats::{YUVBuffer, YUVSource};
+use openh264::formats::{YUVSlices, YUVSource};
 use openh264::OpenH264API;
 use prometheus::HistogramVec;
 
@@ -155,6 +155,11 @@ struct RungEncoder {
     encoder: Encoder,
     width: usize,
     height: usize,
+    /// The scaled picture, reused every frame: a fresh 0.3–1.4 MB buffer
+    /// per frame and rung would be allocated and freed 60–90 times a
+    /// second, past glibc's mmap threshold at first, then (the threshold
+    /// rises to the largest freed block) churning the thread's arena.
+    picture: Vec<u8>,
     timer: prometheus::Histogram,
 }
 
@@ -179,6 +184,7 @@ fn run(
                 encoder,
                 width: *w as usize,
                 height: *h as usize,
+                picture: Vec::new(),
                 timer: encode_seconds.with_label_values(&[rung.name.as_str()]),
             }),
             Err(e) => {
@@ -195,9 +201,13 @@ fn run(
             Ok(Some(picture)) => {
                 for enc in encoders.iter_mut() {
                     let started = Instant::now();
-                    let mut buf = Vec::new();
-                    scale_i420(&picture, enc.width, enc.height, &mut buf);
-                    let yuv = YUVBuffer::from_vec(buf, enc.width, enc.height);
+                    scale_i420(&picture, enc.width, enc.height, &mut enc.picture);
+                    // Both sizes are even (`rungs_for`) and the scaler writes
+                    // exactly w·h + 2·(w/2)·(h/2) bytes: the planes fit.
+                    let (w, h) = (enc.width, enc.height);
+                    let (y, uv) = enc.picture.split_at(w * h);
+                    let (u, v) = uv.split_at(w / 2 * (h / 2));
+                    let yuv = YUVSlices::new((y, u, v), (w, h), (w, w / 2, w / 2));
                     if input.keyframe {
                         enc.encoder.force_intra_frame();
                     }
@@ -294,6 +304,7 @@ fn scale_plane(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use openh264::formats::YUVBuffer;
 
     #[test]
     fn rungs_stay_below_the_source_and_keep_its_aspect() {
