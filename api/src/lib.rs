@@ -279,12 +279,18 @@ pub struct Server {
     recording_hooks: JoinHandle<()>,
     /// Returns ended streams' freed memory to the OS.
     trimmer: JoinHandle<()>,
+    hls: transcoder::Hls,
     webhooks: webhooks::Webhooks,
 }
 
 impl Server {
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// The LL-HLS side (its notices: recordings, released memory).
+    pub fn hls(&self) -> &transcoder::Hls {
+        &self.hls
     }
 
     /// The forwarder (taps, stream events, viewer counts).
@@ -654,7 +660,7 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
         // Every media route behind the one door (public streams pass
         // untouched).
         .merge(
-            transcoder::router(hls).route_layer(axum::middleware::from_fn_with_state(
+            transcoder::router(hls.clone()).route_layer(axum::middleware::from_fn_with_state(
                 media_access::MediaAccess::new(
                     store.clone(),
                     tokens.clone(),
@@ -704,6 +710,7 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
         recorder: Some(recorder),
         recording_hooks,
         trimmer,
+        hls,
         webhooks,
     })
 }
