@@ -75,10 +75,16 @@ mod tests {
     }
 
     #[test]
-    fn trim_is_safe_to_call_any_time() {
-        let v = vec![0u8; 4 << 20];
-        drop(v);
-        trim();
-        trim();
+    fn trim_runs_beside_threads_that_allocate() {
+        let churn = std::thread::spawn(|| {
+            for i in 0..200usize {
+                let v = vec![i as u8; 256 << 10];
+                assert_eq!(v[v.len() - 1], i as u8);
+            }
+        });
+        for _ in 0..20 {
+            trim();
+        }
+        churn.join().expect("the allocating thread ends normally");
     }
 }
