@@ -530,7 +530,9 @@ async fn run_stream(
                     stream: stream.clone(),
                 });
             }
-            _ => tracing::error!(%stream, "the ladder thread panicked"),
+            _ => {
+                tracing::error!(%stream, "the ladder thread did not end cleanly (panic or runtime shutdown)")
+            }
         }
     }
     let linger = hls.inner.config.ended_linger;
