@@ -6,8 +6,8 @@
 //! ladder thread: decoder, encoders, scaled pictures, the rungs' samples;
 //! tokio workers: the source and audio segment windows), so once the stream
 //! ends most of that memory is free but sits below chunks still in use and
-//! stays resident: measured at 30 MB after one 720p stream, growing over a
-//! few streams in a row (`docs/benchmarks.md`). `malloc_trim(0)` walks every
+//! stays resident: after three 720p streams in a row the server held 65 MiB
+//! instead of 36 (`docs/benchmarks.md`, "Memory after a stream ends"). `malloc_trim(0)` walks every
 //! arena and returns each free whole page (`MADV_DONTNEED`).
 //!
 //! The transcoder only says when memory was freed ([`transcoder::Released`]);
