@@ -17,6 +17,7 @@ pub mod cli;
 pub mod http_edge;
 pub mod http_listener;
 pub mod log_sampling;
+pub mod malloc_trim;
 pub mod media_access;
 pub mod realtime;
 pub mod rest;
@@ -276,12 +277,20 @@ pub struct Server {
     recorder: Option<JoinHandle<()>>,
     /// `recording.ready` webhooks from the transcoder.
     recording_hooks: JoinHandle<()>,
+    /// Returns ended streams' freed memory to the OS.
+    trimmer: JoinHandle<()>,
+    hls: transcoder::Hls,
     webhooks: webhooks::Webhooks,
 }
 
 impl Server {
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// The LL-HLS side (its notices: recordings, released memory).
+    pub fn hls(&self) -> &transcoder::Hls {
+        &self.hls
     }
 
     /// The forwarder (taps, stream events, viewer counts).
@@ -370,6 +379,7 @@ impl Server {
             let _ = r.await;
         }
         self.recording_hooks.abort();
+        self.trimmer.abort();
         self.sfu.shutdown().await;
         if let Some(turn) = self.turn.take() {
             turn.shutdown().await;
@@ -547,6 +557,7 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
             });
     }
     let hls = transcoder::Hls::start(sfu.clone(), hls_config, hls_metrics);
+    let trimmer = malloc_trim::spawn(hls.released());
     let viewers = viewers::Viewers::new(sfu.clone(), Some(hls.clone()));
     bus.start_presence(Arc::new(viewers.clone()));
     let recording_hooks = tokio::spawn(webhooks::forward_recordings(
@@ -649,7 +660,7 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
         // Every media route behind the one door (public streams pass
         // untouched).
         .merge(
-            transcoder::router(hls).route_layer(axum::middleware::from_fn_with_state(
+            transcoder::router(hls.clone()).route_layer(axum::middleware::from_fn_with_state(
                 media_access::MediaAccess::new(
                     store.clone(),
                     tokens.clone(),
@@ -698,6 +709,8 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
         http: Some(http),
         recorder: Some(recorder),
         recording_hooks,
+        trimmer,
+        hls,
         webhooks,
     })
 }

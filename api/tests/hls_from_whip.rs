@@ -5,7 +5,8 @@
 //! part streams; ffprobe reads init + segments of every rendition with
 //! continuous timestamps; an integrator event posted while live appears in
 //! every rendition as `EXT-X-DATERANGE` at its media moment (and later in
-//! the recording); the end of the stream brings `EXT-X-ENDLIST`.
+//! the recording); the end of the stream brings `EXT-X-ENDLIST`, and the
+//! ladder thread's exit a `transcoder::Released` notice.
 
 mod support;
 
@@ -594,6 +595,7 @@ async fn whip_stream_comes_out_as_ll_hls_that_ffprobe_reads() -> Result<()> {
             1000.0 * sum / count
         );
 
+        let mut released = server.server().hls().released();
         live.stop().await?;
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -615,6 +617,15 @@ async fn whip_stream_comes_out_as_ll_hls_that_ffprobe_reads() -> Result<()> {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+        // The ended stream's ladder thread exits and says so (the binary
+        // returns the freed memory to the OS on that notice).
+        let notice = tokio::time::timeout(Duration::from_secs(20), released.recv())
+            .await
+            .context("no Released notice after the publisher left")??;
+        ensure!(
+            matches!(&notice, transcoder::Released::Ladder { stream } if stream == STREAM),
+            "{notice:?}"
+        );
 
         // The recording keeps the date range at the same place in time.
         let deadline = Instant::now() + Duration::from_secs(20);

@@ -212,6 +212,23 @@ struct Inner {
     streams: Mutex<HashMap<String, Arc<StreamEntry>>>,
     /// Recordings complete on disk.
     ready: broadcast::Sender<RecordingReady>,
+    /// Ended streams' memory handed back to the allocator.
+    released: broadcast::Sender<Released>,
+}
+
+/// Memory an ended stream has handed back to the allocator. The library
+/// only says when; a binary that wants the allocator to return the freed
+/// pages to the OS (glibc keeps them in its arenas) acts on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Released {
+    /// The stream's ladder thread has ended: its decoder, encoders and
+    /// scaling buffers are freed (tens of MB for a 720p source).
+    Ladder { stream: String },
+    /// An ended stream's packager left the table after the linger: its
+    /// segment window (every rendition's last `Timing::window`) is freed
+    /// once the last request holding it finishes.
+    Packager { stream: String },
 }
 
 /// Notices a slow listener may fall behind by before it misses some.
@@ -235,6 +252,7 @@ impl Hls {
                 metrics,
                 streams: Mutex::new(HashMap::new()),
                 ready: broadcast::channel(READY_CAPACITY).0,
+                released: broadcast::channel(READY_CAPACITY).0,
             }),
         };
         tokio::spawn(follow_events(hls.clone(), events));
@@ -263,6 +281,7 @@ impl Hls {
                 metrics,
                 streams: Mutex::new(HashMap::new()),
                 ready: broadcast::channel(READY_CAPACITY).0,
+                released: broadcast::channel(READY_CAPACITY).0,
             }),
         }
     }
@@ -311,6 +330,13 @@ impl Hls {
     /// some).
     pub fn recording_notices(&self) -> broadcast::Receiver<RecordingReady> {
         self.inner.ready.subscribe()
+    }
+
+    /// Hears when an ended stream has freed its ladder and, later, its
+    /// packager (subscribe before streams end; a listener more than 64
+    /// notices behind misses some).
+    pub fn released(&self) -> broadcast::Receiver<Released> {
+        self.inner.released.subscribe()
     }
 
     fn start_stream(&self, stream: &str) {
@@ -479,7 +505,7 @@ async fn run_stream(
         entry.state.lock().handle_frame(&frame, SystemTime::now());
     }
     drop(tap);
-    drop(ladder);
+    let ladder = ladder.map(LadderHandle::close);
     {
         let ranges = entry.take_date_ranges();
         let mut st = entry.state.lock();
@@ -496,12 +522,30 @@ async fn run_stream(
     }
     entry.notify();
     tracing::info!(%stream, "LL-HLS stream ended");
+    if let Some(thread) = ladder {
+        // It finishes the frames still queued (at most `ladder_capacity`).
+        match tokio::task::spawn_blocking(move || thread.join()).await {
+            Ok(Ok(())) => {
+                let _ = hls.inner.released.send(Released::Ladder {
+                    stream: stream.clone(),
+                });
+            }
+            _ => {
+                tracing::error!(%stream, "the ladder thread did not end cleanly (panic or runtime shutdown)")
+            }
+        }
+    }
     let linger = hls.inner.config.ended_linger;
     tokio::time::sleep(linger).await;
-    let mut streams = hls.inner.streams.lock();
-    if streams.get(&stream).is_some_and(|e| Arc::ptr_eq(e, &entry)) {
-        streams.remove(&stream);
+    {
+        let mut streams = hls.inner.streams.lock();
+        if streams.get(&stream).is_some_and(|e| Arc::ptr_eq(e, &entry)) {
+            streams.remove(&stream);
+        }
     }
+    // Gone from the table (removed here, or replaced by a newer run).
+    drop(entry);
+    let _ = hls.inner.released.send(Released::Packager { stream });
 }
 
 /// Moves queued date ranges into the packager and the recording.

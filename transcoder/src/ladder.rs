@@ -21,7 +21,7 @@ use openh264::decoder::Decoder;
 use openh264::encoder::{
     BitRate, Encoder, EncoderConfig, FrameRate, IntraFramePeriod, Profile, UsageType,
 };
-use openh264::formats::{YUVBuffer, YUVSource};
+use openh264::formats::{YUVSlices, YUVSource};
 use openh264::OpenH264API;
 use prometheus::HistogramVec;
 
@@ -85,6 +85,7 @@ pub struct LadderInput {
 /// The packager's end of a ladder thread.
 pub struct LadderHandle {
     tx: mpsc::SyncSender<LadderInput>,
+    thread: std::thread::JoinHandle<()>,
     waiting_for_key: bool,
     pub dropped: u64,
 }
@@ -103,11 +104,20 @@ impl LadderHandle {
             }
         }
     }
+
+    /// Closes the queue: the thread encodes what is queued, frees its
+    /// decoder and encoders and ends. Join the returned handle to know
+    /// that memory is back with the allocator.
+    pub fn close(self) -> std::thread::JoinHandle<()> {
+        drop(self.tx);
+        self.thread
+    }
 }
 
 /// Starts the ladder thread of one stream. `sizes` are the rungs' picture
 /// sizes (index = rung index in the packager). The thread ends when the
-/// handle is dropped or the stream entry is gone.
+/// handle is dropped or closed ([`LadderHandle::close`]), or the stream
+/// entry is gone.
 pub fn spawn(
     entry: Weak<StreamEntry>,
     sizes: Vec<(Rung, u32, u32)>,
@@ -116,11 +126,12 @@ pub fn spawn(
     capacity: usize,
 ) -> std::io::Result<LadderHandle> {
     let (tx, rx) = mpsc::sync_channel::<LadderInput>(capacity.max(1));
-    std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name("hls-ladder".into())
         .spawn(move || run(entry, sizes, frame_rate, encode_seconds, rx))?;
     Ok(LadderHandle {
         tx,
+        thread,
         waiting_for_key: true,
         dropped: 0,
     })
@@ -144,6 +155,11 @@ struct RungEncoder {
     encoder: Encoder,
     width: usize,
     height: usize,
+    /// The scaled picture, reused every frame: a fresh 0.3–1.4 MB buffer
+    /// per frame and rung would be allocated and freed 60–90 times a
+    /// second, past glibc's mmap threshold at first, then (the threshold
+    /// rises to the largest freed block) churning the thread's arena.
+    picture: Vec<u8>,
     timer: prometheus::Histogram,
 }
 
@@ -168,6 +184,7 @@ fn run(
                 encoder,
                 width: *w as usize,
                 height: *h as usize,
+                picture: Vec::new(),
                 timer: encode_seconds.with_label_values(&[rung.name.as_str()]),
             }),
             Err(e) => {
@@ -184,9 +201,13 @@ fn run(
             Ok(Some(picture)) => {
                 for enc in encoders.iter_mut() {
                     let started = Instant::now();
-                    let mut buf = Vec::new();
-                    scale_i420(&picture, enc.width, enc.height, &mut buf);
-                    let yuv = YUVBuffer::from_vec(buf, enc.width, enc.height);
+                    scale_i420(&picture, enc.width, enc.height, &mut enc.picture);
+                    // Both sizes are even (`rungs_for`) and the scaler writes
+                    // exactly w·h + 2·(w/2)·(h/2) bytes: the planes fit.
+                    let (w, h) = (enc.width, enc.height);
+                    let (y, uv) = enc.picture.split_at(w * h);
+                    let (u, v) = uv.split_at(w / 2 * (h / 2));
+                    let yuv = YUVSlices::new((y, u, v), (w, h), (w, w / 2, w / 2));
                     if input.keyframe {
                         enc.encoder.force_intra_frame();
                     }
@@ -283,6 +304,7 @@ fn scale_plane(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use openh264::formats::YUVBuffer;
 
     #[test]
     fn rungs_stay_below_the_source_and_keep_its_aspect() {

@@ -20,7 +20,8 @@
 //!   keyframes so segments line up.
 //! - [`hls::Hls`]: the tokio driver: a packager per live stream, started on
 //!   `Live` and ended (`EXT-X-ENDLIST`) on `Ended`; [`Hls::add_event`]
-//!   attaches a date range to a live stream.
+//!   attaches a date range to a live stream; [`Hls::released`] tells when
+//!   an ended stream's ladder and packager memory is freed.
 //! - [`daterange`]: `EXT-X-DATERANGE` (integrator events) at the matching
 //!   `EXT-X-PROGRAM-DATE-TIME`, in the live and the VOD playlists.
 //! - [`record`]: ended streams kept on disk as VOD, `/vod/{stream}/…`;
@@ -46,7 +47,7 @@ pub mod track;
 pub mod uri_query;
 
 pub use daterange::DateRange;
-pub use hls::{Hls, HlsConfig, HlsMetrics};
+pub use hls::{Hls, HlsConfig, HlsMetrics, Released};
 pub use http::router;
 pub use ladder::Rung;
 pub use record::{RecordingConfig, RecordingReady};
