@@ -88,6 +88,11 @@ pub struct ServeArgs {
     /// their estimate instead of forwarding it as it arrives.
     #[arg(long, env = "RELAYCAST_PACE_VIEWERS", default_value_t = false, action = clap::ArgAction::Set)]
     pub pace_viewers: bool,
+    /// Sent packets each bandwidth-estimating viewer remembers for its TWCC
+    /// feedback (str0m's own default is 1000).
+    #[arg(long, env = "RELAYCAST_TWCC_SEND_HISTORY", default_value_t = sfu::DEFAULT_TWCC_SEND_HISTORY,
+          value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u16).range(32..), usize::from))]
+    pub twcc_send_history: usize,
     /// JWT signing secret (default: generated once and kept in the data directory).
     #[arg(long, env = "RELAYCAST_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,

@@ -73,6 +73,8 @@ pub struct Config {
     pub udp_gso: bool,
     /// Pace simulcast viewers' video to their bandwidth estimate.
     pub pace_viewers: bool,
+    /// Sent packets each estimating viewer remembers for TWCC feedback.
+    pub twcc_send_history: usize,
     /// TURN server run alongside (WHIP/WHEP answers then carry `turn:`
     /// Link headers with fresh credentials).
     pub turn: Option<turn_server::TurnConfig>,
@@ -122,6 +124,7 @@ impl Config {
             max_sessions: 1000,
             udp_gso: true,
             pace_viewers: false,
+            twcc_send_history: sfu::DEFAULT_TWCC_SEND_HISTORY,
             turn: None,
             redis_url: None,
             redis_prefix: "relaycast".into(),
@@ -472,6 +475,7 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
             max_sessions: config.max_sessions,
             udp_gso: config.udp_gso,
             pace_viewers: config.pace_viewers,
+            twcc_send_history: config.twcc_send_history,
         },
         metrics,
     )

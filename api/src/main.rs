@@ -48,6 +48,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 max_sessions: a.max_sessions,
                 udp_gso: a.udp_gso,
                 pace_viewers: a.pace_viewers,
+                twcc_send_history: a.twcc_send_history,
                 turn: a.turn.to_config(a.public_ip),
                 redis_url: a.redis_url,
                 redis_prefix: a.redis_prefix,

@@ -118,7 +118,16 @@ pub struct SfuConfig {
     /// Off by default: a keyframe then reaches the viewer in one burst,
     /// as the publisher's encoder produced it, instead of over ~100 ms.
     pub pace_viewers: bool,
+    /// Sent packets a bandwidth-estimating viewer remembers for its TWCC
+    /// feedback (str0m's default is 1000, ~80 B each): it must cover one
+    /// feedback interval plus a round trip of the viewer's packets.
+    pub twcc_send_history: usize,
 }
+
+/// The default of [`SfuConfig::twcc_send_history`]: a 720p layer with
+/// padding probes sends up to ~500 packets/s; Chromium reports every
+/// 50-100 ms, so 256 records cover feedback arriving 400 ms late.
+pub const DEFAULT_TWCC_SEND_HISTORY: usize = 256;
 
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
@@ -206,6 +215,7 @@ pub struct Sfu {
     threads: Arc<Mutex<Vec<std::thread::JoinHandle<()>>>>,
     max_sessions: usize,
     pace_viewers: bool,
+    twcc_send_history: usize,
     /// One DTLS certificate for every session: generating one per session
     /// would cost a key generation on every POST.
     dtls_cert: Option<DtlsCert>,
@@ -273,6 +283,7 @@ impl Sfu {
             threads: Arc::new(Mutex::new(threads)),
             max_sessions: cfg.max_sessions.max(1),
             pace_viewers: cfg.pace_viewers,
+            twcc_send_history: cfg.twcc_send_history,
             dtls_cert: str0m::crypto::from_feature_flags()
                 .dtls_provider
                 .generate_certificate(),
@@ -579,7 +590,9 @@ impl Sfu {
         // slow the join burst.
         let bwe = hub.is_simulcast();
         if bwe {
-            cfg = cfg.enable_bwe(Some(str0m::bwe::Bitrate::bps(INITIAL_ESTIMATE_BPS)));
+            cfg = cfg
+                .enable_bwe(Some(str0m::bwe::Bitrate::bps(INITIAL_ESTIMATE_BPS)))
+                .set_twcc_send_history(self.twcc_send_history);
         } else {
             // Without an estimator the viewer's transport-wide feedback has
             // no reader, yet str0m would keep a send record per packet for it
