@@ -108,11 +108,7 @@ async fn hls_js_plays_the_ll_hls_of_a_whip_stream_with_audio() -> Result<()> {
     }
     let _serial = serial().await;
     with_timeout(Duration::from_secs(150), async {
-        let frames = tokio::task::spawn_blocking(|| {
-            encode_h264_test_pattern_with_gop(TestPattern::BRIGHT_TOP, 320, 240, 120, 30, 30)
-        })
-        .await
-        .context("encoder task")??;
+        let frames = test_pattern_320x240(120).await?;
         let server = TestServer::start().await?;
         let base = server.base_url().to_owned();
         let key = server.create_stream("hlsjs", false).await?;
@@ -228,11 +224,7 @@ async fn the_web_player_plays_a_paywalled_stream_only_with_a_play_link() -> Resu
     }
     let _serial = serial().await;
     with_timeout(Duration::from_secs(240), async {
-        let frames = tokio::task::spawn_blocking(|| {
-            encode_h264_test_pattern_with_gop(TestPattern::BRIGHT_TOP, 320, 240, 120, 30, 30)
-        })
-        .await
-        .context("encoder task")??;
+        let frames = test_pattern_320x240(120).await?;
         // The source rendition only, to spare the CPU for Chromium.
         let server = TestServer::start_with(|c| c.hls.ladder = Vec::new()).await?;
         let base = server.base_url().to_owned();

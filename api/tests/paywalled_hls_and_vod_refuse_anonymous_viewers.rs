@@ -315,11 +315,7 @@ async fn a_paywalled_stream_and_its_recording_open_only_with_a_ticket() -> Resul
     init_logging();
     let _serial = serial().await;
     with_timeout(Duration::from_secs(150), async {
-        let frames = tokio::task::spawn_blocking(|| {
-            encode_h264_test_pattern_with_gop(TestPattern::BRIGHT_TOP, 320, 240, 150, 30, 30)
-        })
-        .await
-        .context("encoder task")??;
+        let frames = test_pattern_320x240(150).await?;
         let server = TestServer::start_with(|c| {
             c.hls.ladder = vec![transcoder::Rung::new("180p", 180, 250_000)];
         })

@@ -54,11 +54,7 @@ where
 }
 
 async fn body(db_url: String) -> Result<()> {
-    let frames = tokio::task::spawn_blocking(|| {
-        encode_h264_test_pattern_with_gop(TestPattern::BRIGHT_TOP, 320, 240, 60, 30, 30)
-    })
-    .await
-    .context("encoder task")??;
+    let frames = test_pattern_320x240(60).await?;
     let server = TestServer::start_with(|c| c.database_url = Some(db_url)).await?;
     let base = server.base_url().to_owned();
     let key = server.create_stream("recorded", false).await?;

@@ -30,11 +30,7 @@ async fn a_tap_sees_frames_with_wallclock_and_events_follow_the_publisher() -> R
     init_logging();
     let _serial = serial().await;
     with_timeout(TEST_TIMEOUT, async {
-        let frames = tokio::task::spawn_blocking(|| {
-            encode_h264_test_pattern_with_gop(TestPattern::BRIGHT_TOP, 320, 240, 60, 30, 30)
-        })
-        .await
-        .context("encoder task")??;
+        let frames = test_pattern_320x240(60).await?;
         let server = TestServer::start().await?;
         let base = server.base_url().to_owned();
         let key = server.create_stream("tapped", false).await?;
@@ -93,11 +89,7 @@ async fn a_tap_sees_frames_with_wallclock_and_events_follow_the_publisher() -> R
         // Media stops while the session stays up: stalled, then resumed.
         video.stop().await?;
         ensure!(next_event(&mut events, "tapped").await? == StreamEventKind::Stalled);
-        let frames = tokio::task::spawn_blocking(|| {
-            encode_h264_test_pattern_with_gop(TestPattern::BRIGHT_TOP, 320, 240, 30, 30, 30)
-        })
-        .await
-        .context("encoder task")??;
+        let frames = test_pattern_320x240(30).await?;
         let video = spawn_sample_sender(
             publisher.media.video_track()?,
             Arc::new(frames),

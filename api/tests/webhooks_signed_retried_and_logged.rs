@@ -112,11 +112,7 @@ async fn stream_lifecycle_webhooks_are_signed_retried_and_logged() -> Result<()>
     init_logging();
     let _serial = serial().await;
     with_timeout(TEST_TIMEOUT * 2, async {
-        let frames = tokio::task::spawn_blocking(|| {
-            encode_h264_test_pattern_with_gop(TestPattern::BRIGHT_TOP, 320, 240, 60, 30, 30)
-        })
-        .await
-        .context("encoder task")??;
+        let frames = test_pattern_320x240(60).await?;
 
         // The receiver.
         let (tx, mut hooks) = mpsc::unbounded_channel();

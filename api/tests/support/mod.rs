@@ -1127,6 +1127,17 @@ pub fn encode_h264_test_pattern(
     encode_h264_test_pattern_with_gop(pattern, width, height, frames, fps, fps)
 }
 
+/// `frames` of the bright-top test pattern at 320x240, 30 fps with a keyframe
+/// every second, encoded off the runtime: the live stream most LL-HLS and
+/// player tests publish.
+pub async fn test_pattern_320x240(frames: usize) -> Result<Vec<Bytes>> {
+    tokio::task::spawn_blocking(move || {
+        encode_h264_test_pattern_with_gop(TestPattern::BRIGHT_TOP, 320, 240, frames, 30, 30)
+    })
+    .await
+    .context("encoder task")?
+}
+
 /// [`encode_h264_test_pattern`] with an IDR every `gop` frames.
 pub fn encode_h264_test_pattern_with_gop(
     pattern: TestPattern,
