@@ -419,18 +419,18 @@ impl Server {
 
 /// Starts relaycast on `listener` with `config`.
 pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow::Result<Server> {
+    // Read (or made) once: it signs JWTs and keys the media tokens.
+    let jwt_secret = match &config.jwt_secret {
+        Some(s) => s.clone(),
+        None => load_or_create_secret(&config.data_dir)?,
+    };
     let (store, tokens) = open_data(
         &config.data_dir,
         config.database_url.as_deref(),
-        config.jwt_secret.as_deref(),
+        Some(&jwt_secret),
     )
     .await?;
-    let media_tokens = match &config.jwt_secret {
-        Some(s) => config.media_tokens.tokens(s)?,
-        None => config
-            .media_tokens
-            .tokens(&load_or_create_secret(&config.data_dir)?)?,
-    };
+    let media_tokens = config.media_tokens.tokens(&jwt_secret)?;
     let store = match &config.geoip_db {
         Some(path) => store.with_geoip(
             signaling::GeoIp::open(path)
