@@ -3,7 +3,7 @@ use std::time::{Duration, Instant};
 
 use super::Pacer;
 use super::PaddingRequest;
-use super::QueueState;
+use super::{QueuePriority, QueueState};
 use crate::Reason;
 use crate::bwe_::ProbeClusterConfig;
 use crate::bwe_::ProbeClusterState;
@@ -130,12 +130,24 @@ impl Pacer for LeakyBucketPacer {
 
         let next = self.next_poll_queue.take()?;
 
-        // Mark that we need timeout before next poll
-        self.needs_timeout_before_next_poll = true;
-        self.request_immediate_timeout();
-
         // Capture the cluster ID at poll time, before register_send() might clear it
         let cluster_id = self.active_cluster();
+
+        let media = self
+            .queue_states
+            .iter()
+            .any(|q| q.midrid == next && q.snapshot.priority == QueuePriority::Media);
+
+        if media && cluster_id.is_none() {
+            // Media, unpaced or within the budget: the pacer can pick the next packet at this
+            // same time, given queue states that count this one as sent.
+            self.next_poll_time = self.last_handle_time.map(|t| (t, PacerReason::Immediate));
+        } else {
+            // Probe cluster packets and padding are spread out in time: mark that we need
+            // time to advance before the next poll.
+            self.needs_timeout_before_next_poll = true;
+            self.request_immediate_timeout();
+        }
 
         Some((next, cluster_id))
     }
@@ -522,6 +534,57 @@ mod test {
                 .handle_timeout(deadline, std::iter::once(queue))
                 .is_some()
         );
+    }
+
+    #[test]
+    fn media_can_follow_at_once_padding_and_probes_wait_a_microsecond() {
+        use crate::bwe_::ProbeKind;
+
+        const MICROSECOND: Duration = Duration::from_micros(1);
+        let now = Instant::now();
+        let mut queue = Queue::default();
+        let mut pacer = LeakyBucketPacer::new(Bitrate::mbps(1));
+        pacer.set_padding_rate(Bitrate::kbps(500));
+        handle_timeout_noisy(&mut pacer, &mut queue, now);
+
+        // Media within the budget: the pacer is due again at the same time.
+        for seq_no in 1..=2 {
+            enqueue_packet_noisy(&mut pacer, &mut queue, seq_no, 100, PacketKind::Video, now);
+        }
+        for _ in 1..=2 {
+            let (midrid, cluster) = pacer.poll_queue().expect("media within the budget");
+            assert_eq!(cluster, None);
+            let packet = queue.next_packet().unwrap();
+            assert_eq!(packet.kind, PacketKind::Video);
+            pacer.register_send(now, DataSize::from(packet.size()), midrid);
+            queue.register_send(midrid, now);
+            assert_eq!(pacer.poll_timeout().0, Some(now));
+            handle_timeout_noisy(&mut pacer, &mut queue, now);
+        }
+        assert!(pacer.poll_queue().is_none());
+
+        // Padding, once the debt is cleared: the next poll waits for time to advance.
+        let later = now + duration_ms(20);
+        handle_timeout_noisy(&mut pacer, &mut queue, later);
+        let (midrid, _) = pacer.poll_queue().expect("padding");
+        let packet = queue.next_packet().unwrap();
+        assert_eq!(packet.kind, PacketKind::Padding);
+        pacer.register_send(later, DataSize::from(packet.size()), midrid);
+        assert_eq!(pacer.poll_timeout().0, Some(later + MICROSECOND));
+
+        // Media during a probe cluster belongs to the cluster and waits too.
+        let later = later + duration_ms(20);
+        pacer.start_probe(ProbeClusterConfig::new(
+            1.into(),
+            Bitrate::mbps(2),
+            ProbeKind::Initial,
+        ));
+        enqueue_packet_noisy(&mut pacer, &mut queue, 3, 100, PacketKind::Video, later);
+        let (midrid, cluster) = pacer.poll_queue().expect("probe packet");
+        assert_eq!(cluster, Some(1.into()));
+        let packet = queue.next_packet().unwrap();
+        pacer.register_send(later, DataSize::from(packet.size()), midrid);
+        assert_eq!(pacer.poll_timeout().0, Some(later + MICROSECOND));
     }
 
     #[test]
@@ -1457,7 +1520,11 @@ mod test {
                         total_queue_time_origin: self.total_time_spent_queued,
                         last_emitted: self.last_emitted,
                         first_unsent: self.queue.iter().next().map(|p| p.queued_at),
-                        priority: self.priority,
+                        priority: if self.queue.is_empty() {
+                            QueuePriority::Empty
+                        } else {
+                            self.priority
+                        },
                     },
                 }
             }
