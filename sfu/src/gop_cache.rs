@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::stream::Frame;
+use crate::frame::Frame;
 
 /// A GOP longer than this is not kept (a viewer then asks for a keyframe):
 /// a bigger burst to one viewer would do more harm than a short wait.
@@ -76,6 +76,7 @@ impl GopCache {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // a test's clock starts at one real instant
 mod tests {
     use super::*;
     use std::time::Instant;

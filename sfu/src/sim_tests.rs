@@ -2,6 +2,7 @@
 //! `Peer` with its str0m `Rtc`, bandwidth estimation on) sends to a real
 //! str0m client through a bottleneck link whose capacity changes. No
 //! sockets, no wall clock: the run is deterministic.
+#![allow(clippy::disallowed_methods)] // the virtual clock starts at one real instant
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -14,10 +15,11 @@ use str0m::media::{Direction, Frequency, MediaKind, MediaTime};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, RtcConfig};
 
+use crate::frame::Frame;
 use crate::layers::{LayerCap, LayerInfo, LayerTable};
 use crate::metrics::Metrics;
 use crate::peer::{Effects, Estimation, Peer};
-use crate::stream::{Frame, StreamHub};
+use crate::stream::StreamHub;
 use crate::SessionId;
 
 const SERVER: &str = "10.0.0.1:5000";
@@ -216,7 +218,8 @@ fn falls_and_recovers(paced: bool) {
                     top: id == 0,
                     wallclock: None,
                 });
-                viewer.write_frame(&frame, now, &metrics, &mut fx);
+                let (conn, v) = viewer.viewer().expect("a viewer");
+                v.write_frame(conn, &frame, now, &metrics, &mut fx);
             }
             for (_, layer) in fx.keyframe_requests.drain(..) {
                 requests += 1;
@@ -237,12 +240,13 @@ fn falls_and_recovers(paced: bool) {
             // As the worker drains it: timeouts due now are fed at once, and
             // a frame written in part gets its next chunk once the previous
             // one went.
-            match crate::worker::poll_output(&mut viewer.rtc, &mut at, || now).expect("server poll")
+            match crate::engine::poll_rtc(&mut viewer.conn.rtc, &mut at, || now)
+                .expect("server poll")
             {
                 Output::Timeout(t) => {
-                    if viewer.write_next_chunk() {
-                        viewer
-                            .rtc
+                    let (conn, v) = viewer.viewer().expect("a viewer");
+                    if v.write_next_chunk(conn) {
+                        conn.rtc
                             .handle_input(Input::Timeout(at))
                             .expect("server timeout");
                         continue;
@@ -259,7 +263,8 @@ fn falls_and_recovers(paced: bool) {
         }
         max_pass = max_pass.max(pass);
         if fx.viewer_joined {
-            viewer.join_layer(now);
+            let (conn, v) = viewer.viewer().expect("a viewer");
+            v.join_layer(conn, now);
         }
         for (_, layer) in fx.keyframe_requests.drain(..) {
             requests += 1;
@@ -305,7 +310,7 @@ fn falls_and_recovers(paced: bool) {
                 now,
                 Receive::new(Protocol::Udp, addr(CLIENT), addr(SERVER), &bytes).expect("datagram"),
             );
-            viewer.rtc.handle_input(input).expect("server input");
+            viewer.conn.rtc.handle_input(input).expect("server input");
         }
         let next = [
             server_timeout,
@@ -318,6 +323,7 @@ fn falls_and_recovers(paced: bool) {
         .unwrap_or(end);
         now = next.max(now + Duration::from_micros(100));
         viewer
+            .conn
             .rtc
             .handle_input(Input::Timeout(now))
             .expect("server timeout");
