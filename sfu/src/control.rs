@@ -19,6 +19,7 @@ use crate::codecs;
 use crate::engine::{Cmd, Command};
 use crate::layers::{LayerCap, LayerTable};
 use crate::metrics::Metrics;
+use crate::offer::Offer;
 use crate::peer::{Estimation, Peer, Role};
 use crate::session_stats::StatsCell;
 use crate::stream::{self, PublisherSlot, StreamHub};
@@ -255,12 +256,9 @@ impl Control {
         &self,
         cfg: RtcConfig,
         worker: usize,
-        offer_sdp: &str,
+        offer: SdpOffer,
         now: Instant,
     ) -> Result<(str0m::Rtc, SessionAnswer), SfuError> {
-        let offer = SdpOffer::from_sdp_string(offer_sdp).map_err(|e| SfuError::BadOffer {
-            reason: e.to_string(),
-        })?;
         let mut rtc = cfg.build(now);
         let addr = *self
             .candidate_addrs
@@ -297,10 +295,10 @@ impl Control {
         now: Instant,
         worker: usize,
         stream: &str,
-        offer_sdp: &str,
+        offer: Offer,
         owner: &str,
     ) -> Result<Admitted, SfuError> {
-        if !offer_has_media(offer_sdp, true) {
+        if !offer.can_publish() {
             return Err(SfuError::NoMedia { action: "publish" });
         }
         self.check_capacity()?;
@@ -310,21 +308,16 @@ impl Control {
             return Err(SfuError::StreamBusy);
         }
         let cfg = codecs::publisher_config(self.base_config());
-        let (rtc, answer) = self.build_session(cfg, worker, offer_sdp, now)?;
+        let simulcast = offer.is_simulcast();
+        let (parsed, offer_sdp) = offer.into_parts();
+        let (rtc, answer) = self.build_session(cfg, worker, parsed, now)?;
         if answer_rejects_everything(&answer.sdp) {
             return Err(SfuError::NoCommonCodec);
         }
         let epoch = self
             .next_epoch
             .fetch_add(1 << stream::EPOCH_LAYER_BITS, Ordering::Relaxed);
-        let peer = Peer::new_publisher(
-            answer.session,
-            hub.clone(),
-            rtc,
-            offer_sdp.to_string(),
-            epoch,
-            now,
-        );
+        let peer = Peer::new_publisher(answer.session, hub.clone(), rtc, offer_sdp, epoch, now);
         let replaced = hub
             .claim(
                 PublisherSlot {
@@ -333,9 +326,7 @@ impl Control {
                     owner: owner.to_string(),
                 },
                 epoch,
-                offer_sdp
-                    .lines()
-                    .any(|l| l.trim_start().starts_with("a=simulcast:")),
+                simulcast,
             )
             .map_err(|_| SfuError::StreamBusy)?;
         self.sessions.lock().insert(
@@ -380,16 +371,20 @@ impl Control {
         now: Instant,
         worker: usize,
         stream: &str,
-        offer_sdp: &str,
+        offer: Offer,
         cap: LayerCap,
     ) -> Result<Admitted, SfuError> {
-        if !offer_has_media(offer_sdp, false) {
+        if !offer.can_view() {
             return Err(SfuError::NoMedia { action: "receive" });
         }
         self.check_capacity()?;
         let hub = self.hub(stream);
-        let mut cfg = codecs::viewer_config(self.base_config(), offer_sdp, hub.h264_profile())
-            .set_stats_interval(Some(VIEWER_STATS_INTERVAL));
+        let mut cfg = codecs::viewer_config(
+            self.base_config(),
+            offer.h264_profiles(),
+            hub.h264_profile(),
+        )
+        .set_stats_interval(Some(VIEWER_STATS_INTERVAL));
         // Bandwidth estimation (TWCC) drives the layer choice; without
         // simulcast there is nothing to choose, and its pacing would only
         // slow the join burst.
@@ -404,7 +399,8 @@ impl Control {
             // (~160 KB per viewer at 1.5 Mbit/s): not negotiated at all.
             cfg = cfg.set_extension_map(codecs::extensions_without_twcc());
         }
-        let (rtc, answer) = self.build_session(cfg, worker, offer_sdp, now)?;
+        let (parsed, offer_sdp) = offer.into_parts();
+        let (rtc, answer) = self.build_session(cfg, worker, parsed, now)?;
         if answer_rejects_everything(&answer.sdp)
             || !answer_has_forwardable_video_or_audio(&answer.sdp)
         {
@@ -414,7 +410,7 @@ impl Control {
             answer.session,
             hub.clone(),
             rtc,
-            offer_sdp.to_string(),
+            offer_sdp,
             now,
             cap,
             Estimation::new(bwe, self.pace_viewers),
@@ -503,31 +499,6 @@ impl Control {
     }
 }
 
-/// Whether an offer carries audio or video that can flow in the needed
-/// direction (towards us for a publisher, from us for a viewer).
-fn offer_has_media(sdp: &str, publishing: bool) -> bool {
-    let mut in_media = false;
-    let mut any = false;
-    let mut dir_ok = true;
-    for line in sdp.lines().map(str::trim) {
-        if let Some(m) = line.strip_prefix("m=") {
-            if in_media && dir_ok {
-                any = true;
-            }
-            in_media = m.starts_with("audio ") || m.starts_with("video ");
-            dir_ok = true; // sendrecv is the default direction
-        } else if in_media {
-            match line {
-                "a=sendonly" => dir_ok = publishing,
-                "a=recvonly" => dir_ok = !publishing,
-                "a=inactive" => dir_ok = false,
-                _ => {}
-            }
-        }
-    }
-    any || (in_media && dir_ok)
-}
-
 /// An answer whose every audio/video m-line is rejected (port 0).
 fn answer_rejects_everything(sdp: &str) -> bool {
     let media: Vec<&str> = sdp
@@ -546,23 +517,4 @@ fn answer_has_forwardable_video_or_audio(sdp: &str) -> bool {
                 .iter()
                 .any(|c| l.contains(c))
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn media_direction_is_read_from_the_offer() {
-        let send = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=sendonly\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=sendonly\r\n";
-        assert!(offer_has_media(send, true));
-        assert!(!offer_has_media(send, false));
-        let recv = send.replace("sendonly", "recvonly");
-        assert!(offer_has_media(&recv, false));
-        assert!(!offer_has_media(&recv, true));
-        assert!(!offer_has_media(
-            "v=0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n",
-            true
-        ));
-    }
 }

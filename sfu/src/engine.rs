@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use str0m::net::{DatagramRecv, Protocol, Receive};
-use str0m::{Candidate, IceCreds, Input, Output as RtcOutput, Rtc, RtcError};
+use str0m::{Candidate, Input, Output as RtcOutput, Rtc, RtcError};
 
 use crate::frame::Frame;
 use crate::gop_cache::{GopCache, MAX_BURST_SPAN};
@@ -28,7 +28,7 @@ use crate::layers::LayerCap;
 use crate::metrics::{DropReason, KeyframeOrigin, Metrics};
 use crate::peer::{Effects, GopBurst, Peer, PeerRole, CONNECT_DEADLINE};
 use crate::stream::{session_epoch, StreamHub};
-use crate::{SessionId, StreamEventKind};
+use crate::{IceCredentials, SessionId, StreamEventKind};
 
 /// Something for an engine to do, from the control side ([`crate::Sfu`])
 /// or from another worker's engine ([`Output::ToWorker`]).
@@ -265,8 +265,8 @@ impl Engine {
         &mut self,
         now: Instant,
         session: SessionId,
-        remote: &IceCreds,
-    ) -> Option<IceCreds> {
+        remote: &IceCredentials,
+    ) -> Option<IceCredentials> {
         let idx = self.find(session)?;
         let creds = self.peers[idx].conn.ice_restart(remote);
         self.poll(idx, now);

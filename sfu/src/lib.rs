@@ -26,11 +26,13 @@
 mod codecs;
 mod control;
 pub mod engine;
+pub mod fragment;
 mod frame;
 mod gop_cache;
 pub mod h264;
 pub mod layers;
 pub mod metrics;
+mod offer;
 mod peer;
 mod picture;
 mod rtp_out;
@@ -49,7 +51,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use str0m::{Candidate, IceCreds};
+use str0m::Candidate;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 pub use crate::control::{Admitted, Closed, Control};
@@ -57,6 +59,7 @@ use crate::engine::{Command, Engine};
 pub use crate::frame::Frame;
 pub use crate::layers::{LayerCap, LayerInfo, LayerTable};
 pub use crate::metrics::Metrics;
+pub use crate::offer::Offer;
 pub use crate::peer::Role;
 pub use crate::session_stats::{SessionStats, StatsCell};
 pub use crate::tap::{StreamEvent, StreamEventKind, Tap, STALL_AFTER};
@@ -156,6 +159,13 @@ pub enum SfuError {
     Full,
     #[error("binding media port: {0}")]
     Io(#[from] std::io::Error),
+}
+
+/// ICE credentials (`a=ice-ufrag`, `a=ice-pwd`) of one side of a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IceCredentials {
+    pub ufrag: String,
+    pub pwd: String,
 }
 
 /// What the HTTP layer needs to answer a WHIP/WHEP POST.
@@ -358,7 +368,7 @@ impl Sfu {
     pub async fn publish(
         &self,
         stream: &str,
-        offer_sdp: &str,
+        offer: Offer,
         owner: &str,
     ) -> Result<SessionAnswer, SfuError> {
         let worker = self.control().pick_worker();
@@ -367,9 +377,7 @@ impl Sfu {
         let permit = self.reserve(worker).await?;
         #[allow(clippy::disallowed_methods)] // the handle is the control side's clock
         let now = Instant::now();
-        let admitted = self
-            .control()
-            .publish(now, worker, stream, offer_sdp, owner)?;
+        let admitted = self.control().publish(now, worker, stream, offer, owner)?;
         permit.send(Inbox::Engine(admitted.command));
         if let Some((old_worker, close)) = admitted.replaced {
             let sfu = self.clone();
@@ -382,28 +390,22 @@ impl Sfu {
 
     /// Accepts a viewer's offer for `stream`; the viewer starts receiving
     /// when (or as soon as) the stream has a publisher.
-    pub async fn subscribe(
-        &self,
-        stream: &str,
-        offer_sdp: &str,
-    ) -> Result<SessionAnswer, SfuError> {
-        self.subscribe_with(stream, offer_sdp, LayerCap::Auto).await
+    pub async fn subscribe(&self, stream: &str, offer: Offer) -> Result<SessionAnswer, SfuError> {
+        self.subscribe_with(stream, offer, LayerCap::Auto).await
     }
 
     /// [`Sfu::subscribe`] with a cap on the simulcast layer the viewer gets.
     pub async fn subscribe_with(
         &self,
         stream: &str,
-        offer_sdp: &str,
+        offer: Offer,
         cap: LayerCap,
     ) -> Result<SessionAnswer, SfuError> {
         let worker = self.control().viewer_worker(stream);
         let permit = self.reserve(worker).await?;
         #[allow(clippy::disallowed_methods)] // the handle is the control side's clock
         let now = Instant::now();
-        let admitted = self
-            .control()
-            .subscribe(now, worker, stream, offer_sdp, cap)?;
+        let admitted = self.control().subscribe(now, worker, stream, offer, cap)?;
         permit.send(Inbox::Engine(admitted.command));
         Ok(admitted.answer)
     }
@@ -458,8 +460,8 @@ impl Sfu {
     pub async fn ice_restart(
         &self,
         session: SessionId,
-        remote: IceCreds,
-    ) -> Result<IceCreds, SfuError> {
+        remote: IceCredentials,
+    ) -> Result<IceCredentials, SfuError> {
         let worker = self.control().session_worker(session)?;
         let (reply, rx) = oneshot::channel();
         self.send_inbox(

@@ -146,8 +146,12 @@ fn falls_and_recovers(paced: bool) {
             })
             .collect(),
     });
-    let cfg = crate::codecs::viewer_config(RtcConfig::new().set_ice_lite(true), &offer_sdp, None)
-        .enable_bwe(Some(str0m::bwe::Bitrate::bps(1_200_000)));
+    let cfg = crate::codecs::viewer_config(
+        RtcConfig::new().set_ice_lite(true),
+        &crate::h264::offered_profiles(&offer_sdp),
+        None,
+    )
+    .enable_bwe(Some(str0m::bwe::Bitrate::bps(1_200_000)));
     let mut rtc = cfg.build(now);
     rtc.add_local_candidate(Candidate::host(addr(SERVER), "udp").expect("candidate"));
     let answer = rtc

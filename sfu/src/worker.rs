@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
-use str0m::IceCreds;
+use crate::IceCredentials;
 
 use crate::engine::{Command, Engine, Output};
 use crate::metrics::DropReason;
@@ -24,8 +24,8 @@ pub(crate) enum Inbox {
     Engine(Command),
     IceRestart {
         session: SessionId,
-        remote: IceCreds,
-        reply: oneshot::Sender<Option<IceCreds>>,
+        remote: IceCredentials,
+        reply: oneshot::Sender<Option<IceCredentials>>,
     },
     Shutdown,
 }

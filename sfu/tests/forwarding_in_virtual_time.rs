@@ -246,3 +246,69 @@ fn a_stalled_publisher_is_reported_and_its_end_forgets_its_sessions() {
         .session(sim.clients[viewer].session.expect("viewer"))
         .is_some());
 }
+
+#[test]
+fn a_simulcast_viewer_moves_down_when_its_link_narrows_and_back_up_when_it_widens() {
+    let mut sim = Sim::new(1);
+    // q, h, f at ~150 kbit/s, 500 kbit/s and 1.5 Mbit/s; tags 0, 1, 2.
+    let layers = [(Some("q"), 625), (Some("h"), 2_083), (Some("f"), 6_250)];
+    let publisher = sim.publish("s", "owner", 0, &layers, 2 * sim::FPS, true);
+    assert!(sim.run_until_cond(Duration::from_secs(2), |s| connected(s, publisher)));
+    sim.run_for(Duration::from_secs(2));
+    let viewer = sim.view("s", None, LayerCap::Auto);
+    sim.clients[viewer].down.capacity_bps = Some(5_000_000);
+    sim.run_for(Duration::from_secs(12));
+    let narrowed = sim.now;
+    sim.clients[viewer].down.capacity_bps = Some(700_000);
+    sim.run_for(Duration::from_secs(20));
+    let widened = sim.now;
+    sim.clients[viewer].down.capacity_bps = Some(5_000_000);
+    sim.run_for(Duration::from_secs(30));
+
+    let got = &sim.clients[viewer].got;
+    // Layer runs as the viewer saw them.
+    let mut runs: Vec<(std::time::Instant, u8)> = Vec::new();
+    for (i, g) in got.iter().enumerate() {
+        if runs.last().is_some_and(|(_, l)| *l == g.layer) {
+            continue;
+        }
+        assert!(
+            g.keyframe || !g.contiguous,
+            "layer {} starts on a keyframe at {:?}",
+            g.layer,
+            sim.at(g.at)
+        );
+        if let Some(prev) = i.checked_sub(1).map(|p| &got[p]) {
+            assert!(
+                !g.contiguous || g.first_seq == prev.last_seq + 1,
+                "sequence numbers continue into layer {}",
+                g.layer
+            );
+            assert!(
+                g.rtp_time > prev.rtp_time,
+                "RTP time moves on at the switch"
+            );
+        }
+        runs.push((g.at, g.layer));
+    }
+    let summary: Vec<String> = runs
+        .iter()
+        .map(|(t, l)| format!("{:.1}s→{l}", sim.at(*t).as_secs_f64()))
+        .collect();
+    eprintln!("layers: {}", summary.join(" "));
+    let layer_at =
+        |t: std::time::Instant| runs.iter().rev().find(|(at, _)| *at <= t).map(|(_, l)| *l);
+    assert_eq!(
+        layer_at(narrowed),
+        Some(2),
+        "on the top layer at 5 Mbit/s: {summary:?}"
+    );
+    assert!(
+        layer_at(widened).is_some_and(|l| l < 2),
+        "below the top layer at 700 kbit/s: {summary:?}"
+    );
+    assert_eq!(layer_at(sim.now), Some(2), "back on top after: {summary:?}");
+    assert!(got
+        .last()
+        .is_some_and(|g| sim.now - g.at < Duration::from_secs(1)));
+}

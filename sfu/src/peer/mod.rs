@@ -12,17 +12,17 @@ mod viewer;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use str0m::change::SdpOffer;
-use str0m::{Event, IceConnectionState, IceCreds, Rtc};
+use str0m::{Event, IceConnectionState, Rtc};
 
 pub(crate) use self::publisher::Publisher;
 pub(crate) use self::viewer::{Estimation, GopBurst, Viewer};
 use crate::frame::Frame;
 use crate::layers::LayerCap;
 use crate::metrics::KeyframeOrigin;
+use crate::offer::Offer;
 use crate::session_stats::StatsCell;
 use crate::stream::StreamHub;
-use crate::SessionId;
+use crate::{IceCredentials, SessionId};
 
 /// Keyframe requests to a publisher are throttled to one per this interval.
 pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_secs(1);
@@ -187,32 +187,24 @@ impl Conn {
     /// of equal priority never replaces it, so media keeps going to the old
     /// address until that pair times out, 15 s later.) Returns our new
     /// credentials.
-    pub fn ice_restart(&mut self, remote: &IceCreds) -> Option<IceCreds> {
-        let mut reoffer = String::with_capacity(self.offer_sdp.len());
-        for line in self.offer_sdp.lines().map(str::trim_end) {
-            if line.starts_with("a=ice-ufrag:") {
-                reoffer.push_str(&format!("a=ice-ufrag:{}", remote.ufrag));
-            } else if line.starts_with("a=ice-pwd:") {
-                reoffer.push_str(&format!("a=ice-pwd:{}", remote.pass));
-            } else if line.starts_with("a=candidate:") || line.starts_with("a=end-of-candidates") {
-                continue;
-            } else {
-                reoffer.push_str(line);
-            }
-            reoffer.push_str("\r\n");
-        }
-        let offer = match SdpOffer::from_sdp_string(&reoffer) {
+    pub fn ice_restart(&mut self, remote: &IceCredentials) -> Option<IceCredentials> {
+        let offer = match Offer::restart(&self.offer_sdp, &remote.ufrag, &remote.pwd) {
             Ok(offer) => offer,
             Err(e) => {
                 tracing::debug!(session = %self.session, "ICE restart: re-offer does not parse: {e}");
                 return None;
             }
         };
-        if let Err(e) = self.rtc.sdp_api().accept_offer(offer) {
+        let (parsed, text) = offer.into_parts();
+        if let Err(e) = self.rtc.sdp_api().accept_offer(parsed) {
             tracing::debug!(session = %self.session, "ICE restart: re-offer refused: {e}");
             return None;
         }
-        self.offer_sdp = reoffer;
-        Some(self.rtc.direct_api().local_ice_credentials())
+        self.offer_sdp = text;
+        let ours = self.rtc.direct_api().local_ice_credentials();
+        Some(IceCredentials {
+            ufrag: ours.ufrag,
+            pwd: ours.pass,
+        })
     }
 }

@@ -305,7 +305,13 @@ impl Sim {
         let i = self.new_client(owner, rtc, Role::Publisher(source));
         let admitted = self
             .control
-            .publish(self.now, worker, stream, &offer.to_sdp_string(), owner)
+            .publish(
+                self.now,
+                worker,
+                stream,
+                parse(&offer.to_sdp_string()),
+                owner,
+            )
             .expect("publisher admitted");
         self.admit(i, pending, admitted);
         i
@@ -325,7 +331,7 @@ impl Sim {
         let worker = worker.unwrap_or_else(|| self.control.viewer_worker(stream));
         let admitted = self
             .control
-            .subscribe(self.now, worker, stream, &offer.to_sdp_string(), cap)
+            .subscribe(self.now, worker, stream, parse(&offer.to_sdp_string()), cap)
             .expect("viewer admitted");
         self.admit(i, pending, admitted);
         i
@@ -644,6 +650,10 @@ impl Sim {
             Role::Viewer => panic!("client {c} is a viewer"),
         }
     }
+}
+
+fn parse(sdp: &str) -> sfu::Offer {
+    sfu::Offer::parse(sdp).expect("offer parses")
 }
 
 /// An H.264 access unit of one NAL unit (IDR or non-IDR slice) carrying
