@@ -28,7 +28,15 @@
 //! own `relaycast_udp_packets_out_total` when its `/metrics` has it, else at
 //! the viewers (RTP datagrams they received); `--count-packets` forces
 //! either, and the report says which it used.
+//!
+//! ## The floor
+//! `relaycast-load floor` sends the same 720p packets to N draining sockets
+//! doing only the irreducible work per packet (RTP header, SRTP
+//! AES-128-GCM, GSO send) and reports its CPU per packet: the yardstick a
+//! server's µs per packet is divided by (`floor` module).
 
+mod floor;
+mod gso_sender;
 mod impair;
 mod probe;
 mod publisher;
@@ -38,6 +46,7 @@ mod rtc_driver;
 mod sei;
 mod source;
 mod spawn;
+mod srtp_gcm;
 mod stats;
 mod viewer;
 mod whip;
@@ -48,7 +57,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use tokio::sync::{oneshot, watch};
 
 use crate::impair::ImpairmentConfig;
@@ -70,11 +79,46 @@ const PACKETS_OUT: &str = "relaycast_udp_packets_out_total";
 #[command(
     name = "relaycast-load",
     version,
-    about = "Load a WebRTC server: one synthetic WHIP publisher, N WHEP viewers; report delay, loss, joins and server CPU"
+    about = "Load a WebRTC server: one synthetic WHIP publisher, N WHEP viewers; report delay, loss, joins and server CPU",
+    args_conflicts_with_subcommands = true
 )]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     #[command(flatten)]
     run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The floor: the same 720p packets to N draining sockets with only the
+    /// irreducible work per packet (RTP header, SRTP AES-128-GCM, GSO send);
+    /// reports CPU per packet.
+    Floor(FloorArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct FloorArgs {
+    /// Receiving sockets (viewers).
+    #[arg(long, default_value_t = 200)]
+    viewers: usize,
+    /// Sending sockets, one thread each (default: one per core, as
+    /// relaycast's media workers).
+    #[arg(long)]
+    sockets: Option<usize>,
+    /// Length of the measured window.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Sending before the window opens.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    settle: Duration,
+    /// Leave out the transport-wide sequence number extension (a viewer
+    /// that runs no bandwidth estimator: 20-byte RTP header, not 24).
+    #[arg(long)]
+    no_twcc: bool,
+    /// Print one JSON object on stdout (the table goes to stderr).
+    #[arg(long)]
+    json: bool,
 }
 
 /// Where packets are counted for the CPU-per-packet figure.
@@ -182,7 +226,33 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    run_main(&cli.run)
+    match cli.command {
+        Some(Command::Floor(args)) => floor_main(&args),
+        None => run_main(&cli.run),
+    }
+}
+
+fn floor_main(args: &FloorArgs) -> Result<()> {
+    let cfg = floor::FloorConfig {
+        viewers: args.viewers,
+        sockets: args
+            .sockets
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        settle: args.settle,
+        duration: args.duration,
+        twcc: !args.no_twcc,
+    };
+    let report = floor::run(&cfg)?;
+    if args.json {
+        eprint!("{}", report.table());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).context("serialising the report")?
+        );
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(())
 }
 
 fn run_main(cli: &RunArgs) -> Result<()> {
