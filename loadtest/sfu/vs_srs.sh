@@ -20,7 +20,7 @@
 #
 # How each figure is counted:
 #   (a) livewrk prints only totals over its whole run, so the server's CPU is taken over the
-#       same span (livewrk start → exit: ramp, steady seconds and teardown, joins included)
+#       same span (livewrk start → the end of its --duration: ramp with the joins, steady seconds)
 #       and divided by the packets livewrk received: its total plus those it dropped itself
 #       (webrtc-rs logs "Failed to send RtpPacket to track … Full" for each packet its track
 #       queue had no room for: received and decrypted, so sent by the server, but not in
@@ -32,7 +32,7 @@
 #   (b) relaycast-load --count-packets viewers: CPU over its steady window (all viewers up)
 #       per RTP datagram its viewers received in that window; loss from the stamped frame
 #       sequence numbers.
-#   RSS: (a) sampled 2 s before livewrk stops; (b) at the end of the steady window.
+#   RSS: (a) sampled 2 s before livewrk's duration ends; (b) at the end of the steady window.
 set -euo pipefail
 SRS=$(realpath "$1"); SRS_ROOT=$(realpath "$2"); LIVEWRK=$(realpath "$3")
 N=${4:-200}; S=${5:-30}
@@ -90,8 +90,11 @@ run_livewrk() {
     --sessions "$N" --ramp-ms $RAMP_MS --duration $((RAMP_S + S)) --ice-server "" > "$D/$tag.txt" 2>&1 &
   local lw=$!
   sleep $((RAMP_S + S - 2)); rss1=$(rss_kib "$SERVER_PID")
+  # livewrk stops its sessions after --duration; its exit can take many seconds more (SRS:
+  # its DELETEs fail), server CPU that no packet count matches: the CPU window ends with
+  # livewrk's duration, not with its exit.
+  sleep 2; cpu1=$(cpu_s "$SERVER_PID"); t1=$(date +%s.%N)
   wait $lw || true
-  cpu1=$(cpu_s "$SERVER_PID"); t1=$(date +%s.%N)
   kill $pub 2>/dev/null; wait $pub 2>/dev/null || true
   stop_server
   local packets connected avg dropped
