@@ -17,12 +17,13 @@ use str0m::{Candidate, RtcConfig};
 
 use crate::codecs;
 use crate::engine::{Cmd, Command};
+use crate::frame::{Epoch, StreamId};
 use crate::layers::{LayerCap, LayerTable};
 use crate::metrics::Metrics;
 use crate::offer::Offer;
 use crate::peer::{Estimation, Peer, Role};
 use crate::session_stats::StatsCell;
-use crate::stream::{self, PublisherSlot, StreamHub};
+use crate::stream::{PublisherSlot, StreamHub};
 use crate::tap::{self, Tap};
 use crate::{
     SessionAnswer, SessionId, SfuConfig, SfuError, INITIAL_ESTIMATE_BPS, VIEWER_STATS_INTERVAL,
@@ -62,7 +63,8 @@ pub struct Control {
     streams: Mutex<HashMap<String, Arc<StreamHub>>>,
     sessions: Mutex<HashMap<SessionId, SessionInfo>>,
     next_stream_id: AtomicU64,
-    next_epoch: AtomicU64,
+    /// Publisher sessions admitted so far (their epochs).
+    next_session: AtomicU64,
     next_worker: AtomicUsize,
     max_sessions: usize,
     pace_viewers: bool,
@@ -82,7 +84,7 @@ impl Control {
             streams: Mutex::new(HashMap::new()),
             sessions: Mutex::new(HashMap::new()),
             next_stream_id: AtomicU64::new(1),
-            next_epoch: AtomicU64::new(1 << stream::EPOCH_LAYER_BITS),
+            next_session: AtomicU64::new(1),
             next_worker: AtomicUsize::new(0),
             max_sessions: cfg.max_sessions.max(1),
             pace_viewers: cfg.pace_viewers,
@@ -111,7 +113,7 @@ impl Control {
             .entry(stream.to_string())
             .or_insert_with(|| {
                 Arc::new(StreamHub::new(
-                    self.next_stream_id.fetch_add(1, Ordering::Relaxed),
+                    StreamId(self.next_stream_id.fetch_add(1, Ordering::Relaxed)),
                     stream.to_string(),
                     self.workers(),
                 ))
@@ -314,9 +316,7 @@ impl Control {
         if answer_rejects_everything(&answer.sdp) {
             return Err(SfuError::NoCommonCodec);
         }
-        let epoch = self
-            .next_epoch
-            .fetch_add(1 << stream::EPOCH_LAYER_BITS, Ordering::Relaxed);
+        let epoch = Epoch::of_session(self.next_session.fetch_add(1, Ordering::Relaxed));
         let peer = Peer::new_publisher(answer.session, hub.clone(), rtc, offer_sdp, epoch, now);
         let replaced = hub
             .claim(

@@ -22,12 +22,12 @@ use std::time::{Duration, Instant};
 use str0m::net::{DatagramRecv, Protocol, Receive};
 use str0m::{Candidate, Input, Output as RtcOutput, Rtc, RtcError};
 
-use crate::frame::Frame;
+use crate::frame::{Frame, StreamId};
 use crate::gop_cache::{GopCache, MAX_BURST_SPAN};
 use crate::layers::LayerCap;
 use crate::metrics::{DropReason, KeyframeOrigin, Metrics};
 use crate::peer::{Effects, GopBurst, Peer, PeerRole, CONNECT_DEADLINE};
-use crate::stream::{session_epoch, StreamHub};
+use crate::stream::StreamHub;
 use crate::{IceCredentials, SessionId, StreamEventKind};
 
 /// Something for an engine to do, from the control side ([`crate::Sfu`])
@@ -141,7 +141,7 @@ pub struct Engine {
     positions: HashMap<SessionId, usize>,
     by_addr: HashMap<SocketAddr, SessionId>,
     /// Current GOP of each stream and layer whose video reaches this worker.
-    gops: HashMap<(u64, u8), (Arc<StreamHub>, GopCache)>,
+    gops: HashMap<(StreamId, u8), (Arc<StreamHub>, GopCache)>,
     /// Joining viewers still being sent their GOP (see [`CatchUp`]).
     catch_ups: Vec<CatchUp>,
     deliveries: VecDeque<Delivery>,
@@ -494,10 +494,7 @@ impl Engine {
         let Some((_, gop)) = self.gops.get(&(hub.id, layer)) else {
             return false;
         };
-        if !gop
-            .epoch()
-            .is_some_and(|e| hub.is_active_epoch(session_epoch(e)))
-        {
+        if !gop.epoch().is_some_and(|e| hub.is_active_epoch(e)) {
             return false;
         }
         if gop.span() > MAX_BURST_SPAN {
@@ -671,10 +668,8 @@ impl Engine {
     /// Removes sessions that ended or never connected, and GOPs of
     /// publisher sessions that ended.
     fn reap(&mut self, now: Instant) {
-        self.gops.retain(|_, (hub, gop)| {
-            gop.epoch()
-                .is_some_and(|e| hub.is_active_epoch(session_epoch(e)))
-        });
+        self.gops
+            .retain(|_, (hub, gop)| gop.epoch().is_some_and(|e| hub.is_active_epoch(e)));
         for p in &mut self.peers {
             let stall = p
                 .publisher()

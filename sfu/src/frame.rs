@@ -31,9 +31,8 @@ pub struct Frame {
     pub index: u64,
     /// False when packets of this frame or before it were lost at ingest.
     pub contiguous: bool,
-    /// Changes whenever timestamps may jump: a new publisher session or a
-    /// switch to another simulcast layer. Viewers rebase their timeline on it.
-    pub epoch: u64,
+    /// Viewers rebase their timeline when it changes (see [`Epoch`]).
+    pub epoch: Epoch,
     /// Simulcast layer id (position of the rid among those the publisher
     /// session has sent; 0 without simulcast). Part of `epoch`.
     pub layer: u8,
@@ -44,3 +43,42 @@ pub struct Frame {
     /// (RTP → NTP mapping); `None` until the first report arrives.
     pub wallclock: Option<SystemTime>,
 }
+
+/// Changes whenever timestamps may jump: a new publisher session, or a
+/// switch to another simulcast layer. A session's epoch leaves the low bits
+/// free for its layer ids ([`Epoch::of_layer`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Epoch(u64);
+
+impl Epoch {
+    /// Bits below this count a session's layers.
+    const LAYER_BITS: u32 = 20;
+
+    /// The epoch of the `n`th publisher session (`n` ≥ 1).
+    pub fn of_session(n: u64) -> Epoch {
+        Epoch(n << Self::LAYER_BITS)
+    }
+
+    /// The epoch of layer `layer` of this session.
+    pub fn of_layer(self, layer: u8) -> Epoch {
+        Epoch(self.session().0 + u64::from(layer))
+    }
+
+    /// The publisher session this epoch belongs to (its layer cleared).
+    pub fn session(self) -> Epoch {
+        Epoch(self.0 & !((1u64 << Self::LAYER_BITS) - 1))
+    }
+
+    pub(crate) fn to_bits(self) -> u64 {
+        self.0
+    }
+
+    #[cfg(test)]
+    pub(crate) fn from_bits(bits: u64) -> Epoch {
+        Epoch(bits)
+    }
+}
+
+/// A stream's number inside one server (names are for humans; maps key on this).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct StreamId(pub u64);

@@ -56,7 +56,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 pub use crate::control::{Admitted, Closed, Control};
 use crate::engine::{Command, Engine};
-pub use crate::frame::Frame;
+pub use crate::frame::{Epoch, Frame};
 pub use crate::layers::{LayerCap, LayerInfo, LayerTable};
 pub use crate::metrics::Metrics;
 pub use crate::offer::Offer;

@@ -130,7 +130,7 @@ fn falls_and_recovers(paced: bool) {
 
     // The SFU's side, configured as `Sfu::subscribe_with` does for a
     // simulcast stream.
-    let hub = Arc::new(StreamHub::new(1, "sim".into(), 1));
+    let hub = Arc::new(StreamHub::new(crate::frame::StreamId(1), "sim".into(), 1));
     hub.set_layers(LayerTable {
         layers: LAYERS
             .iter()
@@ -178,7 +178,7 @@ fn falls_and_recovers(paced: bool) {
     let mut keyframe_due = [true; 3];
     let mut frame_no = 0u64;
     let mut next_frame = start;
-    let epoch = 1u64 << crate::stream::EPOCH_LAYER_BITS;
+    let epoch = crate::frame::Epoch::of_session(1);
     let mut requests = 0usize;
     let mut packetizers = crate::rtp_out::Packetizers::default();
     // Most datagrams one drain of the server's output produced.
@@ -217,7 +217,7 @@ fn falls_and_recovers(paced: bool) {
                     packets,
                     index: frame_no,
                     contiguous: true,
-                    epoch: epoch + u64::from(id),
+                    epoch: epoch.of_layer(id),
                     layer: id,
                     top: id == 0,
                     wallclock: None,

@@ -10,19 +10,11 @@ use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 
-use crate::frame::Frame;
+use crate::frame::{Epoch, Frame, StreamId};
 use crate::h264::ProfileLevelId;
 use crate::layers::LayerTable;
 use crate::tap::{Offered, TapSender};
 use crate::SessionId;
-
-/// Epoch bits below this count simulcast layer switches within a session.
-pub(crate) const EPOCH_LAYER_BITS: u32 = 20;
-
-/// The publisher-session part of a frame epoch.
-pub(crate) fn session_epoch(epoch: u64) -> u64 {
-    epoch & !((1u64 << EPOCH_LAYER_BITS) - 1)
-}
 
 /// Another credential publishes the stream.
 #[derive(Debug)]
@@ -37,7 +29,7 @@ pub(crate) struct PublisherSlot {
 }
 
 pub(crate) struct StreamHub {
-    pub id: u64,
+    pub id: StreamId,
     pub name: String,
     /// Number of viewers of this stream on each worker.
     viewers_per_worker: Box<[AtomicUsize]>,
@@ -57,7 +49,7 @@ pub(crate) struct StreamHub {
 }
 
 impl StreamHub {
-    pub fn new(id: u64, name: String, workers: usize) -> StreamHub {
+    pub fn new(id: StreamId, name: String, workers: usize) -> StreamHub {
         StreamHub {
             id,
             name,
@@ -112,14 +104,14 @@ impl StreamHub {
     pub fn claim(
         &self,
         slot: PublisherSlot,
-        epoch: u64,
+        epoch: Epoch,
         simulcast: bool,
     ) -> Result<Option<PublisherSlot>, Busy> {
         let mut guard = self.publisher.lock();
         if guard.as_ref().is_some_and(|cur| cur.owner != slot.owner) {
             return Err(Busy);
         }
-        self.active_epoch.store(epoch, Ordering::Release);
+        self.active_epoch.store(epoch.to_bits(), Ordering::Release);
         *self.layers.write() = LayerTable::default();
         self.simulcast.store(simulcast, Ordering::Relaxed);
         Ok(guard.replace(slot))
@@ -145,8 +137,9 @@ impl StreamHub {
         }
     }
 
-    pub fn is_active_epoch(&self, epoch: u64) -> bool {
-        self.active_epoch.load(Ordering::Acquire) == epoch
+    /// Whether `epoch`'s publisher session is the stream's current one.
+    pub fn is_active_epoch(&self, epoch: Epoch) -> bool {
+        self.active_epoch.load(Ordering::Acquire) == epoch.session().to_bits()
     }
 
     pub fn h264_profile(&self) -> Option<ProfileLevelId> {

@@ -16,7 +16,7 @@ use str0m::{Event, IceConnectionState, Rtc};
 
 pub(crate) use self::publisher::Publisher;
 pub(crate) use self::viewer::{Estimation, GopBurst, Viewer};
-use crate::frame::Frame;
+use crate::frame::{Epoch, Frame, StreamId};
 use crate::layers::LayerCap;
 use crate::metrics::KeyframeOrigin;
 use crate::offer::Offer;
@@ -104,7 +104,7 @@ impl Peer {
         hub: Arc<StreamHub>,
         rtc: Rtc,
         offer_sdp: String,
-        epoch: u64,
+        epoch: Epoch,
         now: Instant,
     ) -> Peer {
         let role = PeerRole::Publisher(Publisher::new(epoch));
@@ -148,7 +148,7 @@ impl Peer {
     }
 
     /// Whether this is a viewer of the stream `hub_id`.
-    pub fn views(&self, hub_id: u64) -> bool {
+    pub fn views(&self, hub_id: StreamId) -> bool {
         self.conn.hub.id == hub_id && matches!(self.role, PeerRole::Viewer(_))
     }
 

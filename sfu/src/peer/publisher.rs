@@ -10,7 +10,7 @@ use str0m::media::{KeyframeRequestKind, MediaData, MediaKind, MediaTime, Mid, Ri
 use str0m::Event;
 
 use super::{Conn, Effects, KEYFRAME_REQUEST_INTERVAL};
-use crate::frame::Frame;
+use crate::frame::{Epoch, Frame};
 use crate::h264;
 use crate::layers::{LayerInfo, LayerTable, LAYER_SILENCE, STATS_INTERVAL};
 use crate::metrics::{KeyframeOrigin, Metrics};
@@ -19,7 +19,7 @@ use crate::stream::StreamHub;
 
 pub(crate) struct Publisher {
     /// Base epoch of this session; a frame's layer id is added to it.
-    pub epoch: u64,
+    pub epoch: Epoch,
     video_mid: Option<Mid>,
     /// Every video encoding seen, by layer id (one, without a rid, when the
     /// publisher does not send simulcast).
@@ -66,7 +66,7 @@ struct KfThrottle {
 }
 
 impl Publisher {
-    pub fn new(epoch: u64) -> Publisher {
+    pub fn new(epoch: Epoch) -> Publisher {
         Publisher {
             epoch,
             video_mid: None,
@@ -257,7 +257,7 @@ impl Publisher {
             packets,
             index,
             contiguous: data.contiguous,
-            epoch: self.epoch + u64::from(layer),
+            epoch: self.epoch.of_layer(layer),
             layer,
             top,
             wallclock,
@@ -394,8 +394,8 @@ mod tests {
 
     #[test]
     fn simulcast_forwards_every_layer_and_taps_the_largest_switching_on_its_keyframe() {
-        let hub = StreamHub::new(1, "s".into(), 1);
-        let mut p = Publisher::new(1 << 20);
+        let hub = StreamHub::new(crate::frame::StreamId(1), "s".into(), 1);
+        let mut p = Publisher::new(Epoch::of_session(1));
         let t = Instant::now();
         let ms = |n| t + Duration::from_millis(n);
         let (q, h) = (Rid::from("q"), Rid::from("h"));

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use str0m::media::MediaTime;
 
-use crate::frame::Frame;
+use crate::frame::{Epoch, Frame};
 
 /// Rebases publisher timestamps onto one continuous outgoing timeline, so a
 /// publisher that leaves and comes back (or a layer switch) looks like one
@@ -14,7 +14,7 @@ use crate::frame::Frame;
 /// continuous by construction.
 #[derive(Default)]
 pub(crate) struct Timeline {
-    pub epoch: Option<u64>,
+    pub epoch: Option<Epoch>,
     offset: u64,
     last_out: Option<(u64, Instant)>,
 }
@@ -52,6 +52,7 @@ mod tests {
     use str0m::media::{Frequency, MediaKind};
 
     fn frame(epoch: u64, ts: u64, at: Instant) -> Frame {
+        let epoch = Epoch::of_session(epoch);
         Frame {
             kind: MediaKind::Video,
             codec: Codec::H264,

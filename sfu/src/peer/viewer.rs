@@ -18,7 +18,7 @@ use crate::frame::Frame;
 use crate::layers::{LayerCap, LayerSelect, LayerTable, UpProbe, STATS_INTERVAL};
 use crate::metrics::{DropReason, KeyframeOrigin, Metrics};
 use crate::rtp_out::{RtpNumbering, PAYLOAD_MTU};
-use crate::stream::{session_epoch, StreamHub};
+use crate::stream::StreamHub;
 use crate::SessionId;
 
 /// Video packets a viewer keeps for retransmission, and for how long.
@@ -337,7 +337,7 @@ impl Viewer {
             if track
                 .timeline
                 .epoch
-                .is_some_and(|e| session_epoch(e) != session_epoch(frame.epoch))
+                .is_some_and(|e| e.session() != frame.epoch.session())
                 && self.select.current.is_some()
             {
                 // A new publisher session numbers its layers anew.
