@@ -25,18 +25,19 @@ use crate::SessionId;
 /// Receivers repeat a NACK about every 100 ms (their round-trip guess) up
 /// to five times, so a repair is asked for up to ~500 ms after the loss;
 /// past ~600 ms it would come too late for a sub-second player anyway.
-/// Each entry is ~430 bytes of str0m bookkeeping even when the payload is
-/// shared (H.264: a reference to the one copy; frames str0m packetizes per
-/// viewer: a copy), and str0m grows the buffer, never shrinking it, to hold
-/// whatever was sent within the age: a GOP catch-up at join (2 s of video in
-/// ~120 ms) fills it to its cap for good. The cap is
+/// Each entry is 56 bytes of str0m bookkeeping (patch 3 in
+/// `vendor/str0m/PATCHES.md`) and its payload (H.264: a reference to the one
+/// shared copy; frames str0m packetizes per viewer: a copy of their own), and
+/// str0m grows the buffer to hold whatever was sent within the age: a GOP
+/// catch-up at join (2 s of video in ~120 ms) fills it to its cap, and it
+/// shrinks back once that has aged out. The cap is
 /// [`rtx_history_packets`] of the stream's largest layer, at least
 /// [`RTX_CACHE_PACKETS`]: fitting it to a 1.5 Mbit/s layer (192) cost
 /// repairs of the catch-up under loss (`relaycast-load --drop-percent 5`,
 /// 40 viewers: 6-7 lost frames and freezes up to 0.8 s, against 2-4 and
 /// 0.35 s at 256), while a 6 Mbit/s layer needs ~700 for the age.
 pub const RTX_CACHE_PACKETS: usize = 256;
-/// Ceiling of the fitted cap (~330 KB of entries per viewer).
+/// Ceiling of the fitted cap (~43 KB of entries per viewer).
 pub const RTX_CACHE_MAX: usize = 768;
 pub const RTX_CACHE_AGE: Duration = Duration::from_millis(600);
 /// str0m drops queued retransmissions while they would exceed this share
