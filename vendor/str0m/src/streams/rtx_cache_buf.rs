@@ -267,12 +267,8 @@ impl<T> EvictingBuffer<T> {
     }
 
     pub fn contains(&self, position: u64) -> bool {
-        if self.is_inert() {
-            return false;
-        }
-
-        let index = self.index_for_position(position);
-        self.buf[index].is_some()
+        // The slot may hold another position (this one's was evicted, then the slot taken).
+        self.get(position).is_some()
     }
 
     pub fn last_position(&self) -> Option<u64> {
@@ -434,6 +430,15 @@ mod test {
         assert_eq!(buf.get(2), Some(&'A'));
         assert_eq!(buf.get(3), Some(&'B'));
         assert_eq!(buf.get(4), Some(&'C'));
+    }
+
+    #[test]
+    fn contains_only_the_position_pushed() {
+        let mut buf = EvictingBuffer::new(4, Duration::from_secs(10), 4);
+        buf.push(5, Instant::now(), 'A');
+        assert!(buf.contains(5));
+        // Same slot, another position.
+        assert!(!buf.contains(9));
     }
 
     #[test]
