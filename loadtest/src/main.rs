@@ -17,15 +17,36 @@
 //! ## Timeline
 //! publisher connects → viewers start at `--ramp-per-sec` → `--settle` →
 //! steady window of `--duration` (CPU, packets) → stop, DELETE everything.
+//! `--viewers 0` only publishes (for viewers from another tool).
+//!
+//! ## Other servers
+//! `--whip-url` and `--whep-url` take any server's full endpoints instead of
+//! relaycast's `/whip/NAME` and `/whep/NAME`; without `--key` the publisher
+//! sends no credential. The publisher sends one layer with `--no-simulcast`,
+//! and viewers never offer a data channel (SRS refuses both simulcast and
+//! data channels). Packets are counted where they can be: by the server's
+//! own `relaycast_udp_packets_out_total` when its `/metrics` has it, else at
+//! the viewers (RTP datagrams they received); `--count-packets` forces
+//! either, and the report says which it used.
+//!
+//! ## The floor
+//! `relaycast-load floor` sends the same 720p packets to N draining sockets
+//! doing only the irreducible work per packet (RTP header, SRTP
+//! AES-128-GCM, GSO send) and reports its CPU per packet: the yardstick a
+//! server's µs per packet is divided by (`floor` module).
 
+mod floor;
+mod gso_sender;
 mod impair;
 mod probe;
 mod publisher;
+mod received;
 mod report;
 mod rtc_driver;
 mod sei;
 mod source;
 mod spawn;
+mod srtp_gcm;
 mod stats;
 mod viewer;
 mod whip;
@@ -36,38 +57,107 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use clap::Parser;
+use clap::{Parser, Subcommand, ValueEnum};
 use tokio::sync::{oneshot, watch};
 
 use crate::impair::ImpairmentConfig;
 use crate::probe::Metrics;
+use crate::received::Received;
 use crate::report::{
-    LayerInfo, LoadToolSection, Machine, PerViewer, PublisherSection, Report, RunConfig,
-    ServerDelay, ServerSection, SteadyWindow, ViewerSection,
+    LayerInfo, LoadToolSection, Machine, PacketCount, PerViewer, PublisherSection, Report,
+    RunConfig, ServerDelay, ServerSection, SteadyWindow, ViewerSection,
 };
 use crate::stats::Summary;
 use crate::viewer::{ViewerConfig, ViewerResult};
+
+/// Where a relaycast server is looked for when nothing else says.
+const DEFAULT_URL: &str = "http://127.0.0.1:8080";
+/// The counter a relaycast `/metrics` page is recognised by.
+const PACKETS_OUT: &str = "relaycast_udp_packets_out_total";
 
 #[derive(Debug, Parser)]
 #[command(
     name = "relaycast-load",
     version,
-    about = "Load a relaycast server: one synthetic WHIP publisher, N WHEP viewers; report delay, loss, joins and server CPU"
+    about = "Load a WebRTC server: one synthetic WHIP publisher, N WHEP viewers; report delay, loss, joins and server CPU",
+    args_conflicts_with_subcommands = true
 )]
 struct Cli {
-    /// Base URL of the server (ignored with --spawn-server).
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
-    url: String,
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The floor: the same 720p packets to N draining sockets with only the
+    /// irreducible work per packet (RTP header, SRTP AES-128-GCM, GSO send);
+    /// reports CPU per packet.
+    Floor(FloorArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct FloorArgs {
+    /// Receiving sockets (viewers).
+    #[arg(long, default_value_t = 200)]
+    viewers: usize,
+    /// Sending sockets, one thread each (default: one per core, as
+    /// relaycast's media workers).
+    #[arg(long)]
+    sockets: Option<usize>,
+    /// Length of the measured window.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Sending before the window opens.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    settle: Duration,
+    /// Leave out the transport-wide sequence number extension (a viewer
+    /// that runs no bandwidth estimator: 20-byte RTP header, not 24).
+    #[arg(long)]
+    no_twcc: bool,
+    /// Print one JSON object on stdout (the table goes to stderr).
+    #[arg(long)]
+    json: bool,
+}
+
+/// Where packets are counted for the CPU-per-packet figure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum CountPackets {
+    /// The server's `/metrics` if it is relaycast's, else the viewers.
+    Auto,
+    /// relaycast's `relaycast_udp_packets_out_total` (fails without it).
+    Server,
+    /// RTP datagrams received by this tool's viewers.
+    Viewers,
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// Base URL of the server: relaycast's WHIP/WHEP paths and `/metrics`
+    /// are under it (default http://127.0.0.1:8080, or the origin of
+    /// --whep-url/--whip-url when given; ignored with --spawn-server).
+    #[arg(long)]
+    url: Option<String>,
+    /// Full WHIP endpoint of any server (e.g. SRS's
+    /// `http://127.0.0.1:1985/rtc/v1/whip/?app=live&stream=NAME`), instead
+    /// of URL/whip/STREAM.
+    #[arg(long, conflicts_with = "spawn_server")]
+    whip_url: Option<String>,
+    /// Full WHEP endpoint of any server, instead of URL/whep/STREAM.
+    #[arg(long, conflicts_with = "spawn_server")]
+    whep_url: Option<String>,
     /// Stream name.
     #[arg(long, default_value = "load")]
     stream: String,
-    /// Stream key (publish credential); not needed with --spawn-server.
+    /// Stream key (publish credential, sent as a bearer token); not needed
+    /// with --spawn-server, nor with --whip-url for a server without auth.
     #[arg(long, env = "RELAYCAST_LOAD_KEY", hide_env_values = true)]
     key: Option<String>,
     /// Play token for private streams.
     #[arg(long)]
     token: Option<String>,
-    /// Number of WHEP viewers.
+    /// Number of WHEP viewers (0: only publish, for `--duration`).
     #[arg(long, default_value_t = 100)]
     viewers: usize,
     /// Viewers started per second.
@@ -109,6 +199,9 @@ struct Cli {
     /// Runtime threads for the viewers.
     #[arg(long, default_value_t = 2)]
     load_threads: usize,
+    /// Where packets are counted for the server's CPU per packet.
+    #[arg(long, value_enum, default_value_t = CountPackets::Auto)]
+    count_packets: CountPackets,
 }
 
 /// Parses `60`, `60s`, `500ms`, `2m`.
@@ -133,8 +226,38 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    if cli.viewers == 0 || cli.ramp_per_sec.is_nan() || cli.ramp_per_sec <= 0.0 {
-        bail!("--viewers and --ramp-per-sec must be positive");
+    match cli.command {
+        Some(Command::Floor(args)) => floor_main(&args),
+        None => run_main(&cli.run),
+    }
+}
+
+fn floor_main(args: &FloorArgs) -> Result<()> {
+    let cfg = floor::FloorConfig {
+        viewers: args.viewers,
+        sockets: args
+            .sockets
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        settle: args.settle,
+        duration: args.duration,
+        twcc: !args.no_twcc,
+    };
+    let report = floor::run(&cfg)?;
+    if args.json {
+        eprint!("{}", report.table());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).context("serialising the report")?
+        );
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(())
+}
+
+fn run_main(cli: &RunArgs) -> Result<()> {
+    if cli.ramp_per_sec.is_nan() || cli.ramp_per_sec <= 0.0 {
+        bail!("--ramp-per-sec must be positive");
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cli.load_threads.max(1))
@@ -148,7 +271,7 @@ fn main() -> Result<()> {
         .enable_all()
         .build()
         .context("building the runtime")?;
-    let report = rt.block_on(run(&cli))?;
+    let report = rt.block_on(run(cli))?;
     if cli.json {
         eprint!("{}", report.table());
         println!(
@@ -167,25 +290,76 @@ struct Snapshot {
     cpu: Option<f64>,
     rss: Option<u64>,
     metrics: Result<Metrics, String>,
+    /// RTP (packets, bytes) received so far by all viewers.
+    at_viewers: (u64, u64),
     own_cpu: Option<f64>,
     rcvbuf_errors: Option<u64>,
 }
 
-async fn snapshot(http: &reqwest::Client, base: &str, pid: Option<u32>) -> Snapshot {
-    let metrics = probe::fetch_metrics(http, base)
+async fn snapshot(
+    http: &reqwest::Client,
+    metrics_base: &str,
+    pid: Option<u32>,
+    viewers: &[Arc<Received>],
+) -> Snapshot {
+    let metrics = probe::fetch_metrics(http, metrics_base)
         .await
-        .map_err(|e| format!("{e:#}"));
+        .map_err(|e| format!("{e:#}"))
+        .and_then(|m| {
+            if m.get(PACKETS_OUT).is_some() {
+                Ok(m)
+            } else {
+                Err(format!(
+                    "{metrics_base}/metrics has no {PACKETS_OUT} (not relaycast)"
+                ))
+            }
+        });
     Snapshot {
         at: Instant::now(),
         cpu: pid.and_then(|p| probe::cpu_seconds(p).ok()),
         rss: pid.and_then(|p| probe::rss_kib(p).ok()),
         metrics,
+        at_viewers: received::total(viewers),
         own_cpu: probe::cpu_seconds(std::process::id()).ok(),
         rcvbuf_errors: probe::udp_rcvbuf_errors(),
     }
 }
 
-async fn run(cli: &Cli) -> Result<Report> {
+/// Where the run publishes, plays, and reads the server's counters.
+struct Endpoints {
+    whip: String,
+    whep: String,
+    /// `/metrics` is looked for under it.
+    base: String,
+}
+
+impl Endpoints {
+    fn new(cli: &RunArgs, spawned: Option<&spawn::SpawnedServer>) -> Result<Endpoints> {
+        let base = match (
+            spawned,
+            &cli.url,
+            cli.whep_url.as_ref().or(cli.whip_url.as_ref()),
+        ) {
+            (Some(s), _, _) => s.base_url.clone(),
+            (None, Some(url), _) => url.trim_end_matches('/').to_string(),
+            (None, None, Some(endpoint)) => whip::origin(endpoint)?,
+            (None, None, None) => DEFAULT_URL.to_string(),
+        };
+        Ok(Endpoints {
+            whip: cli
+                .whip_url
+                .clone()
+                .unwrap_or_else(|| format!("{base}/whip/{}", cli.stream)),
+            whep: cli
+                .whep_url
+                .clone()
+                .unwrap_or_else(|| format!("{base}/whep/{}", cli.stream)),
+            base,
+        })
+    }
+}
+
+async fn run(cli: &RunArgs) -> Result<Report> {
     let simulcast = !cli.no_simulcast;
     let spawned = match &cli.spawn_server {
         Some(path) => {
@@ -195,14 +369,15 @@ async fn run(cli: &Cli) -> Result<Report> {
         }
         None => None,
     };
-    let base = match &spawned {
-        Some(s) => s.base_url.clone(),
-        None => cli.url.trim_end_matches('/').to_string(),
-    };
-    let key = match (&spawned, &cli.key) {
-        (Some(s), _) => s.key.clone(),
-        (None, Some(k)) => k.clone(),
-        (None, None) => bail!("--key (or RELAYCAST_LOAD_KEY) is needed unless --spawn-server"),
+    let endpoints = Endpoints::new(cli, spawned.as_ref())?;
+    let key = match (&spawned, &cli.key, &cli.whip_url) {
+        (Some(s), _, _) => Some(s.key.clone()),
+        (None, Some(k), _) => Some(k.clone()),
+        // Another server's endpoint: publish without a credential.
+        (None, None, Some(_)) => None,
+        (None, None, None) => {
+            bail!("--key (or RELAYCAST_LOAD_KEY) is needed unless --spawn-server or --whip-url")
+        }
     };
     let pid = match (&spawned, cli.server_pid, &cli.server_cmd) {
         (Some(s), _, _) => Some(s.pid),
@@ -213,7 +388,7 @@ async fn run(cli: &Cli) -> Result<Report> {
             None
         }
     };
-    let result = drive(cli, simulcast, &base, &key, pid).await;
+    let result = drive(cli, simulcast, &endpoints, key, pid).await;
     if let (Err(_), Some(s)) = (&result, &spawned) {
         eprintln!("server log (tail):\n{}", s.log_tail());
     }
@@ -223,12 +398,13 @@ async fn run(cli: &Cli) -> Result<Report> {
 }
 
 async fn drive(
-    cli: &Cli,
+    cli: &RunArgs,
     simulcast: bool,
-    base: &str,
-    key: &str,
+    endpoints: &Endpoints,
+    key: Option<String>,
     pid: Option<u32>,
 ) -> Result<Report> {
+    let base = endpoints.base.as_str();
     let http = whip::client()?;
 
     // 1. Encode once, before anything is measured.
@@ -257,9 +433,8 @@ async fn drive(
     let (stop_tx, stop_rx) = watch::channel(false);
     let (connected_tx, connected_rx) = oneshot::channel();
     let pub_cfg = publisher::PublisherConfig {
-        base: base.to_string(),
-        stream: cli.stream.clone(),
-        key: key.to_string(),
+        whip_url: endpoints.whip.clone(),
+        key,
         simulcast,
         layers,
         epoch,
@@ -288,7 +463,10 @@ async fn drive(
     }
     eprintln!("publisher connected");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let start = snapshot(&http, base, pid).await;
+    let received: Vec<Arc<Received>> = (0..cli.viewers)
+        .map(|_| Arc::new(Received::default()))
+        .collect();
+    let start = snapshot(&http, base, pid, &received).await;
 
     // RSS peak sampler.
     let peak = Arc::new(std::sync::atomic::AtomicU64::new(start.rss.unwrap_or(0)));
@@ -315,17 +493,17 @@ async fn drive(
     };
     let ramp_start = Instant::now();
     let mut handles = Vec::with_capacity(cli.viewers);
-    for id in 0..cli.viewers {
+    for (id, counter) in received.iter().enumerate() {
         let due = ramp_start + Duration::from_secs_f64(id as f64 / cli.ramp_per_sec);
         tokio::time::sleep_until(due.into()).await;
         let cfg = ViewerConfig {
             id,
-            base: base.to_string(),
-            stream: cli.stream.clone(),
+            whep_url: endpoints.whep.clone(),
             token: cli.token.clone(),
             epoch,
             impairment,
             http: http.clone(),
+            received: counter.clone(),
         };
         handles.push(tokio::spawn(viewer::run(cfg, stop_rx.clone())));
     }
@@ -337,9 +515,9 @@ async fn drive(
     tokio::time::sleep(cli.settle).await;
 
     // 4. Steady window.
-    let steady_start = snapshot(&http, base, pid).await;
+    let steady_start = snapshot(&http, base, pid, &received).await;
     tokio::time::sleep(cli.duration).await;
-    let end = snapshot(&http, base, pid).await;
+    let end = snapshot(&http, base, pid, &received).await;
     let own_threads = probe::cpu_by_thread_name(std::process::id());
     // Read while every socket is still open.
     let server_socket_drops = pid.and_then(probe::udp_socket_drops);
@@ -370,23 +548,29 @@ async fn drive(
         .per_viewer
         .then(|| results.iter().map(per_viewer).collect());
 
-    let server = pid.map(|pid| {
-        let mut section = server_section(
-            pid,
-            &start,
-            &steady_start,
-            &end,
-            peak.load(std::sync::atomic::Ordering::Relaxed),
-            viewers.joined.max(1),
-        );
-        section.udp_socket_drops = server_socket_drops;
-        section
-    });
+    let server = match pid {
+        Some(pid) => {
+            let mut section = server_section(
+                pid,
+                &start,
+                &steady_start,
+                &end,
+                peak.load(std::sync::atomic::Ordering::Relaxed),
+                viewers.joined.max(1),
+                cli.count_packets,
+            )?;
+            section.udp_socket_drops = server_socket_drops;
+            Some(section)
+        }
+        None => None,
+    };
     let steady_s = end.at.duration_since(steady_start.at).as_secs_f64();
     let own_steady = end.own_cpu.zip(steady_start.own_cpu).map(|(e, s)| e - s);
     Ok(Report {
         config: RunConfig {
             url: base.to_string(),
+            whip_url: endpoints.whip.clone(),
+            whep_url: endpoints.whep.clone(),
             stream: cli.stream.clone(),
             viewers: cli.viewers,
             ramp_per_sec: cli.ramp_per_sec,
@@ -528,16 +712,33 @@ fn server_section(
     end: &Snapshot,
     peak_rss: u64,
     viewers: usize,
-) -> ServerSection {
+    count: CountPackets,
+) -> Result<ServerSection> {
     let seconds = end.at.duration_since(steady.at).as_secs_f64();
     let cpu_s = end.cpu.zip(steady.cpu).map(|(e, s)| e - s);
     let (packets, bytes, metrics_error) = match (&steady.metrics, &end.metrics) {
         (Ok(s), Ok(e)) => (
-            e.delta(s, "relaycast_udp_packets_out_total"),
+            e.delta(s, PACKETS_OUT),
             e.delta(s, "relaycast_udp_bytes_out_total"),
             None,
         ),
         (Err(err), _) | (_, Err(err)) => (None, None, Some(err.clone())),
+    };
+    let at_viewers = end.at_viewers.0.saturating_sub(steady.at_viewers.0) as f64;
+    let at_viewers_bytes = end.at_viewers.1.saturating_sub(steady.at_viewers.1) as f64;
+    let counted_at = match (count, packets) {
+        (CountPackets::Server, None) => bail!(
+            "--count-packets server: no relaycast /metrics ({})",
+            metrics_error.as_deref().unwrap_or("no packet counter")
+        ),
+        (CountPackets::Server, Some(_)) | (CountPackets::Auto, Some(_)) => {
+            PacketCount::ServerMetrics
+        }
+        (CountPackets::Viewers, _) | (CountPackets::Auto, None) => PacketCount::Viewers,
+    };
+    let counted = match counted_at {
+        PacketCount::ServerMetrics => packets,
+        PacketCount::Viewers => Some(at_viewers),
     };
     let mut metric_deltas = BTreeMap::new();
     if let (Ok(s), Ok(e)) = (&start.metrics, &end.metrics) {
@@ -548,8 +749,9 @@ fn server_section(
             }
         }
     }
-    let per_packet = cpu_s.zip(packets).filter(|(_, p)| *p > 0.0);
-    ServerSection {
+    let per_packet = cpu_s.zip(counted).filter(|(_, p)| *p > 0.0);
+    let per_viewer_packet = cpu_s.filter(|_| at_viewers > 0.0);
+    Ok(ServerSection {
         pid,
         cpu_s_total: end.cpu.zip(start.cpu).map(|(e, s)| e - s),
         rss_kib_start: start.rss,
@@ -564,11 +766,16 @@ fn server_section(
             cpu_s,
             cpu_percent: cpu_s.map(|c| c / seconds * 100.0),
             cpu_ms_per_viewer_per_s: cpu_s.map(|c| c * 1000.0 / viewers as f64 / seconds),
+            packets_counted_at: counted_at,
             packets_out: packets,
             packets_out_per_s: packets.map(|p| p / seconds),
             packets_per_cpu_s: per_packet.map(|(c, p)| p / c),
             cpu_us_per_packet: per_packet.map(|(c, p)| c * 1e6 / p),
             mbit_out_per_s: bytes.map(|b| b * 8.0 / seconds / 1e6),
+            viewer_rtp_packets: at_viewers,
+            viewer_rtp_packets_per_s: at_viewers / seconds,
+            viewer_rtp_mbit_per_s: at_viewers_bytes * 8.0 / seconds / 1e6,
+            cpu_us_per_viewer_packet: per_viewer_packet.map(|c| c * 1e6 / at_viewers),
         },
         metric_deltas,
         metrics_error,
@@ -589,7 +796,7 @@ fn server_section(
                 }),
             _ => None,
         },
-    }
+    })
 }
 
 #[cfg(test)]

@@ -21,9 +21,10 @@ use crate::source::{EncodedLayer, FRAME_INTERVAL, TICKS_PER_FRAME};
 use crate::whip;
 
 pub struct PublisherConfig {
-    pub base: String,
-    pub stream: String,
-    pub key: String,
+    /// The WHIP endpoint to POST the offer to.
+    pub whip_url: String,
+    /// Sent as the bearer token; `None` for servers that take no credential.
+    pub key: Option<String>,
     pub simulcast: bool,
     pub layers: Arc<Vec<EncodedLayer>>,
     /// Stamps are µs since this instant.
@@ -87,12 +88,10 @@ pub async fn run(
     );
     let (offer, pending) = sdp.apply().context("no offer to make")?;
     let http = whip::client()?;
-    let url = format!("{}/whip/{}", cfg.base, cfg.stream);
     let session = whip::post_offer(
         &http,
-        &cfg.base,
-        &url,
-        Some(&cfg.key),
+        &cfg.whip_url,
+        cfg.key.as_deref(),
         offer.to_sdp_string(),
     )
     .await

@@ -28,7 +28,10 @@ pub struct Report {
 
 #[derive(Debug, Serialize)]
 pub struct RunConfig {
+    /// Base URL (`/metrics` under it).
     pub url: String,
+    pub whip_url: String,
+    pub whep_url: String,
     pub stream: String,
     pub viewers: usize,
     pub ramp_per_sec: f64,
@@ -155,6 +158,19 @@ pub struct ServerDelay {
     pub p99_ms: f64,
 }
 
+/// Which packets `cpu_us_per_packet` divides by.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PacketCount {
+    /// Datagrams the server says it sent (`relaycast_udp_packets_out_total`:
+    /// RTP, RTCP and STUN alike, each datagram of a GSO batch counted).
+    #[default]
+    ServerMetrics,
+    /// RTP datagrams this tool's viewers received (a server without
+    /// relaycast's `/metrics`; what the kernel dropped is not counted).
+    Viewers,
+}
+
 #[derive(Debug, Default, Serialize)]
 pub struct SteadyWindow {
     pub seconds: f64,
@@ -162,12 +178,22 @@ pub struct SteadyWindow {
     /// Of one core (200 % = both cores of a 2-core machine).
     pub cpu_percent: Option<f64>,
     pub cpu_ms_per_viewer_per_s: Option<f64>,
+    /// Where the packets of `packets_per_cpu_s` and `cpu_us_per_packet`
+    /// were counted.
+    pub packets_counted_at: PacketCount,
     /// `relaycast_udp_packets_out_total` increase.
     pub packets_out: Option<f64>,
     pub packets_out_per_s: Option<f64>,
     pub packets_per_cpu_s: Option<f64>,
     pub cpu_us_per_packet: Option<f64>,
     pub mbit_out_per_s: Option<f64>,
+    /// RTP datagrams the viewers received.
+    pub viewer_rtp_packets: f64,
+    pub viewer_rtp_packets_per_s: f64,
+    pub viewer_rtp_mbit_per_s: f64,
+    /// Server CPU per RTP packet received by the viewers, whichever way
+    /// `cpu_us_per_packet` counted.
+    pub cpu_us_per_viewer_packet: Option<f64>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -207,7 +233,7 @@ impl Report {
             "relaycast-load: {} viewers of {} at {} ({}), ramp {}/s, steady {:.0} s",
             c.viewers,
             c.stream,
-            c.url,
+            c.whep_url,
             if c.simulcast {
                 "simulcast q/h/f"
             } else {
@@ -216,6 +242,7 @@ impl Report {
             c.ramp_per_sec,
             c.duration_s
         );
+        let _ = writeln!(t, "publishing to {}", c.whip_url);
         if c.drop_percent > 0.0 || c.cap_kbps.is_some() {
             let _ = writeln!(
                 t,
@@ -298,15 +325,45 @@ impl Report {
                 opt(w.cpu_percent, 1),
                 opt(w.cpu_ms_per_viewer_per_s, 3)
             );
-            let _ = writeln!(
-                t,
-                "  packets out {} ({} /s, {} Mbit/s)   {} packets per CPU-second = {} µs CPU per packet",
-                opt(w.packets_out, 0),
-                opt(w.packets_out_per_s, 0),
-                opt(w.mbit_out_per_s, 1),
-                opt(w.packets_per_cpu_s, 0),
-                opt(w.cpu_us_per_packet, 2)
-            );
+            match w.packets_counted_at {
+                PacketCount::ServerMetrics => {
+                    let _ = writeln!(
+                        t,
+                        "  packets out {} ({} /s, {} Mbit/s)   {} packets per CPU-second = {} µs CPU per packet \
+                         (counted by the server's /metrics)",
+                        opt(w.packets_out, 0),
+                        opt(w.packets_out_per_s, 0),
+                        opt(w.mbit_out_per_s, 1),
+                        opt(w.packets_per_cpu_s, 0),
+                        opt(w.cpu_us_per_packet, 2)
+                    );
+                    let _ = writeln!(
+                        t,
+                        "  RTP packets received by the viewers {:.0} ({:.0} /s, {:.1} Mbit/s) = {} µs CPU per received packet",
+                        w.viewer_rtp_packets,
+                        w.viewer_rtp_packets_per_s,
+                        w.viewer_rtp_mbit_per_s,
+                        opt(w.cpu_us_per_viewer_packet, 2)
+                    );
+                }
+                PacketCount::Viewers => {
+                    let _ = writeln!(
+                        t,
+                        "  RTP packets received by the viewers {:.0} ({:.0} /s, {:.1} Mbit/s)   {} packets per CPU-second = {} µs CPU per packet \
+                         (counted at the viewers: {})",
+                        w.viewer_rtp_packets,
+                        w.viewer_rtp_packets_per_s,
+                        w.viewer_rtp_mbit_per_s,
+                        opt(w.packets_per_cpu_s, 0),
+                        opt(w.cpu_us_per_packet, 2),
+                        if s.metrics_error.is_some() {
+                            "no relaycast /metrics"
+                        } else {
+                            "--count-packets viewers"
+                        }
+                    );
+                }
+            }
             let kib =
                 |v: Option<u64>| v.map_or("-".into(), |v| format!("{:.1} MiB", v as f64 / 1024.0));
             let _ = writeln!(

@@ -1,7 +1,9 @@
 //! A lean WHEP viewer: its own `Rtc` and socket, video only, no decoding.
 //! str0m decrypts and depacketizes; the viewer only reads the keyframe flag
-//! and the SEI stamp of each frame.
+//! and the SEI stamp of each frame. Its offer has one recvonly video
+//! m-line and no data channel (SRS refuses offers with one).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -11,6 +13,7 @@ use str0m::{Event, IceConnectionState, RtcConfig};
 use tokio::sync::watch;
 
 use crate::impair::{Impairment, ImpairmentConfig};
+use crate::received::Received;
 use crate::rtc_driver::{BatchRecv, RtcDriver};
 use crate::sei::read_stamp;
 use crate::stats::FrameTracker;
@@ -19,15 +22,29 @@ use crate::whip;
 /// Reads per socket wake-up before timeouts and the stop signal get a turn.
 const MAX_READS_PER_WAKE: usize = 16;
 
+/// RTP rather than RTCP, STUN or DTLS on a muxed port: first byte 128..=191
+/// (RFC 7983 §7), and a second byte outside RTCP's packet types 192..=223
+/// (RFC 5761 §4).
+pub fn is_rtp(datagram: &[u8]) -> bool {
+    match datagram {
+        [first, second, ..] => (128..=191).contains(first) && !(192..=223).contains(second),
+        _ => false,
+    }
+}
+
 #[derive(Clone)]
 pub struct ViewerConfig {
     pub id: usize,
-    pub base: String,
-    pub stream: String,
+    /// The WHEP endpoint to POST the offer to.
+    pub whep_url: String,
     pub token: Option<String>,
     pub epoch: Instant,
     pub impairment: ImpairmentConfig,
     pub http: reqwest::Client,
+    /// RTP datagrams from the server (media, retransmissions and padding
+    /// probes alike: each one a packet the server protected and sent);
+    /// STUN, DTLS and RTCP are not counted.
+    pub received: Arc<Received>,
 }
 
 pub struct ViewerResult {
@@ -83,11 +100,9 @@ async fn play(
     let mut sdp = peer.rtc.sdp_api();
     sdp.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
     let (offer, pending) = sdp.apply().context("no offer to make")?;
-    let url = format!("{}/whep/{}", cfg.base, cfg.stream);
     let session = whip::post_offer(
         &cfg.http,
-        &cfg.base,
-        &url,
+        &cfg.whep_url,
         cfg.token.as_deref(),
         offer.to_sdp_string(),
     )
@@ -109,6 +124,7 @@ async fn play(
         disconnected: false,
         tracker: &mut result.tracker,
     };
+    let (mut rtp_packets, mut rtp_bytes) = (0u64, 0u64);
     let sleep = tokio::time::sleep_until(started.into());
     tokio::pin!(sleep);
     loop {
@@ -140,12 +156,17 @@ async fn play(
                     for data in batch.datagrams(&buf) {
                         seen.last_input = now;
                         result.datagrams += 1;
+                        if is_rtp(data) {
+                            rtp_packets += 1;
+                            rtp_bytes += data.len() as u64;
+                        }
                         if impairment.admit(now, data) {
                             peer.receive(now, batch.source, data);
                             peer.drain(|e| seen.on_event(e));
                         }
                     }
                 }
+                cfg.received.store(rtp_packets, rtp_bytes);
             }
             _ = &mut sleep => {
                 seen.last_input = Instant::now();
@@ -190,5 +211,25 @@ impl Seen<'_> {
             }
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_rtp_is_counted_on_a_muxed_port() {
+        // RTP, PT 96 with and without the marker bit.
+        assert!(is_rtp(&[0x80, 96, 0, 1]));
+        assert!(is_rtp(&[0x80, 0x80 | 96, 0, 1]));
+        // RTCP: SR 200, RR 201, transport feedback 205, PSFB 206.
+        for pt in [200u8, 201, 205, 206] {
+            assert!(!is_rtp(&[0x80, pt, 0, 1]), "RTCP {pt}");
+        }
+        // STUN (first byte 0..=3), DTLS (20..=63), too short.
+        assert!(!is_rtp(&[0x00, 0x01, 0, 0]));
+        assert!(!is_rtp(&[22, 0xfe, 0xfd]));
+        assert!(!is_rtp(&[0x80]));
     }
 }

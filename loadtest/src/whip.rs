@@ -21,10 +21,10 @@ pub struct Session {
     pub url: Option<String>,
 }
 
-/// POSTs `offer` to `url` (`…/whip/NAME` or `…/whep/NAME`); requires 201.
+/// POSTs `offer` to `url` (relaycast's `…/whip/NAME` or `…/whep/NAME`, or
+/// any server's WHIP/WHEP endpoint); requires 201.
 pub async fn post_offer(
     http: &reqwest::Client,
-    base: &str,
     url: &str,
     bearer: Option<&str>,
     offer: String,
@@ -45,7 +45,7 @@ pub async fn post_offer(
         .headers()
         .get(LOCATION)
         .and_then(|v| v.to_str().ok())
-        .map(|l| resolve(base, l));
+        .and_then(|l| resolve(url, l));
     let body = response
         .text()
         .await
@@ -74,12 +74,58 @@ pub async fn delete(http: &reqwest::Client, url: &str) -> Result<()> {
     Ok(())
 }
 
-fn resolve(base: &str, location: &str) -> String {
-    if location.starts_with("http://") || location.starts_with("https://") {
-        location.to_owned()
-    } else if location.starts_with('/') {
-        format!("{base}{location}")
-    } else {
-        format!("{base}/{location}")
+/// A `Location` is a URI reference relative to the URL that was POSTed to
+/// (RFC 9725 §4.1 and RFC 3986 §5): `/whep/NAME/ID` from relaycast,
+/// `/rtc/v1/whip/?action=delete&…` from SRS. `None` when it does not parse.
+fn resolve(request: &str, location: &str) -> Option<String> {
+    let base = reqwest::Url::parse(request).ok()?;
+    base.join(location).ok().map(String::from)
+}
+
+/// `scheme://host:port` of a URL: where a server's `/metrics` is looked for
+/// when only its WHIP/WHEP endpoints were given.
+pub fn origin(url: &str) -> Result<String> {
+    let parsed = reqwest::Url::parse(url).with_context(|| format!("invalid URL {url:?}"))?;
+    let origin = parsed.origin();
+    if !origin.is_tuple() {
+        bail!("{url:?} has no host");
+    }
+    Ok(origin.ascii_serialization())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_resolve_against_the_posted_url() {
+        let relaycast = "http://127.0.0.1:8080/whep/load";
+        assert_eq!(
+            resolve(relaycast, "/whep/load/abc").as_deref(),
+            Some("http://127.0.0.1:8080/whep/load/abc")
+        );
+        let srs = "http://127.0.0.1:11985/rtc/v1/whip/?app=live&stream=load";
+        assert_eq!(
+            resolve(
+                srs,
+                "/rtc/v1/whip/?action=delete&token=t&app=live&stream=load"
+            )
+            .as_deref(),
+            Some("http://127.0.0.1:11985/rtc/v1/whip/?action=delete&token=t&app=live&stream=load")
+        );
+        assert_eq!(
+            resolve(relaycast, "https://other.example/s/1").as_deref(),
+            Some("https://other.example/s/1")
+        );
+        assert_eq!(resolve("not a url", "/x"), None);
+    }
+
+    #[test]
+    fn origin_keeps_scheme_host_and_port() {
+        assert_eq!(
+            origin("http://127.0.0.1:11985/rtc/v1/whep/?app=live&stream=s").ok(),
+            Some("http://127.0.0.1:11985".to_string())
+        );
+        assert!(origin("nonsense").is_err());
     }
 }

@@ -43,7 +43,7 @@ pub fn publisher_config(base: RtcConfig) -> RtcConfig {
 /// the stream.
 pub fn viewer_config(
     base: RtcConfig,
-    offer_sdp: &str,
+    offered: &[ProfileLevelId],
     real_h264: Option<ProfileLevelId>,
 ) -> RtcConfig {
     let mut cfg = base
@@ -52,11 +52,10 @@ pub fn viewer_config(
         .enable_vp9(true)
         .enable_av1(true);
     opus_stereo(&mut cfg);
-    let offered = h264::offered_profiles(offer_sdp);
     let chosen: Vec<ProfileLevelId> = match real_h264 {
-        Some(real) => h264::choose_profile(real, &offered).into_iter().collect(),
+        Some(real) => h264::choose_profile(real, offered).into_iter().collect(),
         // Publisher not here yet: answer every profile the viewer can take.
-        None => offered,
+        None => offered.to_vec(),
     };
     // Payload numbers are placeholders (the answer adopts the viewer's), but
     // they must not collide with the other codecs' defaults.

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::stream::Frame;
+use crate::frame::{Epoch, Frame};
 
 /// A GOP longer than this is not kept (a viewer then asks for a keyframe):
 /// a bigger burst to one viewer would do more harm than a short wait.
@@ -65,7 +65,7 @@ impl GopCache {
     }
 
     /// Session epoch of the cached GOP, if any.
-    pub fn epoch(&self) -> Option<u64> {
+    pub fn epoch(&self) -> Option<Epoch> {
         self.frames.first().map(|f| f.epoch)
     }
 
@@ -76,6 +76,7 @@ impl GopCache {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // a test's clock starts at one real instant
 mod tests {
     use super::*;
     use std::time::Instant;
@@ -83,6 +84,7 @@ mod tests {
     use str0m::media::{Frequency, MediaKind, MediaTime};
 
     fn frame(index: u64, keyframe: bool, epoch: u64) -> Arc<Frame> {
+        let epoch = Epoch::from_bits(epoch);
         Arc::new(Frame {
             kind: MediaKind::Video,
             codec: Codec::H264,

@@ -377,6 +377,7 @@ impl UpProbe {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // a test's clock starts at one real instant
 mod tests {
     use super::*;
 

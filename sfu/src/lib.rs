@@ -24,10 +24,15 @@
 //! Workers read the clock and pass `now` into everything below them.
 
 mod codecs;
+mod control;
+pub mod engine;
+pub mod fragment;
+mod frame;
 mod gop_cache;
 pub mod h264;
 pub mod layers;
 pub mod metrics;
+mod offer;
 mod peer;
 mod picture;
 mod rtp_out;
@@ -40,28 +45,25 @@ mod tap;
 mod tx_batch;
 mod worker;
 
-use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use str0m::change::SdpOffer;
-use str0m::config::DtlsCert;
-use str0m::{Candidate, IceCreds, RtcConfig};
+use str0m::Candidate;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+pub use crate::control::{Admitted, Closed, Control};
+use crate::engine::{Command, Engine};
+pub use crate::frame::{Epoch, Frame};
 pub use crate::layers::{LayerCap, LayerInfo, LayerTable};
 pub use crate::metrics::Metrics;
+pub use crate::offer::Offer;
 pub use crate::peer::Role;
-use crate::peer::{Estimation, Peer};
 pub use crate::session_stats::{SessionStats, StatsCell};
-pub use crate::stream::Frame;
-use crate::stream::{PublisherSlot, StreamHub};
 pub use crate::tap::{StreamEvent, StreamEventKind, Tap, STALL_AFTER};
-use crate::worker::{Command, Worker};
+use crate::worker::{Inbox, Worker};
 pub use str0m::format::Codec;
 pub use str0m::media::{MediaKind, MediaTime};
 
@@ -159,6 +161,13 @@ pub enum SfuError {
     Io(#[from] std::io::Error),
 }
 
+/// ICE credentials (`a=ice-ufrag`, `a=ice-pwd`) of one side of a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IceCredentials {
+    pub ufrag: String,
+    pub pwd: String,
+}
+
 /// What the HTTP layer needs to answer a WHIP/WHEP POST.
 #[derive(Debug, Clone)]
 pub struct SessionAnswer {
@@ -172,22 +181,14 @@ pub struct SessionAnswer {
 /// refreshed.
 pub const VIEWER_STATS_INTERVAL: Duration = Duration::from_secs(1);
 
-#[derive(Debug, Clone)]
-pub(crate) struct SessionInfo {
-    pub stream: String,
-    pub worker: usize,
-    pub role: Role,
-    pub stats: Arc<StatsCell>,
-}
-
 pub(crate) struct WorkerLink {
-    pub tx: mpsc::Sender<Command>,
-    pub candidate_addr: SocketAddr,
+    pub tx: mpsc::Sender<Inbox>,
 }
 
+/// What the workers' drivers share with the handle.
 pub(crate) struct Shared {
+    pub control: Arc<Control>,
     pub workers: Vec<WorkerLink>,
-    pub sessions: Mutex<HashMap<SessionId, SessionInfo>>,
     pub metrics: Metrics,
     pub events: broadcast::Sender<StreamEvent>,
 }
@@ -196,6 +197,7 @@ impl Shared {
     pub fn emit(&self, stream: &str, kind: StreamEventKind) {
         tracing::info!(stream, event = ?kind, "stream event");
         // No receiver is not an error: nobody listens yet.
+        #[allow(clippy::disallowed_methods)] // events are stamped as the driver emits them
         let _ = self.events.send(StreamEvent {
             stream: stream.to_string(),
             kind,
@@ -204,21 +206,12 @@ impl Shared {
     }
 }
 
-/// Handle to the running forwarder; cheap to clone.
+/// Handle to the running forwarder; cheap to clone. Admission and lookups
+/// are the [`Control`]'s; this delivers its commands to the workers.
 #[derive(Clone)]
 pub struct Sfu {
     shared: Arc<Shared>,
-    streams: Arc<Mutex<HashMap<String, Arc<StreamHub>>>>,
-    next_stream_id: Arc<AtomicU64>,
-    next_epoch: Arc<AtomicU64>,
-    next_worker: Arc<AtomicUsize>,
     threads: Arc<Mutex<Vec<std::thread::JoinHandle<()>>>>,
-    max_sessions: usize,
-    pace_viewers: bool,
-    twcc_send_history: usize,
-    /// One DTLS certificate for every session: generating one per session
-    /// would cost a key generation on every POST.
-    dtls_cert: Option<DtlsCert>,
 }
 
 impl Sfu {
@@ -227,6 +220,7 @@ impl Sfu {
         let workers = cfg.workers.max(1);
         let mut links = Vec::with_capacity(workers);
         let mut pending = Vec::with_capacity(workers);
+        let mut addrs = Vec::with_capacity(workers);
         for i in 0..workers {
             let port = if cfg.first_port == 0 {
                 0
@@ -235,21 +229,24 @@ impl Sfu {
             };
             let socket = bind_media_socket(SocketAddr::new(cfg.bind_ip, port))?;
             let local = socket.local_addr()?;
-            let candidate_addr = SocketAddr::new(cfg.public_ip, local.port());
+            addrs.push(SocketAddr::new(cfg.public_ip, local.port()));
             let (tx, rx) = mpsc::channel(WORKER_QUEUE);
-            links.push(WorkerLink { tx, candidate_addr });
-            pending.push((socket, candidate_addr, rx));
+            links.push(WorkerLink { tx });
+            pending.push((socket, rx));
         }
+        let control = Arc::new(Control::new(cfg, addrs.clone(), metrics.clone()));
         let shared = Arc::new(Shared {
+            control,
             workers: links,
-            sessions: Mutex::new(HashMap::new()),
             metrics,
             events: broadcast::channel(EVENT_QUEUE).0,
         });
         let mut threads = Vec::new();
         let udp_gso = cfg.udp_gso;
-        for (i, (socket, candidate_addr, rx)) in pending.into_iter().enumerate() {
+        for (i, (socket, rx)) in pending.into_iter().enumerate() {
             let shared = shared.clone();
+            #[allow(clippy::disallowed_methods)] // starting the drivers
+            let engine = Engine::new(i, addrs[i], shared.metrics.clone(), Instant::now());
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
@@ -259,9 +256,7 @@ impl Sfu {
                     rt.block_on(async move {
                         match tokio::net::UdpSocket::from_std(socket) {
                             Ok(socket) => {
-                                Worker::new(i, socket, candidate_addr, rx, shared, udp_gso)
-                                    .run()
-                                    .await
+                                Worker::new(engine, socket, rx, shared, udp_gso).run().await
                             }
                             Err(e) => tracing::error!("media worker {i} could not start: {e}"),
                         }
@@ -269,60 +264,29 @@ impl Sfu {
                 })?;
             threads.push(handle);
         }
-        tracing::info!(
-            workers,
-            addrs = ?shared.workers.iter().map(|w| w.candidate_addr).collect::<Vec<_>>(),
-            "media workers started"
-        );
+        tracing::info!(workers, addrs = ?addrs, "media workers started");
         Ok(Sfu {
             shared,
-            streams: Arc::new(Mutex::new(HashMap::new())),
-            next_stream_id: Arc::new(AtomicU64::new(1)),
-            next_epoch: Arc::new(AtomicU64::new(1 << stream::EPOCH_LAYER_BITS)),
-            next_worker: Arc::new(AtomicUsize::new(0)),
             threads: Arc::new(Mutex::new(threads)),
-            max_sessions: cfg.max_sessions.max(1),
-            pace_viewers: cfg.pace_viewers,
-            twcc_send_history: cfg.twcc_send_history,
-            dtls_cert: str0m::crypto::from_feature_flags()
-                .dtls_provider
-                .generate_certificate(),
         })
+    }
+
+    fn control(&self) -> &Control {
+        &self.shared.control
     }
 
     /// Addresses advertised in ICE candidates, one per worker.
     pub fn media_addrs(&self) -> Vec<SocketAddr> {
-        self.shared
-            .workers
-            .iter()
-            .map(|w| w.candidate_addr)
-            .collect()
+        self.control().candidate_addrs().to_vec()
     }
 
     pub fn metrics(&self) -> &Metrics {
         &self.shared.metrics
     }
 
-    fn hub(&self, stream: &str) -> Arc<StreamHub> {
-        let mut streams = self.streams.lock();
-        streams
-            .entry(stream.to_string())
-            .or_insert_with(|| {
-                Arc::new(StreamHub::new(
-                    self.next_stream_id.fetch_add(1, Ordering::Relaxed),
-                    stream.to_string(),
-                    self.shared.workers.len(),
-                ))
-            })
-            .clone()
-    }
-
     /// Whether a publisher is currently live on the stream.
     pub fn is_live(&self, stream: &str) -> bool {
-        self.streams
-            .lock()
-            .get(stream)
-            .is_some_and(|h| h.publisher().is_some())
+        self.control().is_live(stream)
     }
 
     /// Subscribes to stream lifecycle events (live, stalled, resumed, ended).
@@ -335,41 +299,30 @@ impl Sfu {
     /// `capacity` frames; when full, frames are dropped and counted, never
     /// waited for.
     pub fn tap(&self, stream: &str, capacity: usize) -> Tap {
-        let (tx, tap) = tap::tap_channel(capacity);
-        self.hub(stream).add_tap(tx);
-        tap
+        self.control().tap(stream, capacity)
     }
 
     /// Changes a viewer's simulcast layer cap (WHEP layer control).
     pub async fn set_layer_cap(&self, session: SessionId, cap: LayerCap) -> Result<(), SfuError> {
-        let worker = self.session_worker(session)?;
-        self.send(worker, Command::SetLayerCap { session, cap })
-            .await
+        let (worker, cmd) = self.control().set_layer_cap(session, cap)?;
+        self.send(worker, cmd).await
     }
 
     /// The stream's simulcast layers as last measured (lowest first).
     pub fn layers(&self, stream: &str) -> LayerTable {
-        self.streams
-            .lock()
-            .get(stream)
-            .map(|h| h.layers())
-            .unwrap_or_default()
+        self.control().layers(stream)
     }
 
     /// Asks the stream's publisher for a keyframe (throttled like viewer
     /// requests). False when nobody publishes the stream.
     pub fn request_keyframe(&self, stream: &str) -> bool {
-        let Some(publisher) = self.streams.lock().get(stream).and_then(|h| h.publisher()) else {
+        let Some((worker, cmd)) = self.control().keyframe_request(stream) else {
             return false;
         };
-        let Some(w) = self.shared.workers.get(publisher.worker) else {
-            return false;
-        };
-        w.tx.try_send(Command::RequestKeyframe {
-            session: publisher.session,
-            layer: None,
-        })
-        .is_ok()
+        self.shared
+            .workers
+            .get(worker)
+            .is_some_and(|w| w.tx.try_send(Inbox::Engine(cmd)).is_ok())
     }
 
     /// Sends `data` (a UTF-8 text message) to every viewer of `stream` that
@@ -377,19 +330,14 @@ impl Sfu {
     /// misses it (counted as a `queue_full` drop), and a viewer whose channel
     /// is backed up skips it. Returns how many workers it was handed to.
     pub fn send_data(&self, stream: &str, data: Arc<[u8]>) -> usize {
-        let Some(hub) = self.streams.lock().get(stream).cloned() else {
-            return 0;
-        };
         let mut reached = 0;
-        for (w, link) in self.shared.workers.iter().enumerate() {
-            if hub.viewers_on(w) == 0 {
-                continue;
-            }
-            let cmd = Command::Data {
-                hub: hub.clone(),
-                data: Arc::clone(&data),
-            };
-            if link.tx.try_send(cmd).is_ok() {
+        for (worker, cmd) in self.control().data(stream, &data) {
+            let sent = self
+                .shared
+                .workers
+                .get(worker)
+                .is_some_and(|w| w.tx.try_send(Inbox::Engine(cmd)).is_ok());
+            if sent {
                 reached += 1;
             } else {
                 self.shared.metrics.drop(metrics::DropReason::QueueFull);
@@ -401,76 +349,17 @@ impl Sfu {
     /// A session's counters (viewers: bytes, loss, layers shown), kept up to
     /// date by its worker; the handle stays readable after the session ends.
     pub fn session_stats(&self, session: SessionId) -> Option<Arc<StatsCell>> {
-        self.shared
-            .sessions
-            .lock()
-            .get(&session)
-            .map(|i| Arc::clone(&i.stats))
+        self.control().session_stats(session)
     }
 
     /// Names of the streams with a publisher now.
     pub fn live_streams(&self) -> Vec<String> {
-        self.streams
-            .lock()
-            .values()
-            .filter(|h| h.publisher().is_some())
-            .map(|h| h.name.clone())
-            .collect()
+        self.control().live_streams()
     }
 
     /// Number of viewers of a stream across workers.
     pub fn viewer_count(&self, stream: &str) -> usize {
-        self.streams
-            .lock()
-            .get(stream)
-            .map_or(0, |h| h.viewer_total())
-    }
-
-    fn pick_worker(&self) -> usize {
-        self.next_worker.fetch_add(1, Ordering::Relaxed) % self.shared.workers.len()
-    }
-
-    fn base_config(&self) -> RtcConfig {
-        let cfg = RtcConfig::new().set_ice_lite(true);
-        match &self.dtls_cert {
-            Some(cert) => cfg.set_dtls_cert(cert.clone()),
-            None => cfg,
-        }
-    }
-
-    fn build_session(
-        &self,
-        cfg: RtcConfig,
-        worker: usize,
-        offer_sdp: &str,
-        now: Instant,
-    ) -> Result<(str0m::Rtc, SessionAnswer), SfuError> {
-        let offer = SdpOffer::from_sdp_string(offer_sdp).map_err(|e| SfuError::BadOffer {
-            reason: e.to_string(),
-        })?;
-        let mut rtc = cfg.build(now);
-        let addr = self.shared.workers[worker].candidate_addr;
-        let candidate = Candidate::host(addr, "udp").map_err(|e| SfuError::BadOffer {
-            reason: format!("candidate: {e}"),
-        })?;
-        rtc.add_local_candidate(candidate);
-        let answer = rtc
-            .sdp_api()
-            .accept_offer(offer)
-            .map_err(|e| SfuError::BadOffer {
-                reason: e.to_string(),
-            })?;
-        let creds = rtc.direct_api().local_ice_credentials();
-        let sdp = answer.to_sdp_string();
-        Ok((
-            rtc,
-            SessionAnswer {
-                session: SessionId::random(),
-                sdp,
-                ice_ufrag: creds.ufrag,
-                ice_pwd: creds.pass,
-            },
-        ))
+        self.control().viewer_count(stream)
     }
 
     /// Accepts a publisher's offer for `stream`. `owner` identifies the
@@ -479,166 +368,49 @@ impl Sfu {
     pub async fn publish(
         &self,
         stream: &str,
-        offer_sdp: &str,
+        offer: Offer,
         owner: &str,
     ) -> Result<SessionAnswer, SfuError> {
-        if !offer_has_media(offer_sdp, true) {
-            return Err(SfuError::NoMedia { action: "publish" });
-        }
-        self.check_capacity()?;
-        let hub = self.hub(stream);
-        // Cheap early refusal; the binding check is `claim` below.
-        if hub.held_by_other(owner) {
-            return Err(SfuError::StreamBusy);
-        }
-        let now = Instant::now();
-        let worker = self.pick_worker();
-        let cfg = codecs::publisher_config(self.base_config());
-        let (rtc, answer) = self.build_session(cfg, worker, offer_sdp, now)?;
-        if answer_rejects_everything(&answer.sdp) {
-            return Err(SfuError::NoCommonCodec);
-        }
-        let epoch = self
-            .next_epoch
-            .fetch_add(1 << stream::EPOCH_LAYER_BITS, Ordering::Relaxed);
-        let peer = Peer::new_publisher(
-            answer.session,
-            hub.clone(),
-            rtc,
-            offer_sdp.to_string(),
-            epoch,
-            now,
-        );
-        // Queue space first: from here to the send nothing awaits, so a
-        // client hanging up cannot leave bookkeeping without a session.
+        let worker = self.control().pick_worker();
+        // Queue space first: from admission to the send nothing awaits, so
+        // a client hanging up cannot leave bookkeeping without a session.
         let permit = self.reserve(worker).await?;
-        let replaced = hub
-            .claim(
-                PublisherSlot {
-                    session: answer.session,
-                    worker,
-                    owner: owner.to_string(),
-                },
-                epoch,
-                offer_sdp
-                    .lines()
-                    .any(|l| l.trim_start().starts_with("a=simulcast:")),
-            )
-            .map_err(|_| SfuError::StreamBusy)?;
-        self.shared.sessions.lock().insert(
-            answer.session,
-            SessionInfo {
-                stream: stream.to_string(),
-                worker,
-                role: Role::Publisher,
-                stats: Arc::clone(&peer.stats),
-            },
-        );
-        // The gauge counts held publisher slots: a replacement takes over
-        // the slot (and its count) at once; the replaced session, closing
-        // or never connected, no longer holds it (see `clear_publisher`).
-        if replaced.is_none() {
-            self.shared.metrics.publishers.inc();
-        }
-        permit.send(Command::AddPeer(Box::new(peer)));
-        if let Some(old) = replaced {
-            tracing::info!(stream, old = %old.session, new = %answer.session, "publisher replaced by the same credential");
+        #[allow(clippy::disallowed_methods)] // the handle is the control side's clock
+        let now = Instant::now();
+        let admitted = self.control().publish(now, worker, stream, offer, owner)?;
+        permit.send(Inbox::Engine(admitted.command));
+        if let Some((old_worker, close)) = admitted.replaced {
             let sfu = self.clone();
             tokio::spawn(async move {
-                let _ = sfu
-                    .send(
-                        old.worker,
-                        Command::Close {
-                            session: old.session,
-                        },
-                    )
-                    .await;
+                let _ = sfu.send(old_worker, close).await;
             });
         }
-        tracing::info!(stream, session = %answer.session, worker, "publisher session created");
-        Ok(answer)
+        Ok(admitted.answer)
     }
 
     /// Accepts a viewer's offer for `stream`; the viewer starts receiving
     /// when (or as soon as) the stream has a publisher.
-    pub async fn subscribe(
-        &self,
-        stream: &str,
-        offer_sdp: &str,
-    ) -> Result<SessionAnswer, SfuError> {
-        self.subscribe_with(stream, offer_sdp, LayerCap::Auto).await
+    pub async fn subscribe(&self, stream: &str, offer: Offer) -> Result<SessionAnswer, SfuError> {
+        self.subscribe_with(stream, offer, LayerCap::Auto).await
     }
 
     /// [`Sfu::subscribe`] with a cap on the simulcast layer the viewer gets.
     pub async fn subscribe_with(
         &self,
         stream: &str,
-        offer_sdp: &str,
+        offer: Offer,
         cap: LayerCap,
     ) -> Result<SessionAnswer, SfuError> {
-        if !offer_has_media(offer_sdp, false) {
-            return Err(SfuError::NoMedia { action: "receive" });
-        }
-        self.check_capacity()?;
-        let hub = self.hub(stream);
-        let now = Instant::now();
-        let worker = self.least_loaded_worker(&hub);
-        let mut cfg = codecs::viewer_config(self.base_config(), offer_sdp, hub.h264_profile())
-            .set_stats_interval(Some(VIEWER_STATS_INTERVAL));
-        // Bandwidth estimation (TWCC) drives the layer choice; without
-        // simulcast there is nothing to choose, and its pacing would only
-        // slow the join burst.
-        let bwe = hub.is_simulcast();
-        if bwe {
-            cfg = cfg
-                .enable_bwe(Some(str0m::bwe::Bitrate::bps(INITIAL_ESTIMATE_BPS)))
-                .set_twcc_send_history(self.twcc_send_history);
-        } else {
-            // Without an estimator the viewer's transport-wide feedback has
-            // no reader, yet str0m would keep a send record per packet for it
-            // (~160 KB per viewer at 1.5 Mbit/s): not negotiated at all.
-            cfg = cfg.set_extension_map(codecs::extensions_without_twcc());
-        }
-        let (rtc, answer) = self.build_session(cfg, worker, offer_sdp, now)?;
-        if answer_rejects_everything(&answer.sdp)
-            || !answer_has_forwardable_video_or_audio(&answer.sdp)
-        {
-            return Err(SfuError::NoCommonCodec);
-        }
-        let peer = Peer::new_viewer(
-            answer.session,
-            hub.clone(),
-            rtc,
-            offer_sdp.to_string(),
-            now,
-            cap,
-            Estimation::new(bwe, self.pace_viewers),
-        );
+        let worker = self.control().viewer_worker(stream);
         let permit = self.reserve(worker).await?;
-        self.shared.sessions.lock().insert(
-            answer.session,
-            SessionInfo {
-                stream: stream.to_string(),
-                worker,
-                role: Role::Viewer,
-                stats: Arc::clone(&peer.stats),
-            },
-        );
-        hub.add_viewer(worker);
-        self.shared.metrics.viewers.inc();
-        permit.send(Command::AddPeer(Box::new(peer)));
-        tracing::info!(stream, session = %answer.session, worker, "viewer session created");
-        Ok(answer)
+        #[allow(clippy::disallowed_methods)] // the handle is the control side's clock
+        let now = Instant::now();
+        let admitted = self.control().subscribe(now, worker, stream, offer, cap)?;
+        permit.send(Inbox::Engine(admitted.command));
+        Ok(admitted.answer)
     }
 
-    fn check_capacity(&self) -> Result<(), SfuError> {
-        if self.shared.sessions.lock().len() >= self.max_sessions {
-            return Err(SfuError::Full);
-        }
-        Ok(())
-    }
-
-    async fn reserve(&self, worker: usize) -> Result<mpsc::Permit<'_, Command>, SfuError> {
+    async fn reserve(&self, worker: usize) -> Result<mpsc::Permit<'_, Inbox>, SfuError> {
         let link = self
             .shared
             .workers
@@ -647,58 +419,31 @@ impl Sfu {
         link.tx.reserve().await.map_err(|_| SfuError::WorkerGone)
     }
 
-    fn least_loaded_worker(&self, hub: &StreamHub) -> usize {
-        // Spread one stream's viewers over all workers; round-robin breaks ties.
-        let start = self.pick_worker();
-        let n = self.shared.workers.len();
-        (0..n)
-            .map(|k| (start + k) % n)
-            .min_by_key(|w| hub.viewers_on(*w))
-            .unwrap_or(0)
+    async fn send(&self, worker: usize, cmd: Command) -> Result<(), SfuError> {
+        self.send_inbox(worker, Inbox::Engine(cmd)).await
     }
 
-    async fn send(&self, worker: usize, cmd: Command) -> Result<(), SfuError> {
+    async fn send_inbox(&self, worker: usize, msg: Inbox) -> Result<(), SfuError> {
         let link = self
             .shared
             .workers
             .get(worker)
             .ok_or(SfuError::WorkerGone)?;
-        link.tx.send(cmd).await.map_err(|_| SfuError::WorkerGone)
+        link.tx.send(msg).await.map_err(|_| SfuError::WorkerGone)
     }
 
     /// The session's stream and role, if it exists.
     pub fn session(&self, session: SessionId) -> Option<(String, Role)> {
-        self.shared
-            .sessions
-            .lock()
-            .get(&session)
-            .map(|s| (s.stream.clone(), s.role))
-    }
-
-    fn session_worker(&self, session: SessionId) -> Result<usize, SfuError> {
-        self.shared
-            .sessions
-            .lock()
-            .get(&session)
-            .map(|s| s.worker)
-            .ok_or(SfuError::UnknownSession)
+        self.control().session(session)
     }
 
     /// Ends a session (WHIP/WHEP DELETE).
     pub async fn close(&self, session: SessionId) -> Result<(), SfuError> {
-        let worker = self.session_worker(session)?;
-        // Forget it now so a second DELETE is a 404 even before the worker reaps it.
-        let info = self.shared.sessions.lock().remove(&session);
-        if let Some(info) = info {
-            if info.role == Role::Publisher {
-                let hub = self.streams.lock().get(&info.stream).cloned();
-                if hub.is_some_and(|h| h.clear_publisher(session)) {
-                    self.shared.metrics.publishers.dec();
-                    self.shared.emit(&info.stream, StreamEventKind::Ended);
-                }
-            }
+        let closed = self.control().close(session)?;
+        if let Some(stream) = &closed.ended {
+            self.shared.emit(stream, StreamEventKind::Ended);
         }
-        self.send(worker, Command::Close { session }).await
+        self.send(closed.worker, closed.command).await
     }
 
     /// Adds trickled remote candidates (WHIP/WHEP PATCH).
@@ -707,28 +452,21 @@ impl Sfu {
         session: SessionId,
         candidates: Vec<Candidate>,
     ) -> Result<(), SfuError> {
-        let worker = self.session_worker(session)?;
-        self.send(
-            worker,
-            Command::AddCandidates {
-                session,
-                candidates,
-            },
-        )
-        .await
+        let (worker, cmd) = self.control().add_candidates(session, candidates)?;
+        self.send(worker, cmd).await
     }
 
     /// ICE restart: installs the remote's new credentials and returns ours.
     pub async fn ice_restart(
         &self,
         session: SessionId,
-        remote: IceCreds,
-    ) -> Result<IceCreds, SfuError> {
-        let worker = self.session_worker(session)?;
+        remote: IceCredentials,
+    ) -> Result<IceCredentials, SfuError> {
+        let worker = self.control().session_worker(session)?;
         let (reply, rx) = oneshot::channel();
-        self.send(
+        self.send_inbox(
             worker,
-            Command::IceRestart {
+            Inbox::IceRestart {
                 session,
                 remote,
                 reply,
@@ -743,18 +481,13 @@ impl Sfu {
     /// The candidate lines (`candidate:…`) of a session's worker, for ICE
     /// restart answers.
     pub fn local_candidate_lines(&self, session: SessionId) -> Result<Vec<String>, SfuError> {
-        let worker = self.session_worker(session)?;
-        let addr = self.shared.workers[worker].candidate_addr;
-        let c = Candidate::host(addr, "udp").map_err(|e| SfuError::BadFragment {
-            reason: e.to_string(),
-        })?;
-        Ok(vec![c.to_sdp_string()])
+        self.control().local_candidate_lines(session)
     }
 
     /// Stops the workers and waits for their threads.
     pub async fn shutdown(&self) {
         for w in &self.shared.workers {
-            let _ = w.tx.send(Command::Shutdown).await;
+            let _ = w.tx.send(Inbox::Shutdown).await;
         }
         let threads = std::mem::take(&mut *self.threads.lock());
         let _ = tokio::task::spawn_blocking(move || {
@@ -786,68 +519,9 @@ fn bind_media_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     Ok(socket.into())
 }
 
-/// Whether an offer carries audio or video that can flow in the needed
-/// direction (towards us for a publisher, from us for a viewer).
-fn offer_has_media(sdp: &str, publishing: bool) -> bool {
-    let mut in_media = false;
-    let mut any = false;
-    let mut dir_ok = true;
-    for line in sdp.lines().map(str::trim) {
-        if let Some(m) = line.strip_prefix("m=") {
-            if in_media && dir_ok {
-                any = true;
-            }
-            in_media = m.starts_with("audio ") || m.starts_with("video ");
-            dir_ok = true; // sendrecv is the default direction
-        } else if in_media {
-            match line {
-                "a=sendonly" => dir_ok = publishing,
-                "a=recvonly" => dir_ok = !publishing,
-                "a=inactive" => dir_ok = false,
-                _ => {}
-            }
-        }
-    }
-    any || (in_media && dir_ok)
-}
-
-/// An answer whose every audio/video m-line is rejected (port 0).
-fn answer_rejects_everything(sdp: &str) -> bool {
-    let media: Vec<&str> = sdp
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("m="))
-        .filter(|m| m.starts_with("audio") || m.starts_with("video"))
-        .collect();
-    media.is_empty() || media.iter().all(|m| m.split(' ').nth(1) == Some("0"))
-}
-
-fn answer_has_forwardable_video_or_audio(sdp: &str) -> bool {
-    sdp.lines().any(|l| {
-        let l = l.trim().to_ascii_lowercase();
-        l.starts_with("a=rtpmap:")
-            && ["opus/", "h264/", "vp8/", "vp9/", "av1/"]
-                .iter()
-                .any(|c| l.contains(c))
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn media_direction_is_read_from_the_offer() {
-        let send = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=sendonly\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=sendonly\r\n";
-        assert!(offer_has_media(send, true));
-        assert!(!offer_has_media(send, false));
-        let recv = send.replace("sendonly", "recvonly");
-        assert!(offer_has_media(&recv, false));
-        assert!(!offer_has_media(&recv, true));
-        assert!(!offer_has_media(
-            "v=0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n",
-            true
-        ));
-    }
 
     #[test]
     fn session_ids_round_trip_and_reject_garbage() {

@@ -2,6 +2,7 @@
 //! `Peer` with its str0m `Rtc`, bandwidth estimation on) sends to a real
 //! str0m client through a bottleneck link whose capacity changes. No
 //! sockets, no wall clock: the run is deterministic.
+#![allow(clippy::disallowed_methods)] // the virtual clock starts at one real instant
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -14,10 +15,11 @@ use str0m::media::{Direction, Frequency, MediaKind, MediaTime};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, RtcConfig};
 
+use crate::frame::Frame;
 use crate::layers::{LayerCap, LayerInfo, LayerTable};
 use crate::metrics::Metrics;
 use crate::peer::{Effects, Estimation, Peer};
-use crate::stream::{Frame, StreamHub};
+use crate::stream::StreamHub;
 use crate::SessionId;
 
 const SERVER: &str = "10.0.0.1:5000";
@@ -128,7 +130,7 @@ fn falls_and_recovers(paced: bool) {
 
     // The SFU's side, configured as `Sfu::subscribe_with` does for a
     // simulcast stream.
-    let hub = Arc::new(StreamHub::new(1, "sim".into(), 1));
+    let hub = Arc::new(StreamHub::new(crate::frame::StreamId(1), "sim".into(), 1));
     hub.set_layers(LayerTable {
         layers: LAYERS
             .iter()
@@ -144,8 +146,12 @@ fn falls_and_recovers(paced: bool) {
             })
             .collect(),
     });
-    let cfg = crate::codecs::viewer_config(RtcConfig::new().set_ice_lite(true), &offer_sdp, None)
-        .enable_bwe(Some(str0m::bwe::Bitrate::bps(1_200_000)));
+    let cfg = crate::codecs::viewer_config(
+        RtcConfig::new().set_ice_lite(true),
+        &crate::h264::offered_profiles(&offer_sdp),
+        None,
+    )
+    .enable_bwe(Some(str0m::bwe::Bitrate::bps(1_200_000)));
     let mut rtc = cfg.build(now);
     rtc.add_local_candidate(Candidate::host(addr(SERVER), "udp").expect("candidate"));
     let answer = rtc
@@ -172,7 +178,7 @@ fn falls_and_recovers(paced: bool) {
     let mut keyframe_due = [true; 3];
     let mut frame_no = 0u64;
     let mut next_frame = start;
-    let epoch = 1u64 << crate::stream::EPOCH_LAYER_BITS;
+    let epoch = crate::frame::Epoch::of_session(1);
     let mut requests = 0usize;
     let mut packetizers = crate::rtp_out::Packetizers::default();
     // Most datagrams one drain of the server's output produced.
@@ -211,12 +217,13 @@ fn falls_and_recovers(paced: bool) {
                     packets,
                     index: frame_no,
                     contiguous: true,
-                    epoch: epoch + u64::from(id),
+                    epoch: epoch.of_layer(id),
                     layer: id,
                     top: id == 0,
                     wallclock: None,
                 });
-                viewer.write_frame(&frame, now, &metrics, &mut fx);
+                let (conn, v) = viewer.viewer().expect("a viewer");
+                v.write_frame(conn, &frame, now, &metrics, &mut fx);
             }
             for (_, layer) in fx.keyframe_requests.drain(..) {
                 requests += 1;
@@ -237,12 +244,13 @@ fn falls_and_recovers(paced: bool) {
             // As the worker drains it: timeouts due now are fed at once, and
             // a frame written in part gets its next chunk once the previous
             // one went.
-            match crate::worker::poll_output(&mut viewer.rtc, &mut at, || now).expect("server poll")
+            match crate::engine::poll_rtc(&mut viewer.conn.rtc, &mut at, || now)
+                .expect("server poll")
             {
                 Output::Timeout(t) => {
-                    if viewer.write_next_chunk() {
-                        viewer
-                            .rtc
+                    let (conn, v) = viewer.viewer().expect("a viewer");
+                    if v.write_next_chunk(conn) {
+                        conn.rtc
                             .handle_input(Input::Timeout(at))
                             .expect("server timeout");
                         continue;
@@ -259,7 +267,8 @@ fn falls_and_recovers(paced: bool) {
         }
         max_pass = max_pass.max(pass);
         if fx.viewer_joined {
-            viewer.join_layer(now);
+            let (conn, v) = viewer.viewer().expect("a viewer");
+            v.join_layer(conn, now);
         }
         for (_, layer) in fx.keyframe_requests.drain(..) {
             requests += 1;
@@ -305,7 +314,7 @@ fn falls_and_recovers(paced: bool) {
                 now,
                 Receive::new(Protocol::Udp, addr(CLIENT), addr(SERVER), &bytes).expect("datagram"),
             );
-            viewer.rtc.handle_input(input).expect("server input");
+            viewer.conn.rtc.handle_input(input).expect("server input");
         }
         let next = [
             server_timeout,
@@ -318,6 +327,7 @@ fn falls_and_recovers(paced: bool) {
         .unwrap_or(end);
         now = next.max(now + Duration::from_micros(100));
         viewer
+            .conn
             .rtc
             .handle_input(Input::Timeout(now))
             .expect("server timeout");

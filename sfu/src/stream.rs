@@ -7,61 +7,14 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
 
 use parking_lot::{Mutex, RwLock};
-use str0m::format::Codec;
-use str0m::media::{MediaKind, MediaTime};
 
+use crate::frame::{Epoch, Frame, StreamId};
 use crate::h264::ProfileLevelId;
 use crate::layers::LayerTable;
 use crate::tap::{Offered, TapSender};
 use crate::SessionId;
-
-/// Epoch bits below this count simulcast layer switches within a session.
-pub(crate) const EPOCH_LAYER_BITS: u32 = 20;
-
-/// The publisher-session part of a frame epoch.
-pub(crate) fn session_epoch(epoch: u64) -> u64 {
-    epoch & !((1u64 << EPOCH_LAYER_BITS) - 1)
-}
-
-/// A depacketized media frame from a publisher, shared by reference with
-/// every worker that has viewers of the stream.
-#[derive(Debug)]
-pub struct Frame {
-    pub kind: MediaKind,
-    pub codec: Codec,
-    /// Publisher's RTP time (extended), in the codec's clock rate.
-    pub time: MediaTime,
-    /// When the first packet of the frame arrived.
-    pub network_time: Instant,
-    /// When str0m handed over the complete frame (the forwarding delay
-    /// metric starts here).
-    pub ready_at: Instant,
-    pub keyframe: bool,
-    pub data: Arc<[u8]>,
-    /// The frame cut into RTP payloads once for every viewer (H.264, Opus);
-    /// `None` where each viewer's str0m packetizes it (see `rtp_out`).
-    pub packets: Option<Vec<Arc<[u8]>>>,
-    /// Position among the frames of its kind forwarded from this publisher
-    /// session; a gap means a frame was lost on the way to a viewer.
-    pub index: u64,
-    /// False when packets of this frame or before it were lost at ingest.
-    pub contiguous: bool,
-    /// Changes whenever timestamps may jump: a new publisher session or a
-    /// switch to another simulcast layer. Viewers rebase their timeline on it.
-    pub epoch: u64,
-    /// Simulcast layer id (position of the rid among those the publisher
-    /// session has sent; 0 without simulcast). Part of `epoch`.
-    pub layer: u8,
-    /// Whether the frame belongs to the stream's main layer (the largest
-    /// one still sending): what taps receive.
-    pub top: bool,
-    /// Wall-clock capture time from the publisher's RTCP sender reports
-    /// (RTP → NTP mapping); `None` until the first report arrives.
-    pub wallclock: Option<SystemTime>,
-}
 
 /// Another credential publishes the stream.
 #[derive(Debug)]
@@ -76,7 +29,7 @@ pub(crate) struct PublisherSlot {
 }
 
 pub(crate) struct StreamHub {
-    pub id: u64,
+    pub id: StreamId,
     pub name: String,
     /// Number of viewers of this stream on each worker.
     viewers_per_worker: Box<[AtomicUsize]>,
@@ -96,7 +49,7 @@ pub(crate) struct StreamHub {
 }
 
 impl StreamHub {
-    pub fn new(id: u64, name: String, workers: usize) -> StreamHub {
+    pub fn new(id: StreamId, name: String, workers: usize) -> StreamHub {
         StreamHub {
             id,
             name,
@@ -151,14 +104,14 @@ impl StreamHub {
     pub fn claim(
         &self,
         slot: PublisherSlot,
-        epoch: u64,
+        epoch: Epoch,
         simulcast: bool,
     ) -> Result<Option<PublisherSlot>, Busy> {
         let mut guard = self.publisher.lock();
         if guard.as_ref().is_some_and(|cur| cur.owner != slot.owner) {
             return Err(Busy);
         }
-        self.active_epoch.store(epoch, Ordering::Release);
+        self.active_epoch.store(epoch.to_bits(), Ordering::Release);
         *self.layers.write() = LayerTable::default();
         self.simulcast.store(simulcast, Ordering::Relaxed);
         Ok(guard.replace(slot))
@@ -184,8 +137,9 @@ impl StreamHub {
         }
     }
 
-    pub fn is_active_epoch(&self, epoch: u64) -> bool {
-        self.active_epoch.load(Ordering::Acquire) == epoch
+    /// Whether `epoch`'s publisher session is the stream's current one.
+    pub fn is_active_epoch(&self, epoch: Epoch) -> bool {
+        self.active_epoch.load(Ordering::Acquire) == epoch.session().to_bits()
     }
 
     pub fn h264_profile(&self) -> Option<ProfileLevelId> {

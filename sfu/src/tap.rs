@@ -12,7 +12,7 @@ use std::time::SystemTime;
 
 use tokio::sync::mpsc;
 
-use crate::stream::Frame;
+use crate::frame::Frame;
 
 /// Receiving end of a stream tap. Dropping it detaches the tap.
 pub struct Tap {

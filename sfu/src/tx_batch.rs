@@ -7,8 +7,9 @@
 //! which is why this is not `sendmmsg`.
 //!
 //! Order is kept: a datagram that cannot join the pending run sends the run
-//! first. The worker flushes after draining each session's output, so a
-//! datagram never waits for anything but the rest of its own burst.
+//! first. The engine hands out one viewer's datagrams at a time and the
+//! worker flushes when it has drained the engine, so a datagram waits for
+//! the rest of its own burst and at most the writing of the next viewer's.
 
 use std::net::SocketAddr;
 

@@ -60,7 +60,7 @@ struct Timeline {
     offset: i128,
     held: Option<Held>,
     last_duration: u32,
-    epoch: Option<u64>,
+    epoch: Option<sfu::Epoch>,
     last_index: Option<u64>,
     /// Video: waiting for a keyframe after a gap.
     wait_key: bool,

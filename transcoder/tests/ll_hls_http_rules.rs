@@ -63,7 +63,7 @@ impl Feeder {
             packets: None,
             index: i,
             contiguous: true,
-            epoch: 1 << 20,
+            epoch: sfu::Epoch::of_session(1),
             layer: 0,
             top: true,
             // The capture clock advances with the media.

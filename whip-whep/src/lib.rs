@@ -13,7 +13,6 @@
 //! needs (its ETag and the remote ICE username, to tell trickle from restart).
 
 mod error;
-mod sdpfrag;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,7 +26,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use parking_lot::Mutex;
-use sfu::{LayerCap, Role, SessionId, Sfu, SfuError};
+use sfu::{IceCredentials, LayerCap, Offer, Role, SessionId, Sfu, SfuError};
 use signaling::{AuthError, Store, Tokens};
 use throttle::{AuthKind, AuthThrottle};
 use tower_http::cors::{Any, CorsLayer};
@@ -362,6 +361,7 @@ async fn create(
         .map_err(ApiError::TooManyRequests)?;
     let bearer = bearer(&headers, query.as_deref());
     state.prune();
+    let remote_ufrag;
     let answer = match kind {
         Kind::Whip => {
             let grant = state
@@ -369,8 +369,9 @@ async fn create(
                 .authorize_publish(&state.tokens, &stream, bearer.as_deref())
                 .await
                 .map_err(count_failure(&state, kind, &client))?;
-            check_sdp(&offer)?;
-            state.sfu.publish(&stream, &offer, &grant.owner()).await
+            let offer = Offer::parse(&offer)?;
+            remote_ufrag = offer.ice_ufrag().map(str::to_string);
+            state.sfu.publish(&stream, offer, &grant.owner()).await
         }
         Kind::Whep => {
             let info = state
@@ -394,7 +395,8 @@ async fn create(
                 )
                 .await
                 .map_err(count_failure(&state, kind, &client))?;
-            check_sdp(&offer)?;
+            let offer = Offer::parse(&offer)?;
+            remote_ufrag = offer.ice_ufrag().map(str::to_string);
             let cap = match query_param(query.as_deref(), "layer") {
                 None => LayerCap::Auto,
                 Some(v) => LayerCap::parse(&v).ok_or_else(|| {
@@ -403,7 +405,7 @@ async fn create(
                     ))
                 })?,
             };
-            state.sfu.subscribe_with(&stream, &offer, cap).await
+            state.sfu.subscribe_with(&stream, offer, cap).await
         }
     }
     .map_err(|e| match (kind, e) {
@@ -418,7 +420,7 @@ async fn create(
         answer.session,
         Resource {
             etag: etag.clone(),
-            remote_ufrag: sdpfrag::ice_ufrag(&offer),
+            remote_ufrag,
             candidates: 0,
         },
     );
@@ -463,16 +465,6 @@ async fn create(
         }
     }
     Ok(resp)
-}
-
-fn check_sdp(offer: &str) -> Result<(), ApiError> {
-    if offer.trim_start().starts_with("v=0") {
-        Ok(())
-    } else {
-        Err(ApiError::BadRequest(
-            "malformed SDP offer: it must start with v=0".into(),
-        ))
-    }
 }
 
 fn insert(h: &mut HeaderMap, name: HeaderName, value: &str) {
@@ -587,8 +579,8 @@ async fn patch(
             return Err(ApiError::PreconditionFailed);
         }
     }
-    let parsed =
-        sdpfrag::parse(&frag).map_err(|reason| ApiError::from(SfuError::BadFragment { reason }))?;
+    let parsed = sfu::fragment::parse(&frag)
+        .map_err(|reason| ApiError::from(SfuError::BadFragment { reason }))?;
     {
         let mut res = state.resources.lock();
         let r = res.get_mut(&id).ok_or(ApiError::NotFound("session"))?;
@@ -615,9 +607,9 @@ async fn patch(
             .sfu
             .ice_restart(
                 id,
-                str0m::IceCreds {
+                IceCredentials {
                     ufrag: ufrag.clone(),
-                    pass: pwd,
+                    pwd,
                 },
             )
             .await?;
@@ -631,7 +623,7 @@ async fn patch(
         }
         let mut body = format!(
             "a=ice-lite\r\na=ice-ufrag:{}\r\na=ice-pwd:{}\r\n",
-            ours.ufrag, ours.pass
+            ours.ufrag, ours.pwd
         );
         for c in state.sfu.local_candidate_lines(id)? {
             body.push_str(&format!("a={c}\r\n"));

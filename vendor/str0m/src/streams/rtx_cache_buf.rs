@@ -11,7 +11,8 @@ use crate::util::already_happened;
 /// insert index into the buffer. That makes lookups very fast since they are fixed offsets.
 ///
 /// The buffer evicts values based on time. If the size of the buffer is too small and would
-/// overwrite an entry that has not been evicted due to age, the buffer grows.
+/// overwrite an entry that has not been evicted due to age, the buffer grows. Once far fewer
+/// positions are live than it has room for (a burst within max_age made it grow), it shrinks.
 #[derive(Debug)]
 pub struct EvictingBuffer<T> {
     buf: Vec<Option<Entry<T>>>,
@@ -22,6 +23,10 @@ pub struct EvictingBuffer<T> {
     max_size: usize,
     /// Last inserted position
     last_position: Option<u64>,
+    /// Highest inserted position (positions may come out of order).
+    max_position: Option<u64>,
+    /// The size it starts with and does not shrink below.
+    initial_size: usize,
     /// Next element to evict.
     next_evict: Option<u64>,
     // Last timeout when we evicted elements.
@@ -57,6 +62,8 @@ impl<T> EvictingBuffer<T> {
             max_age,
             max_size,
             last_position: None,
+            max_position: None,
+            initial_size,
             next_evict: None,
             last_timeout: already_happened(),
         }
@@ -104,12 +111,15 @@ impl<T> EvictingBuffer<T> {
             // replacing the current T value. If position differs, we've
             // wrapped around.
             if entry.position != position {
-                // Make space to continue.
-                self.grow();
+                // Make space to continue: for every position from the oldest kept to
+                // this one, so that moving the entries loses none.
+                let last = self.max_position.map_or(position, |max| max.max(position));
+                self.grow((last - next_evict + 1) as usize);
                 index = self.index_for_position(position);
             }
         }
         self.last_position = Some(position);
+        self.max_position = self.max_position.max(Some(position));
 
         self.buf[index] = Some(Entry {
             position,
@@ -119,7 +129,6 @@ impl<T> EvictingBuffer<T> {
     }
 
     /// Get the entry for the previously inserted position.
-    #[allow(unused)]
     pub fn get(&self, position: u64) -> Option<&T> {
         if self.is_inert() {
             return None;
@@ -134,6 +143,7 @@ impl<T> EvictingBuffer<T> {
         None
     }
 
+    #[allow(unused)]
     pub fn get_mut(&mut self, position: u64) -> Option<&mut T> {
         if self.is_inert() {
             return None;
@@ -172,6 +182,11 @@ impl<T> EvictingBuffer<T> {
         let start_index = self.index_for_position(position);
 
         loop {
+            if self.max_position.is_some_and(|max| position > max) {
+                // Nothing was pushed beyond: the next push is kept, however old the rest was.
+                break;
+            }
+
             let index = self.index_for_position(position);
 
             if index == start_index && position > start_position {
@@ -202,9 +217,10 @@ impl<T> EvictingBuffer<T> {
         }
 
         self.next_evict = Some(position);
+        self.maybe_shrink();
     }
 
-    fn grow(&mut self) {
+    fn grow(&mut self, span: usize) {
         if self.buf.len() >= self.max_size {
             // No growing.
             return;
@@ -213,9 +229,32 @@ impl<T> EvictingBuffer<T> {
         // This is the new sized buffer. We can make other strategies for growing.
         let new_size = self
             .max_size
-            .min((self.buf.len() * 133) / 100)
+            .min(((self.buf.len() * 133) / 100).max(span))
             .max(self.buf.len() + 1);
 
+        self.resize(new_size);
+    }
+
+    /// Shrinks to a third more than the live span once that is under half the size: a burst
+    /// grows the buffer, the steady rate after it shrinks it back, and the ups and downs of a
+    /// steady rate (a keyframe among delta frames) stay within the hysteresis.
+    fn maybe_shrink(&mut self) {
+        let (Some(first), Some(last)) = (self.next_evict, self.max_position) else {
+            return;
+        };
+        // Every entry's position is in first..=last: pushes before next_evict are refused.
+        let span = (last + 1).saturating_sub(first) as usize;
+        if self.buf.len() <= self.initial_size || span.saturating_mul(2) >= self.buf.len() {
+            return;
+        }
+        let new_size = (span * 133 / 100).max(span + 1).max(self.initial_size);
+        if new_size < self.buf.len() {
+            self.resize(new_size);
+        }
+    }
+
+    /// Moves the entries to a buffer of `new_size`, which must hold their span.
+    fn resize(&mut self, new_size: usize) {
         let old_buffer = mem::replace(&mut self.buf, prepare_buf(new_size));
 
         // Move all entries over to the new buffer. Changing the buffer size might alter the
@@ -228,12 +267,8 @@ impl<T> EvictingBuffer<T> {
     }
 
     pub fn contains(&self, position: u64) -> bool {
-        if self.is_inert() {
-            return false;
-        }
-
-        let index = self.index_for_position(position);
-        self.buf[index].is_some()
+        // The slot may hold another position (this one's was evicted, then the slot taken).
+        self.get(position).is_some()
     }
 
     pub fn last_position(&self) -> Option<u64> {
@@ -253,11 +288,24 @@ impl<T> EvictingBuffer<T> {
         self.get(last)
     }
 
+    /// Slots allocated (live or not).
+    #[cfg(test)]
+    pub fn slots(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Bytes of one slot.
+    #[cfg(test)]
+    pub fn slot_size() -> usize {
+        mem::size_of::<Option<Entry<T>>>()
+    }
+
     pub fn clear(&mut self) {
         for i in 0..self.buf.len() {
             self.buf[i] = None;
         }
         self.last_position = None;
+        self.max_position = None;
         self.next_evict = None;
         self.last_timeout = already_happened();
     }
@@ -382,5 +430,97 @@ mod test {
         assert_eq!(buf.get(2), Some(&'A'));
         assert_eq!(buf.get(3), Some(&'B'));
         assert_eq!(buf.get(4), Some(&'C'));
+    }
+
+    #[test]
+    fn contains_only_the_position_pushed() {
+        let mut buf = EvictingBuffer::new(4, Duration::from_secs(10), 4);
+        buf.push(5, Instant::now(), 'A');
+        assert!(buf.contains(5));
+        // Same slot, another position.
+        assert!(!buf.contains(9));
+    }
+
+    #[test]
+    fn shrinks_after_a_burst() {
+        let mut buf = EvictingBuffer::new(10, Duration::from_millis(90), 1000);
+        let now = Instant::now();
+
+        // 500 positions at once: all live, so it grows.
+        for p in 0..500 {
+            buf.maybe_evict(now);
+            buf.push(p, now, p);
+        }
+        assert!(buf.slots() >= 500);
+
+        // Then one every 10 ms: nine or ten live at a time.
+        for i in 1..=100u64 {
+            let t = now + Duration::from_millis(i * 10);
+            buf.maybe_evict(t);
+            buf.push(499 + i, t, 499 + i);
+            // Shrinking keeps every live entry.
+            for p in (499 + i - 9)..=(499 + i) {
+                assert_eq!(buf.get(p), Some(&p), "position {p} at {i}");
+            }
+        }
+        assert!(buf.slots() <= 14, "{} slots", buf.slots());
+    }
+
+    #[test]
+    fn shrinking_loses_no_entry() {
+        // Random pushes (bursts, pauses, and in odd rounds gaps) and evictions: every
+        // entry within max_age stays, and without gaps the buffer agrees exactly with the
+        // same buffer kept from shrinking. (A gap longer than the buffer delays eviction
+        // past it, one buffer length per call, so with gaps either may hold an entry
+        // that is a little too old.)
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut rand = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for round in 0..20 {
+            let gaps = round % 2 == 1;
+            let max_age = Duration::from_millis(50 + rand(500));
+            let mut buf = EvictingBuffer::new(10, max_age, 100_000);
+            let mut reference = EvictingBuffer::new(10, max_age, 100_000);
+            reference.initial_size = usize::MAX;
+            let mut now = Instant::now();
+            let mut pushed = std::collections::VecDeque::new();
+            let mut pos = 1000;
+            let mut shrunk = false;
+            for _ in 0..5000 {
+                // Bursts of 0 ms steps now and then, otherwise up to 20 ms; pauses.
+                now += Duration::from_millis(match rand(100) {
+                    0 => 1000,
+                    1..30 => 0,
+                    _ => rand(20),
+                });
+                pos += if gaps && rand(20) == 0 {
+                    1 + rand(50)
+                } else {
+                    1
+                };
+                for b in [&mut buf, &mut reference] {
+                    b.maybe_evict(now);
+                    b.push(pos, now, pos);
+                }
+                pushed.push_back((pos, now));
+                while pushed.front().is_some_and(|(_, t)| now - *t > max_age) {
+                    pushed.pop_front();
+                }
+                shrunk |= buf.slots() < reference.slots();
+                for (q, _) in &pushed {
+                    assert_eq!(buf.get(*q), Some(q), "round {round} position {q}");
+                }
+                if !gaps {
+                    for q in pos.saturating_sub(300)..=pos {
+                        assert_eq!(buf.get(q), reference.get(q), "round {round} position {q}");
+                    }
+                }
+            }
+            assert!(shrunk, "round {round} never shrank");
+        }
     }
 }

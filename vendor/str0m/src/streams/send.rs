@@ -812,7 +812,7 @@ impl StreamTx {
                 .pop(now)
                 .expect("head of send_queue to be there");
             if pkt.nackable {
-                self.rtx_cache.cache_sent_packet(pkt, now);
+                self.rtx_cache.cache_sent_packet(pkt, self.midrid, now);
             }
         }
 
@@ -874,23 +874,21 @@ impl StreamTx {
         let seq_no = loop {
             let resend = self.resends.pop_front()?;
 
-            let pkt = self.rtx_cache.get_cached_packet_by_seq_no(resend.seq_no);
-
             // The seq_no could simply be too old to exist in the buffer, in which
             // case we will not do a resend.
-            let Some(pkt) = pkt else {
-                continue;
-            };
-
-            // Cached packets must be nackable. This is ensured before adding the
-            // entry to the self.rtx_cache.
-            assert!(pkt.nackable);
-
-            break pkt.seq_no;
+            if self.rtx_cache.payload_len(resend.seq_no).is_some() {
+                break resend.seq_no;
+            }
         };
 
-        // Borrow checker gymnastics.
-        let pkt = self.rtx_cache.get_cached_packet_by_seq_no(seq_no).unwrap();
+        let pkt = self
+            .rtx_cache
+            .get_cached_packet_by_seq_no(seq_no, self.ssrc, self.midrid)
+            .expect("payload_len found the entry");
+
+        // Cached packets must be nackable. This is ensured before adding the
+        // entry to the self.rtx_cache.
+        assert!(pkt.nackable);
 
         let len = pkt.payload.len() as u64;
         self.stats.update_packet_counts(len, true);
@@ -947,7 +945,10 @@ impl StreamTx {
                 // is a headroom since we can accept slightly larger padding than asked for.
                 let max_size = (self.padding * 2).min(self.mtu_warn - MAX_RTP_OVERHEAD);
 
-                let Some(pkt) = self.rtx_cache.get_cached_packet_smaller_than(max_size) else {
+                let Some(pkt) =
+                    self.rtx_cache
+                        .get_cached_packet_smaller_than(max_size, self.ssrc, self.midrid)
+                else {
                     // Couldn't find spurious packet, try a blank packet instead.
                     break 'outer;
                 };
@@ -1064,7 +1065,7 @@ impl StreamTx {
 
         // Schedule all resends. They will be handled on next poll_packet
         for seq_no in iter {
-            let Some(packet) = self.rtx_cache.get_cached_packet_by_seq_no(seq_no) else {
+            let Some(payload_size) = self.rtx_cache.payload_len(seq_no) else {
                 // Packet was not available in RTX cache, it has probably expired.
                 continue;
             };
@@ -1072,7 +1073,7 @@ impl StreamTx {
             let resend = Resend {
                 seq_no,
                 queued_at: now,
-                payload_size: packet.payload.len(),
+                payload_size,
             };
             self.resends.push_back(resend);
         }

@@ -1,13 +1,16 @@
-//! `application/trickle-ice-sdpfrag` (RFC 8840) bodies of WHIP/WHEP PATCH.
+//! `application/trickle-ice-sdpfrag` (RFC 8840) bodies of WHIP/WHEP PATCH:
+//! the remote's ICE credentials (a restart) and trickled candidates, read
+//! into what [`crate::Sfu::ice_restart`] and [`crate::Sfu::add_candidates`]
+//! take.
 
 use str0m::net::Protocol;
 use str0m::Candidate;
 
 /// Candidates accepted in one PATCH; a real client trickles a handful.
-pub(crate) const MAX_CANDIDATES_PER_FRAGMENT: usize = 20;
+pub const MAX_CANDIDATES_PER_FRAGMENT: usize = 20;
 
 #[derive(Debug, Default)]
-pub(crate) struct Fragment {
+pub struct Fragment {
     pub ufrag: Option<String>,
     pub pwd: Option<String>,
     pub candidates: Vec<Candidate>,
@@ -17,7 +20,7 @@ pub(crate) struct Fragment {
 
 /// Parses the lines we act on; other attributes (`a=mid`, `m=` lines,
 /// `a=end-of-candidates`) are allowed and ignored.
-pub(crate) fn parse(body: &str) -> Result<Fragment, String> {
+pub fn parse(body: &str) -> Result<Fragment, String> {
     let mut f = Fragment::default();
     for line in body.lines().map(str::trim).filter(|l| !l.is_empty()) {
         if let Some(v) = line.strip_prefix("a=ice-ufrag:") {
@@ -47,13 +50,6 @@ pub(crate) fn parse(body: &str) -> Result<Fragment, String> {
         }
     }
     Ok(f)
-}
-
-/// The session-level (or first) `a=ice-ufrag` of an SDP.
-pub(crate) fn ice_ufrag(sdp: &str) -> Option<String> {
-    sdp.lines()
-        .find_map(|l| l.trim().strip_prefix("a=ice-ufrag:"))
-        .map(|v| v.trim().to_string())
 }
 
 #[cfg(test)]
