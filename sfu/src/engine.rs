@@ -728,11 +728,11 @@ impl Engine {
 
 /// The next output of a session, feeding it the timeouts it asks for "now"
 /// on the spot. str0m's pacer (sessions with bandwidth estimation) releases
-/// one packet per timeout input and then asks for an immediate timeout;
-/// breaking out there would send one packet per worker loop turn (each turn
-/// rescanning every session, the loop sleeping at least a timer tick in
-/// between), so a keyframe would trickle out over tens of milliseconds and
-/// never form a GSO run. The pacer's "now" is its last input plus 1 µs (so
+/// the media its budget allows in one drain (vendor/str0m patch 2), but
+/// after each padding or probe-cluster packet it asks for a timeout 1 µs
+/// after its last input; breaking out there would send one such packet per
+/// worker loop turn (each turn rescanning every session, the loop sleeping
+/// at least a timer tick in between). The pacer's "now" is its last input plus 1 µs (so
 /// packets get distinct send times): a timeout that close is fed at its own
 /// time. `at` is the time last fed (start it at the session's last input);
 /// `clock` moves it on. A timeout is fed at most once without output in
