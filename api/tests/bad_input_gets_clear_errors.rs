@@ -192,6 +192,9 @@ async fn whip_rejects_bad_requests_with_status_and_json() {
     .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
     serde_json::from_str::<serde_json::Value>(&b).expect("JSON");
+    // The parser's error says what was wrong, not where in the server's
+    // memory it stopped.
+    assert!(!b.contains("PointerOffset") && !b.contains("0x7"), "{b}");
 
     // A receive-only offer cannot publish.
     let (s, _, b) = post(
