@@ -63,14 +63,6 @@ pub(crate) enum Cmd {
     },
 }
 
-impl Command {
-    /// Whether this carries a frame (the cheapest thing to drop when a
-    /// queue is full, counted as `queue_full`).
-    pub fn is_frame(&self) -> bool {
-        matches!(self.0, Cmd::Frame { .. })
-    }
-}
-
 /// A datagram to send from the worker's socket.
 #[derive(Debug)]
 pub struct Transmit {
@@ -170,11 +162,6 @@ impl Engine {
     /// The worker this engine is (its index among the control's workers).
     pub fn index(&self) -> usize {
         self.index
-    }
-
-    /// Sessions on this worker.
-    pub fn session_count(&self) -> usize {
-        self.peers.len()
     }
 
     /// The next thing to do. Writes the pending frame to the next viewer
