@@ -5,13 +5,19 @@
 //! requests, and timeline continuity when a publisher leaves and returns.
 //! It knows nothing of HTTP, tokens or databases.
 //!
-//! ## Run loop
-//! `Sfu::start` binds one UDP socket per worker (ports `first_port`,
-//! `first_port + 1`, …) and runs each worker on its own thread with a
-//! single-threaded tokio runtime. A worker feeds datagrams and timeouts into
-//! the `Rtc`s it owns (sans-IO) and drains their output. ICE is lite: the
-//! server never sends checks, it answers them, so peers that sent an offer
-//! without candidates (OBS ≥ 30.2) are learnt as peer-reflexive.
+//! ## Sans-IO cores, thin drivers
+//! [`Control`] admits sessions (one parsed [`Offer`] → str0m `Rtc` and
+//! answer, publisher slot, worker) and returns the [`engine::Command`] for
+//! the chosen worker; [`engine::Engine`], one per worker, owns that
+//! worker's sessions and does the forwarding, taking time as an argument and
+//! handing out datagrams, commands for other workers and events from
+//! `poll_output`. [`Sfu`] is the handle: `Sfu::start` binds one UDP socket
+//! per worker (ports `first_port`, `first_port + 1`, …) and runs each
+//! engine's driver (`worker.rs`) on its own thread with a single-threaded
+//! tokio runtime. ICE is lite: the server never sends checks, it answers
+//! them, so peers that sent an offer without candidates (OBS ≥ 30.2) are
+//! learnt as peer-reflexive. `tests/` drives the same cores on a virtual
+//! clock.
 //!
 //! ## Fan-out
 //! A publisher's depacketized frame becomes one `Arc<Frame>`, handed once to
@@ -21,7 +27,8 @@
 //! time so a viewer sees one continuous track across publisher sessions.
 //!
 //! ## Time
-//! Workers read the clock and pass `now` into everything below them.
+//! Only the drivers read the clock (`clippy.toml` disallows it elsewhere)
+//! and pass `now` into everything below them.
 
 mod codecs;
 mod control;
