@@ -243,16 +243,7 @@ fn floor_main(args: &FloorArgs) -> Result<()> {
         twcc: !args.no_twcc,
     };
     let report = floor::run(&cfg)?;
-    if args.json {
-        eprint!("{}", report.table());
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).context("serialising the report")?
-        );
-    } else {
-        print!("{}", report.table());
-    }
-    Ok(())
+    print_report(&report.table(), &report, args.json)
 }
 
 fn run_main(cli: &RunArgs) -> Result<()> {
@@ -272,14 +263,20 @@ fn run_main(cli: &RunArgs) -> Result<()> {
         .build()
         .context("building the runtime")?;
     let report = rt.block_on(run(cli))?;
-    if cli.json {
-        eprint!("{}", report.table());
+    print_report(&report.table(), &report, cli.json)
+}
+
+/// Prints a report's table, or with `--json` the JSON on stdout and the
+/// table on stderr.
+fn print_report(table: &str, report: &impl serde::Serialize, json: bool) -> Result<()> {
+    if json {
+        eprint!("{table}");
         println!(
             "{}",
-            serde_json::to_string_pretty(&report).context("serialising the report")?
+            serde_json::to_string_pretty(report).context("serialising the report")?
         );
     } else {
-        print!("{}", report.table());
+        print!("{table}");
     }
     Ok(())
 }
