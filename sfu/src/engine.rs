@@ -128,7 +128,10 @@ pub struct Engine {
     /// as the ICE agent must see it.
     candidate_addr: SocketAddr,
     metrics: Metrics,
-    peers: Vec<Peer>,
+    /// Boxed: a `Peer` is ~10 KB (str0m's `Rtc` inline), so a vector of
+    /// them would move every session at each growth and keep up to twice
+    /// the slots it needs.
+    peers: Vec<Box<Peer>>,
     /// Position of each session in `peers`.
     positions: HashMap<SessionId, usize>,
     by_addr: HashMap<SocketAddr, SessionId>,
@@ -179,8 +182,7 @@ impl Engine {
 
     pub fn handle_command(&mut self, now: Instant, cmd: Command) {
         match cmd.0 {
-            Cmd::AddPeer(peer) => {
-                let mut peer = *peer;
+            Cmd::AddPeer(mut peer) => {
                 peer.conn.next_timeout = now;
                 self.positions.insert(peer.conn.session, self.peers.len());
                 self.peers.push(peer);
@@ -454,6 +456,9 @@ impl Engine {
         for (origin, layer) in fx.keyframe_requests {
             self.metrics.keyframe_request(origin);
             self.route_keyframe_request(&hub, now, layer);
+        }
+        if let Some(source) = fx.estimate {
+            self.metrics.estimate(source);
         }
         if let Some(kind) = fx.stream_event {
             self.out.push_back(Output::StreamEvent {
