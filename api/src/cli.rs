@@ -93,6 +93,13 @@ pub struct ServeArgs {
     #[arg(long, env = "RELAYCAST_TWCC_SEND_HISTORY", default_value_t = sfu::DEFAULT_TWCC_SEND_HISTORY,
           value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u16).range(32..), usize::from))]
     pub twcc_send_history: usize,
+    /// Where simulcast viewers' bandwidth estimates come from: `twcc`
+    /// (computed here from each viewer's per-packet feedback, with padding
+    /// probes; moves viewers up as well as down) or `remb` (the viewer's
+    /// browser estimates and reports it; less server CPU per packet, but a
+    /// viewer moved down is slow to come back up).
+    #[arg(long, env = "RELAYCAST_VIEWER_ESTIMATOR", value_enum, default_value_t = ViewerEstimatorArg::Twcc)]
+    pub viewer_estimator: ViewerEstimatorArg,
     /// JWT signing secret (default: generated once and kept in the data directory).
     #[arg(long, env = "RELAYCAST_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
@@ -160,6 +167,22 @@ pub struct ServeArgs {
     pub auth_fail: AuthFailArgs,
     #[command(flatten)]
     pub scylla: ScyllaArgs,
+}
+
+/// `--viewer-estimator` (see [`sfu::ViewerEstimator`]).
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ViewerEstimatorArg {
+    Twcc,
+    Remb,
+}
+
+impl From<ViewerEstimatorArg> for sfu::ViewerEstimator {
+    fn from(a: ViewerEstimatorArg) -> sfu::ViewerEstimator {
+        match a {
+            ViewerEstimatorArg::Twcc => sfu::ViewerEstimator::Twcc,
+            ViewerEstimatorArg::Remb => sfu::ViewerEstimator::Remb,
+        }
+    }
 }
 
 /// Limits of an HTTP listener (the API's, or `relaycast turn`'s metrics).

@@ -75,6 +75,8 @@ pub struct Config {
     pub pace_viewers: bool,
     /// Sent packets each estimating viewer remembers for TWCC feedback.
     pub twcc_send_history: usize,
+    /// Where simulcast viewers' bandwidth estimates come from.
+    pub viewer_estimator: sfu::ViewerEstimator,
     /// TURN server run alongside (WHIP/WHEP answers then carry `turn:`
     /// Link headers with fresh credentials).
     pub turn: Option<turn_server::TurnConfig>,
@@ -125,6 +127,7 @@ impl Config {
             udp_gso: true,
             pace_viewers: false,
             twcc_send_history: sfu::DEFAULT_TWCC_SEND_HISTORY,
+            viewer_estimator: sfu::ViewerEstimator::default(),
             turn: None,
             redis_url: None,
             redis_prefix: "relaycast".into(),
@@ -476,6 +479,7 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
             udp_gso: config.udp_gso,
             pace_viewers: config.pace_viewers,
             twcc_send_history: config.twcc_send_history,
+            viewer_estimator: config.viewer_estimator,
         },
         metrics,
     )

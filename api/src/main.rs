@@ -49,6 +49,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 udp_gso: a.udp_gso,
                 pace_viewers: a.pace_viewers,
                 twcc_send_history: a.twcc_send_history,
+                viewer_estimator: a.viewer_estimator.into(),
                 turn: a.turn.to_config(a.public_ip),
                 redis_url: a.redis_url,
                 redis_prefix: a.redis_prefix,

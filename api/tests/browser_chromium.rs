@@ -261,17 +261,20 @@ async fn chromium_publishes_over_whip_and_another_chromium_plays_over_whep() -> 
 /// Chromium publishes 3-layer simulcast; a WHEP viewer capped with
 /// `?layer=low` plays the low layer while an uncapped one gets a larger
 /// layer from its bandwidth estimate; the capped one is then raised through
-/// the WHEP layer endpoint.
-async fn simulcast_with(codec: &str) -> anyhow::Result<()> {
-    let test = format!("chromium_simulcast_{codec}");
+/// the WHEP layer endpoint. The viewers' estimates must have come from
+/// `estimator` (and none from the other source).
+async fn simulcast_with(codec: &str, estimator: sfu::ViewerEstimator) -> anyhow::Result<()> {
+    let test = format!("chromium_simulcast_{codec}_{estimator:?}");
     if !prerequisites(&test).await? {
         return Ok(());
     }
-    let data_dir = scratch_dir(&format!("browser-simulcast-{codec}"))?;
+    let data_dir = scratch_dir(&format!("browser-simulcast-{codec}-{estimator:?}"))?;
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .context("binding 127.0.0.1:0")?;
-    let server = api::start(api::Config::for_test(data_dir.clone()), listener)
+    let mut config = api::Config::for_test(data_dir.clone());
+    config.viewer_estimator = estimator;
+    let server = api::start(config, listener)
         .await
         .context("starting relaycast")?;
     let stream = format!("simulcast-{}", codec.to_lowercase());
@@ -284,22 +287,61 @@ async fn simulcast_with(codec: &str) -> anyhow::Result<()> {
         &[],
     )
     .await;
+    let estimates = estimates_by_source(&server).await;
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(&data_dir);
     println!("{}", result?);
+    let (twcc, remb) = estimates?;
+    eprintln!("viewer bandwidth estimates: twcc {twcc}, remb {remb}");
+    match estimator {
+        sfu::ViewerEstimator::Twcc => ensure!(
+            twcc > 0 && remb == 0,
+            "TWCC viewers: {twcc} TWCC and {remb} REMB estimates"
+        ),
+        sfu::ViewerEstimator::Remb => ensure!(
+            remb > 0 && twcc == 0,
+            "REMB viewers (no transport-wide feedback negotiated): Chromium sent {remb} REMB \
+             estimates, and {twcc} TWCC estimates were computed"
+        ),
+    }
     Ok(())
+}
+
+/// `relaycast_viewer_bandwidth_estimates_total` by source: (twcc, remb).
+async fn estimates_by_source(server: &api::Server) -> anyhow::Result<(u64, u64)> {
+    let metrics = reqwest::get(format!("http://{}/metrics", server.http_addr()))
+        .await?
+        .text()
+        .await?;
+    let count = |source: &str| -> anyhow::Result<u64> {
+        let prefix = format!("relaycast_viewer_bandwidth_estimates_total{{source=\"{source}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix)?.trim().parse().ok())
+            .with_context(|| format!("{prefix}in /metrics"))
+    };
+    Ok((count("twcc")?, count("remb")?))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_simulcast_vp8_layers_per_viewer() -> anyhow::Result<()> {
     let _one = ONE_AT_A_TIME.lock().await;
-    simulcast_with("VP8").await
+    simulcast_with("VP8", sfu::ViewerEstimator::Twcc).await
+}
+
+/// `--viewer-estimator remb`: Chromium viewers, offered no transport-wide
+/// feedback, estimate for themselves and report it in REMB; the layer
+/// choice works from that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_simulcast_viewers_estimating_with_remb() -> anyhow::Result<()> {
+    let _one = ONE_AT_A_TIME.lock().await;
+    simulcast_with("VP8", sfu::ViewerEstimator::Remb).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_simulcast_h264_layers_per_viewer() -> anyhow::Result<()> {
     let _one = ONE_AT_A_TIME.lock().await;
-    simulcast_with("H264").await
+    simulcast_with("H264", sfu::ViewerEstimator::Twcc).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -26,7 +26,8 @@ use crate::session_stats::StatsCell;
 use crate::stream::{PublisherSlot, StreamHub};
 use crate::tap::{self, Tap};
 use crate::{
-    SessionAnswer, SessionId, SfuConfig, SfuError, INITIAL_ESTIMATE_BPS, VIEWER_STATS_INTERVAL,
+    SessionAnswer, SessionId, SfuConfig, SfuError, ViewerEstimator, INITIAL_ESTIMATE_BPS,
+    VIEWER_STATS_INTERVAL,
 };
 
 #[derive(Debug, Clone)]
@@ -69,6 +70,7 @@ pub struct Control {
     max_sessions: usize,
     pace_viewers: bool,
     twcc_send_history: usize,
+    viewer_estimator: ViewerEstimator,
     /// One DTLS certificate for every session: generating one per session
     /// would cost a key generation on every POST.
     dtls_cert: Option<DtlsCert>,
@@ -89,6 +91,7 @@ impl Control {
             max_sessions: cfg.max_sessions.max(1),
             pace_viewers: cfg.pace_viewers,
             twcc_send_history: cfg.twcc_send_history,
+            viewer_estimator: cfg.viewer_estimator,
             dtls_cert: str0m::crypto::from_feature_flags()
                 .dtls_provider
                 .generate_certificate(),
@@ -387,8 +390,8 @@ impl Control {
         .set_stats_interval(Some(VIEWER_STATS_INTERVAL));
         // Bandwidth estimation (TWCC) drives the layer choice; without
         // simulcast there is nothing to choose, and its pacing would only
-        // slow the join burst.
-        let bwe = hub.is_simulcast();
+        // slow the join burst. With REMB the viewer estimates for itself.
+        let bwe = hub.is_simulcast() && self.viewer_estimator == ViewerEstimator::Twcc;
         if bwe {
             cfg = cfg
                 .enable_bwe(Some(str0m::bwe::Bitrate::bps(INITIAL_ESTIMATE_BPS)))

@@ -131,6 +131,26 @@ pub struct SfuConfig {
     /// feedback (str0m's default is 1000, ~80 B each): it must cover one
     /// feedback interval plus a round trip of the viewer's packets.
     pub twcc_send_history: usize,
+    /// Where simulcast viewers' bandwidth estimates come from.
+    pub viewer_estimator: ViewerEstimator,
+}
+
+/// The source of a simulcast viewer's bandwidth estimate (its layer choice).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ViewerEstimator {
+    /// Send-side: the viewer reports every packet's arrival (transport-wide
+    /// congestion control feedback) and str0m's estimator, with padding
+    /// probes, computes the estimate here. Moves up as well as down.
+    #[default]
+    Twcc,
+    /// Receive-side: transport-wide sequence numbers are not negotiated,
+    /// so a browser runs its own estimator and reports it in REMB messages;
+    /// the server keeps no send records, runs no estimator and sends no
+    /// padding. Viewers start on the best layer they may have; the estimate
+    /// can only grow with what the viewer receives, so a viewer moved down
+    /// comes back up only as far as its layer's own rate lets the browser
+    /// see room.
+    Remb,
 }
 
 /// The default of [`SfuConfig::twcc_send_history`]: a 720p layer with

@@ -3,6 +3,8 @@
 
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
+use crate::ViewerEstimator;
+
 /// Why a datagram or frame was dropped instead of forwarded.
 #[derive(Debug, Clone, Copy)]
 pub enum DropReason {
@@ -55,6 +57,13 @@ impl KeyframeOrigin {
     }
 }
 
+fn estimator_label(source: ViewerEstimator) -> &'static str {
+    match source {
+        ViewerEstimator::Twcc => "twcc",
+        ViewerEstimator::Remb => "remb",
+    }
+}
+
 #[derive(Clone)]
 pub struct Metrics {
     pub publishers: IntGauge,
@@ -72,6 +81,9 @@ pub struct Metrics {
     pub gop_bursts: IntCounter,
     /// Text messages written on viewers' data channels.
     pub data_messages: IntCounter,
+    /// Viewers' bandwidth estimates received, by source (`twcc`: computed
+    /// here from the viewer's feedback; `remb`: reported by the viewer).
+    estimates: IntCounterVec,
     /// Per viewer and live frame: from the frame complete at ingest to the
     /// end of the send pass after its write (the delay the SFU adds; for a
     /// viewer paced by its bandwidth estimator, packets the pacer still
@@ -121,6 +133,13 @@ impl Metrics {
                 "relaycast_data_channel_messages_total",
                 "Messages (integrator events) written on viewers' data channels",
             )?,
+            estimates: IntCounterVec::new(
+                Opts::new(
+                    "relaycast_viewer_bandwidth_estimates_total",
+                    "Viewers' bandwidth estimates, by source (twcc: computed from their feedback; remb: reported by them)",
+                ),
+                &["source"],
+            )?,
             forward_delay: Histogram::with_opts(
                 HistogramOpts::new(
                     "relaycast_forward_delay_seconds",
@@ -144,6 +163,7 @@ impl Metrics {
         registry.register(Box::new(m.keyframe_requests_sent.clone()))?;
         registry.register(Box::new(m.gop_bursts.clone()))?;
         registry.register(Box::new(m.data_messages.clone()))?;
+        registry.register(Box::new(m.estimates.clone()))?;
         registry.register(Box::new(m.forward_delay.clone()))?;
         // Make every label visible at zero from the start.
         for r in [
@@ -163,7 +183,16 @@ impl Metrics {
         ] {
             m.keyframe_requests.with_label_values(&[o.label()]);
         }
+        for s in [ViewerEstimator::Twcc, ViewerEstimator::Remb] {
+            m.estimates.with_label_values(&[estimator_label(s)]);
+        }
         Ok(m)
+    }
+
+    pub fn estimate(&self, source: ViewerEstimator) {
+        self.estimates
+            .with_label_values(&[estimator_label(source)])
+            .inc();
     }
 
     pub fn drop(&self, reason: DropReason) {

@@ -73,6 +73,8 @@ pub(crate) struct Effects {
     pub viewer_joined: bool,
     /// The stream went live (first frame of a publisher session) or resumed.
     pub stream_event: Option<crate::StreamEventKind>,
+    /// A viewer's bandwidth estimate arrived, and from where.
+    pub estimate: Option<crate::ViewerEstimator>,
 }
 
 impl Peer {

@@ -19,7 +19,7 @@ use crate::layers::{LayerCap, LayerSelect, LayerTable, UpProbe, STATS_INTERVAL};
 use crate::metrics::{DropReason, KeyframeOrigin, Metrics};
 use crate::rtp_out::{RtpNumbering, PAYLOAD_MTU};
 use crate::stream::StreamHub;
-use crate::SessionId;
+use crate::{SessionId, ViewerEstimator};
 
 /// Video packets a viewer keeps for retransmission, and for how long.
 /// Receivers repeat a NACK about every 100 ms (their round-trip guess) up
@@ -190,11 +190,12 @@ impl Viewer {
                 }
             }
             Event::EgressBitrateEstimate(estimate) => {
-                let bps = match estimate {
-                    BweKind::Twcc { estimate, .. } => estimate.as_u64(),
-                    BweKind::Remb { estimate, .. } => estimate.as_u64(),
+                let (bps, source) = match estimate {
+                    BweKind::Twcc { estimate, .. } => (estimate.as_u64(), ViewerEstimator::Twcc),
+                    BweKind::Remb { estimate, .. } => (estimate.as_u64(), ViewerEstimator::Remb),
                     _ => return,
                 };
+                fx.estimate = Some(source);
                 self.select.estimate = Some(bps);
                 // Acted on with the next video frame.
                 self.last_eval = None;

@@ -188,6 +188,7 @@ pub fn config(workers: usize) -> SfuConfig {
         udp_gso: false,
         pace_viewers: false,
         twcc_send_history: sfu::DEFAULT_TWCC_SEND_HISTORY,
+        viewer_estimator: sfu::ViewerEstimator::Twcc,
     }
 }
 
