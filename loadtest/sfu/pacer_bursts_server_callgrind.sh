@@ -9,17 +9,19 @@
 #
 # usage: loadtest/sfu/pacer_bursts_server_callgrind.sh DIR PORT [VIEWERS]
 #        DIR holds a release `relaycast` and `relaycast-load`
+#        MODE: relaycast-load's --simulcast (default) or --no-simulcast;
+#        SERVE_ARGS: more `relaycast serve` flags; KEEP=1 keeps the callgrind file (path printed)
 set -euo pipefail
 R=$1; PORT=$2; N=${3:-4}
 D=$(mktemp -d /tmp/pacer-cgsrv-XXXX)
 KEY=$("$R/relaycast" keys create load --data-dir "$D/data" 2>/dev/null)
 valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$D/callgrind.out" \
   "$R/relaycast" serve --data-dir "$D/data" --http-addr "127.0.0.1:$PORT" --media-port 0 \
-  --public-ip 127.0.0.1 --hls-ladder none > "$D/serve.log" 2>&1 &
+  --public-ip 127.0.0.1 --hls-ladder none ${SERVE_ARGS:-} > "$D/serve.log" 2>&1 &
 PID=$!
 for _ in $(seq 60); do curl -s -o /dev/null "http://127.0.0.1:$PORT/" && break; sleep 1; done
 "$R/relaycast-load" --url "http://127.0.0.1:$PORT" --stream load --key "$KEY" --viewers "$N" \
-  --ramp-per-sec 4 --settle 5s --duration 40s > "$D/load.txt" 2>&1 &
+  --ramp-per-sec 4 --settle 5s --duration 40s "${MODE:---simulcast}" > "$D/load.txt" 2>&1 &
 LOAD=$!
 sleep 15
 callgrind_control -i on "$PID" > /dev/null 2>&1
@@ -52,4 +54,4 @@ print(f"Ir {total:,}   RTP packets {packets:,}   Ir per packet {total / packets:
       f"Rtc::handle_input per packet {calls['str0m::Rtc::handle_input'] / packets:.2f}   "
       f"Rtc::poll_output per packet {calls['str0m::Rtc::poll_output'] / packets:.2f}")
 EOF
-rm -rf "$D"
+if [ -n "${KEEP:-}" ]; then echo "callgrind file: $D/callgrind.out"; else rm -rf "$D"; fi

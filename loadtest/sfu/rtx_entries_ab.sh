@@ -10,7 +10,9 @@
 #
 # usage: loadtest/sfu/rtx_entries_ab.sh PORT DIR...
 #        VIEWERS (default 200), DURATION (default 30s), ROUNDS (default 2),
-#        MODES (default "nosim sim nosim:2")
+#        MODES (default "nosim sim nosim:2"), SERVE_ARGS (more `relaycast serve` flags, e.g.
+#        "--viewer-estimator remb"), MALLOC (an environment assignment for the server, e.g.
+#        MALLOC_ARENA_MAX=2)
 set -euo pipefail
 PORT=$1; shift
 N=${VIEWERS:-200}; T=${DURATION:-30s}; ROUNDS=${ROUNDS:-2}; MODES=${MODES:-nosim sim nosim:2}
@@ -22,8 +24,8 @@ for round in $(seq "$ROUNDS"); do
     for R in "$@"; do
       D=$(mktemp -d /tmp/rtx-ab-XXXX)
       KEY=$("$R/relaycast" keys create load --data-dir "$D/data" 2>/dev/null)
-      "$R/relaycast" serve --data-dir "$D/data" --http-addr "127.0.0.1:$PORT" --media-port 0 \
-        --public-ip 127.0.0.1 --hls-ladder none > "$D/serve.log" 2>&1 &
+      env ${MALLOC:-} "$R/relaycast" serve --data-dir "$D/data" --http-addr "127.0.0.1:$PORT" \
+        --media-port 0 --public-ip 127.0.0.1 --hls-ladder none ${SERVE_ARGS:-} > "$D/serve.log" 2>&1 &
       PID=$!
       sleep 2
       "$R/relaycast-load" --url "http://127.0.0.1:$PORT" --stream load --key "$KEY" \
