@@ -12,7 +12,7 @@
 #        VIEWERS (default 200), DURATION (default 30s), ROUNDS (default 2),
 #        MODES (default "nosim sim nosim:2"), SERVE_ARGS (more `relaycast serve` flags, e.g.
 #        "--viewer-estimator remb"), MALLOC (an environment assignment for the server, e.g.
-#        MALLOC_ARENA_MAX=2)
+#        MALLOC_ARENA_MAX=2), LOAD_ARGS (more relaycast-load flags, e.g. "--warmup 45s")
 set -euo pipefail
 PORT=$1; shift
 N=${VIEWERS:-200}; T=${DURATION:-30s}; ROUNDS=${ROUNDS:-2}; MODES=${MODES:-nosim sim nosim:2}
@@ -29,7 +29,7 @@ for round in $(seq "$ROUNDS"); do
       PID=$!
       sleep 2
       "$R/relaycast-load" --url "http://127.0.0.1:$PORT" --stream load --key "$KEY" \
-        --viewers "$N" --duration "$T" --server-pid "$PID" $sim --drop-percent "$loss" \
+        --viewers "$N" --duration "$T" --server-pid "$PID" $sim --drop-percent "$loss" ${LOAD_ARGS:-} \
         > "$D/load.txt" 2>&1 || true
       kill "$PID"; wait "$PID" 2>/dev/null || true
       echo "== round $round, $mode: $R (load average $(cut -d' ' -f1-3 /proc/loadavg))"

@@ -169,6 +169,13 @@ struct RunArgs {
     /// Wait after the last viewer started before the steady window opens.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     settle: Duration,
+    /// Publish alone this long before the first viewer starts and the
+    /// server's starting RSS is read. The server's own per-stream state
+    /// grows for a while after a publisher connects (relaycast's LL-HLS
+    /// packager keeps a 40 s window of the source); without a warm-up that
+    /// growth is counted in the RSS per viewer.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    warmup: Duration,
     /// Print one JSON object on stdout (the table goes to stderr).
     #[arg(long)]
     json: bool,
@@ -459,7 +466,10 @@ async fn drive(
         }
     }
     eprintln!("publisher connected");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    if !cli.warmup.is_zero() {
+        eprintln!("warming up for {:?} before the viewers", cli.warmup);
+    }
+    tokio::time::sleep(Duration::from_millis(500).max(cli.warmup)).await;
     let received: Vec<Arc<Received>> = (0..cli.viewers)
         .map(|_| Arc::new(Received::default()))
         .collect();
@@ -573,6 +583,7 @@ async fn drive(
             ramp_per_sec: cli.ramp_per_sec,
             duration_s: cli.duration.as_secs_f64(),
             settle_s: cli.settle.as_secs_f64(),
+            warmup_s: cli.warmup.as_secs_f64(),
             simulcast,
             drop_percent: cli.drop_percent,
             cap_kbps: cli.cap_kbps,

@@ -37,6 +37,8 @@ pub struct RunConfig {
     pub ramp_per_sec: f64,
     pub duration_s: f64,
     pub settle_s: f64,
+    /// Publisher alone before the viewers and the starting RSS.
+    pub warmup_s: f64,
     pub simulcast: bool,
     pub drop_percent: f64,
     pub cap_kbps: Option<u64>,
@@ -368,11 +370,16 @@ impl Report {
                 |v: Option<u64>| v.map_or("-".into(), |v| format!("{:.1} MiB", v as f64 / 1024.0));
             let _ = writeln!(
                 t,
-                "  RSS start {}  end {}  peak {}  per viewer {} KiB   CPU whole run {} s",
+                "  RSS start {}  end {}  peak {}  per viewer {} KiB ({})   CPU whole run {} s",
                 kib(s.rss_kib_start),
                 kib(s.rss_kib_end),
                 kib(s.rss_kib_peak),
                 opt(s.rss_kib_per_viewer, 0),
+                if self.config.warmup_s > 0.0 {
+                    format!("start read after a {:.0} s warm-up", self.config.warmup_s)
+                } else {
+                    "no warm-up: includes the stream's own growth".to_string()
+                },
                 opt(s.cpu_s_total, 2)
             );
             if let Some(d) = &s.forward_delay_ms {
