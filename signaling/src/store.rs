@@ -245,6 +245,32 @@ impl Store {
         }
     }
 
+    /// Decides a publisher that presents a stream key without naming the
+    /// stream (an RTMP or SRT encoder configured with a server URL and a
+    /// key, as OBS is): the stream is the one the key was issued for.
+    /// Stream keys are 256-bit random values, so the key alone identifies
+    /// its stream; revoked keys are refused.
+    pub async fn authorize_publish_key(&self, key: &str) -> Result<(String, Grant), AuthError> {
+        if key.is_empty() {
+            return Err(AuthError::Missing);
+        }
+        let h = hash_secret(key);
+        let row = sqlx::query(
+            "SELECT stream FROM stream_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+        )
+        .bind(&h)
+        .fetch_optional(self.db.pool())
+        .await
+        .map_err(StoreError::from)?;
+        match row {
+            Some(r) => {
+                let stream: String = r.try_get("stream").map_err(StoreError::from)?;
+                Ok((stream, Grant::StreamKey { key_hash: h }))
+            }
+            None => Err(AuthError::Invalid),
+        }
+    }
+
     /// Decides whether a viewer may play `stream` (described by `info`):
     ///
     /// - `public`: anyone; a bearer, if sent, is ignored (as before
