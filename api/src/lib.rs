@@ -53,6 +53,10 @@ pub struct Config {
     pub http: http_listener::HttpLimits,
     /// First UDP media port (one per worker); 0 lets the OS choose.
     pub media_port: u16,
+    /// RTMP ingest listener (`ingest::rtmp`); `None`: off.
+    pub rtmp_addr: Option<SocketAddr>,
+    /// Limits of the RTMP listener.
+    pub rtmp: ingest::RtmpConfig,
     /// Address put in ICE candidates; `None` picks the first non-loopback
     /// IPv4 address of this host (loopback if there is none).
     pub public_ip: Option<IpAddr>,
@@ -117,6 +121,8 @@ impl Config {
             http_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             http: http_listener::HttpLimits::default(),
             media_port: 0,
+            rtmp_addr: None,
+            rtmp: ingest::RtmpConfig::default(),
             public_ip: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
             bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             data_dir,
@@ -287,9 +293,15 @@ pub struct Server {
     trimmer: JoinHandle<()>,
     hls: transcoder::Hls,
     webhooks: webhooks::Webhooks,
+    rtmp: Option<ingest::RtmpServer>,
 }
 
 impl Server {
+    /// Where the RTMP ingest listens, when it runs.
+    pub fn rtmp_addr(&self) -> Option<SocketAddr> {
+        self.rtmp.as_ref().map(|r| r.local_addr())
+    }
+
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
     }
@@ -386,6 +398,8 @@ impl Server {
         }
         self.recording_hooks.abort();
         self.trimmer.abort();
+        // Stops accepting encoders before the workers go.
+        drop(self.rtmp.take());
         self.sfu.shutdown().await;
         if let Some(turn) = self.turn.take() {
             turn.shutdown().await;
@@ -513,6 +527,27 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
     registry
         .register(Box::new(log_sampling::suppressed_counter().clone()))
         .context("registering log sampling metrics")?;
+    let rtmp = match config.rtmp_addr {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the RTMP listener on {addr}"))?;
+            let ctx = ingest::IngestContext {
+                sfu: sfu.clone(),
+                store: store.clone(),
+                tokens: tokens.clone(),
+                auth_throttle: Arc::clone(&auth_throttle),
+                metrics: ingest::IngestMetrics::new(&registry)
+                    .context("registering ingest metrics")?,
+            };
+            Some(ingest::RtmpServer::start(
+                listener,
+                config.rtmp.clone(),
+                ctx,
+            )?)
+        }
+        None => None,
+    };
     let mut whip = whip_whep::WhipWhepState::new(
         sfu.clone(),
         store.clone(),
@@ -720,6 +755,7 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
         trimmer,
         hls,
         webhooks,
+        rtmp,
     })
 }
 

@@ -39,6 +39,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 http_addr: a.http_addr,
                 http: a.http.to_limits(),
                 media_port: a.media_port,
+                rtmp_addr: a.rtmp_addr,
+                rtmp: ingest::RtmpConfig {
+                    stall_timeout: std::time::Duration::from_secs(a.rtmp_stall_timeout.max(1)),
+                    ..ingest::RtmpConfig::default()
+                },
                 public_ip: a.public_ip,
                 bind_ip: a.bind_ip,
                 data_dir: a.data.data_dir,
