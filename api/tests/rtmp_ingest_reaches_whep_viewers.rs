@@ -334,3 +334,65 @@ async fn wrong_keys_garbage_and_other_codecs_are_closed_and_counted() -> Result<
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_that_stalls_is_reported_then_closed_and_counted() -> Result<()> {
+    init_logging();
+    let _serial = serial().await;
+    with_timeout(Duration::from_secs(90), async {
+        let server = TestServer::start_with(|c| {
+            c.rtmp_addr = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+            c.rtmp.stall_timeout = Duration::from_secs(3);
+        })
+        .await?;
+        let rtmp = server.server().rtmp_addr().context("no RTMP listener")?;
+        let key = server.create_stream("frozen", false).await?;
+        let mut events = server.server().sfu().events();
+        let ffmpeg = ffmpeg_publish(&format!("rtmp://{rtmp}/live/{key}"), 60, H264)?;
+        // Live (first frame), not only claimed (`is_live`), then a second of
+        // media.
+        let mut kinds = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !kinds.contains(&sfu::StreamEventKind::Live) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, events.recv()).await {
+                Ok(Ok(ev)) if ev.stream == "frozen" => kinds.push(ev.kind),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => bail!("event stream: {e}"),
+                Err(_) => bail!("the stream did not go live; saw {kinds:?}"),
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        // The encoder freezes (SIGSTOP): its TCP connection stays open but
+        // nothing more arrives.
+        let pid = ffmpeg.id().context("ffmpeg has no pid")?.to_string();
+        let stopped = Command::new("kill").args(["-STOP", &pid]).status().await?;
+        ensure!(stopped.success(), "kill -STOP failed");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !kinds.contains(&sfu::StreamEventKind::Ended) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, events.recv()).await {
+                Ok(Ok(ev)) if ev.stream == "frozen" => kinds.push(ev.kind),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => bail!("event stream: {e}"),
+                Err(_) => bail!("the stalled stream did not end; saw {kinds:?}"),
+            }
+        }
+        ensure!(
+            kinds
+                == [
+                    sfu::StreamEventKind::Live,
+                    sfu::StreamEventKind::Stalled,
+                    sfu::StreamEventKind::Ended
+                ],
+            "events {kinds:?}"
+        );
+        ensure!(drops(server.base_url(), "stalled").await >= 1.0);
+        healthy(server.base_url()).await?;
+        // kill_on_drop ends the stopped ffmpeg.
+        drop(ffmpeg);
+        server.shutdown().await;
+        Ok(())
+    })
+    .await
+}
