@@ -477,11 +477,45 @@ mod tests {
         store.close().await;
     }
 
+    async fn a_key_alone_names_its_stream_until_revoked(url: &str) {
+        let store = Store::connect(url).await.expect("open");
+        let key = store.create_key("show", None).await.expect("key");
+        store.create_key("other", None).await.expect("key");
+        let (stream, grant) = store.authorize_publish_key(&key).await.expect("allowed");
+        assert_eq!(stream, "show");
+        // The same owner as a WHIP publish with that key: one replaces the other.
+        let whip = store
+            .authorize_publish(&Tokens::new(b"s"), "show", Some(&key))
+            .await
+            .expect("allowed");
+        assert_eq!(grant.owner(), whip.owner());
+        assert!(matches!(
+            store.authorize_publish_key("rk_wrong").await,
+            Err(AuthError::Invalid)
+        ));
+        assert!(matches!(
+            store.authorize_publish_key("").await,
+            Err(AuthError::Missing)
+        ));
+        let id: String = sqlx::query_scalar("SELECT id FROM stream_keys WHERE key_hash = $1")
+            .bind(hash_secret(&key))
+            .fetch_one(store.db.pool())
+            .await
+            .expect("key id");
+        assert!(store.revoke_stream_key("show", &id).await.expect("revoke"));
+        assert!(matches!(
+            store.authorize_publish_key(&key).await,
+            Err(AuthError::Invalid)
+        ));
+        store.close().await;
+    }
+
     #[tokio::test]
     async fn keys_on_sqlite() {
         let db = TestDb::sqlite();
         keys_authorize_only_their_stream_and_are_not_stored_in_clear(db.url()).await;
         a_revoked_token_no_longer_publishes(db.url()).await;
+        a_key_alone_names_its_stream_until_revoked(db.url()).await;
     }
 
     #[tokio::test]
@@ -491,6 +525,7 @@ mod tests {
         };
         keys_authorize_only_their_stream_and_are_not_stored_in_clear(db.url()).await;
         a_revoked_token_no_longer_publishes(db.url()).await;
+        a_key_alone_names_its_stream_until_revoked(db.url()).await;
         db.drop_database().await;
     }
 }
