@@ -112,7 +112,7 @@ async fn ffmpeg_over_rtmp_reaches_a_whep_viewer_with_video_and_audio() -> Result
         let (server, rtmp) = rtmp_server().await?;
         let key = server.create_stream("rtmpcam", false).await?;
         let mut events = server.server().sfu().events();
-        let mut ffmpeg = ffmpeg_publish(&format!("rtmp://{rtmp}/live/{key}"), 14, H264)?;
+        let mut ffmpeg = ffmpeg_publish(&format!("rtmp://{rtmp}/live/{key}"), 22, H264)?;
 
         let sfu = server.server().sfu().clone();
         wait_for(
@@ -167,6 +167,47 @@ async fn ffmpeg_over_rtmp_reaches_a_whep_viewer_with_video_and_audio() -> Result
         let rms = opus_rms(&seen.audio_payloads[25..])?;
         ensure!(rms > 1000.0, "audio RMS {rms:.0}: the tone did not arrive");
         check_rtp_continuity(&seen.video_rtp)?;
+
+        // More joins at other points of the GOP (2 s): each is served from
+        // the GOP cache. Measured and printed, not asserted (a loaded
+        // machine must not fail the test).
+        let mut joins = vec![first.received_at.duration_since(joining)];
+        let mut after_connect = Vec::new();
+        for _ in 0..5 {
+            let start = Instant::now();
+            let v = whep_view(
+                server.base_url(),
+                "rtmpcam",
+                None,
+                &ViewOptions::browser_like(VideoSink::DecodeH264),
+            )
+            .await?;
+            v.peer.wait_connected(CONNECT_TIMEOUT).await?;
+            let connected = Instant::now();
+            v.media
+                .wait_until(Duration::from_secs(20), "a decoded picture", |s| {
+                    !s.decoded.is_empty()
+                })
+                .await?;
+            let at = v.media.snapshot().decoded[0].received_at;
+            joins.push(at.duration_since(start));
+            after_connect.push(at.saturating_duration_since(connected));
+            v.close().await?;
+            tokio::time::sleep(Duration::from_millis(370)).await;
+        }
+        joins.sort();
+        eprintln!(
+            "RTMP -> WHEP joins (2 s GOP), POST to first decoded picture: median {} ms, all {:?}",
+            joins[joins.len() / 2].as_millis(),
+            joins.iter().map(|d| d.as_millis()).collect::<Vec<_>>()
+        );
+        eprintln!(
+            "  of which after the viewer's peer connection reported connected: {:?} ms",
+            after_connect
+                .iter()
+                .map(|d| d.as_millis())
+                .collect::<Vec<_>>()
+        );
 
         // LL-HLS packages the same stream.
         let playlist = http_client()?
