@@ -377,17 +377,74 @@ async fn wrong_keys_garbage_and_other_codecs_are_closed_and_counted() -> Result<
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_publisher_that_stalls_is_reported_then_closed_and_counted() -> Result<()> {
+async fn a_publisher_that_stalls_is_reported_then_closed_and_counted_with_webhooks() -> Result<()> {
     init_logging();
     let _serial = serial().await;
     with_timeout(Duration::from_secs(90), async {
+        // A webhook receiver on 127.0.0.1 (an on-premises setup).
+        let (tx, mut hooks) = tokio::sync::mpsc::unbounded_channel::<serde_json::Value>();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let hook_url = format!("http://{}/hooks", listener.local_addr()?);
+        let app = axum::Router::new().route(
+            "/hooks",
+            axum::routing::post(move |body: axum::Json<serde_json::Value>| {
+                let tx = tx.clone();
+                async move {
+                    let _ = tx.send(body.0);
+                    axum::http::StatusCode::NO_CONTENT
+                }
+            }),
+        );
+        let receiver = tokio::spawn(async move { axum::serve(listener, app).await });
+
         let server = TestServer::start_with(|c| {
             c.rtmp_addr = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
             c.rtmp.stall_timeout = Duration::from_secs(3);
+            c.webhooks.allow_private = true;
         })
         .await?;
         let rtmp = server.server().rtmp_addr().context("no RTMP listener")?;
-        let key = server.create_stream("frozen", false).await?;
+        // The stream belongs to a broadcaster account, which registers the
+        // webhook and makes the key the encoder uses.
+        let http = http_client()?;
+        let base = server.base_url().to_string();
+        let owner: serde_json::Value = http
+            .post(format!("{base}/api/auth/register"))
+            .json(
+                &serde_json::json!({"username": "caster", "password": "a good password",
+                "role": "broadcaster"}),
+            )
+            .send()
+            .await?
+            .json()
+            .await?;
+        let owner = owner["token"]
+            .as_str()
+            .context("session token")?
+            .to_string();
+        let r = http
+            .post(format!("{base}/api/streams"))
+            .bearer_auth(&owner)
+            .json(&serde_json::json!({"name": "frozen"}))
+            .send()
+            .await?;
+        ensure!(r.status() == 201, "stream: {}", r.status());
+        let made: serde_json::Value = http
+            .post(format!("{base}/api/streams/frozen/keys"))
+            .bearer_auth(&owner)
+            .send()
+            .await?
+            .json()
+            .await?;
+        let key = made["secret"].as_str().context("stream key")?.to_string();
+        let r = http
+            .post(format!("{base}/api/webhooks"))
+            .bearer_auth(&owner)
+            .json(&serde_json::json!({"url": hook_url, "stream": "frozen",
+                "events": ["stream.started", "stream.stalled", "stream.ended"]}))
+            .send()
+            .await?;
+        ensure!(r.status() == 201, "webhook: {}", r.status());
         let mut events = server.server().sfu().events();
         let ffmpeg = ffmpeg_publish(&format!("rtmp://{rtmp}/live/{key}"), 60, H264)?;
         // Live (first frame), not only claimed (`is_live`), then a second of
@@ -430,6 +487,21 @@ async fn a_publisher_that_stalls_is_reported_then_closed_and_counted() -> Result
         );
         ensure!(drops(server.base_url(), "stalled").await >= 1.0);
         healthy(server.base_url()).await?;
+        // The same lifecycle reached the broadcaster's webhook.
+        let mut types = Vec::new();
+        while types.last().map(String::as_str) != Some("stream.ended") {
+            let hook = tokio::time::timeout(Duration::from_secs(30), hooks.recv())
+                .await
+                .with_context(|| format!("webhooks so far: {types:?}"))?
+                .context("receiver gone")?;
+            ensure!(hook["stream"] == "frozen", "{hook}");
+            types.push(hook["type"].as_str().unwrap_or_default().to_string());
+        }
+        ensure!(
+            types == ["stream.started", "stream.stalled", "stream.ended"],
+            "webhooks {types:?}"
+        );
+        receiver.abort();
         // kill_on_drop ends the stopped ffmpeg.
         drop(ffmpeg);
         server.shutdown().await;
