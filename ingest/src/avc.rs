@@ -154,6 +154,26 @@ mod tests {
     }
 
     #[test]
+    fn annex_b_idr_without_parameter_sets_gets_the_last_in_band_ones() {
+        let mut p = AnnexBParams::default();
+        let first = vec![
+            0, 0, 0, 1, 0x67, 0x42, 0, 0, 0, 1, 0x68, 0xce, 0, 0, 0, 1, 0x65, 0x88,
+        ];
+        let (au, idr) = p.fix(first.clone());
+        assert!(idr);
+        assert_eq!(au, first);
+        let (au, idr) = p.fix(vec![0, 0, 0, 1, 0x65, 0x99]);
+        assert!(idr);
+        assert_eq!(
+            au,
+            [0, 0, 0, 1, 0x67, 0x42, 0, 0, 0, 1, 0x68, 0xce, 0, 0, 0, 1, 0x65, 0x99]
+        );
+        let (au, idr) = p.fix(vec![0, 0, 1, 0x41, 0x9a]);
+        assert!(!idr);
+        assert_eq!(au, [0, 0, 1, 0x41, 0x9a]);
+    }
+
+    #[test]
     fn lengths_past_the_end_are_errors() {
         let mut c = AvccToAnnexB::default();
         c.configure(&record()).expect("record");
@@ -166,5 +186,43 @@ mod tests {
             Err(AvcError::BadLength { .. })
         ));
         assert!(c.configure(&[1, 2]).is_err());
+    }
+}
+
+/// Annex B H.264 as MPEG-TS carries it: keeps the last in-band SPS/PPS and
+/// puts them before an IDR that comes without them.
+#[derive(Debug, Default)]
+pub struct AnnexBParams {
+    params: Vec<u8>,
+}
+
+impl AnnexBParams {
+    /// The access unit, parameter sets added where needed, and whether it
+    /// holds an IDR.
+    pub fn fix(&mut self, au: Vec<u8>) -> (Vec<u8>, bool) {
+        let kind = |n: &[u8]| n.first().map_or(0, |b| b & 0x1f);
+        let mut idr = false;
+        let mut in_band = Vec::new();
+        for n in sfu::h264::nal_units(&au) {
+            match kind(n) {
+                NAL_IDR => idr = true,
+                NAL_SPS | NAL_PPS => {
+                    in_band.extend_from_slice(&START_CODE);
+                    in_band.extend_from_slice(n);
+                }
+                _ => {}
+            }
+        }
+        if !in_band.is_empty() {
+            self.params = in_band;
+            return (au, idr);
+        }
+        if idr && !self.params.is_empty() {
+            let mut out = Vec::with_capacity(self.params.len() + au.len());
+            out.extend_from_slice(&self.params);
+            out.extend_from_slice(&au);
+            return (out, idr);
+        }
+        (au, idr)
     }
 }

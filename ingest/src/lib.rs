@@ -1,7 +1,8 @@
 //! # ingest — encoders that do not speak WHIP
 //!
 //! Accepts publishers over RTMP (OBS's default custom service, ffmpeg,
-//! hardware encoders) and hands their media to the SFU as a publisher of
+//! hardware encoders) and SRT (caller mode, MPEG-TS) and hands their media
+//! to the SFU as a publisher of
 //! the stream, under the same stream keys and publish rules as WHIP
 //! (`signaling::Store`; the same credential replaces a live publisher,
 //! another is refused). From there a stream is a stream: WebRTC viewers,
@@ -14,7 +15,12 @@
 //! - [`aac_to_opus`]: AAC → Opus once per stream (WebRTC has no AAC);
 //! - [`rtmp`]: the tokio driver around `rml_rtmp`'s sans-IO handshake and
 //!   server session: one task per connection, bytes in, packets out,
-//!   session events acted on; frames go to [`sfu::Ingest`].
+//!   session events acted on;
+//! - [`ts`]: MPEG-TS demultiplexing (`mpeg2ts-reader`) and ADTS splitting;
+//! - [`srt`]: the `srt-tokio` listener: `streamid` checked before a caller
+//!   is accepted, then one task per connection feeding [`ts`];
+//! - [`media_in`]: what both do with H.264 and AAC once unwrapped (wall
+//!   clock, Opus, [`sfu::Ingest::push`]).
 //!
 //! ## Why `rml_rtmp`
 //! It is the RTMP crate on crates.io that is a protocol state machine and
@@ -25,6 +31,12 @@
 //! thin drivers). The other maintained candidate, `rtmp` (xiu), is a tokio
 //! server with its own stream hub, GOP cache and sessions bound to its own
 //! channels: we would have bridged two SFUs.
+//!
+//! ## Why `srt-tokio` and `mpeg2ts-reader`
+//! `srt-tokio` is the maintained pure-Rust SRT stack (no libsrt to build
+//! and link; listener, HSv5 handshake with `streamid`, live receive buffer,
+//! AES) and parses the `#!::` access-control syntax; `mpeg2ts-reader` is
+//! the maintained MPEG-TS demultiplexer, by the author of `h264-reader`.
 //!
 //! ## Bad input
 //! Garbage instead of a handshake, a protocol error, a wrong key, an
@@ -46,13 +58,17 @@
 pub mod aac_to_opus;
 pub mod avc;
 pub mod flv;
+pub mod media_in;
 pub mod metrics;
 pub mod rtmp;
+pub mod srt;
+pub mod ts;
 
 use std::sync::Arc;
 
 pub use crate::metrics::{IngestMetrics, Protocol};
 pub use crate::rtmp::{RtmpConfig, RtmpServer};
+pub use crate::srt::{SrtConfig, SrtServer};
 
 /// What a listener needs from the rest of relaycast.
 #[derive(Clone)]

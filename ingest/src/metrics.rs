@@ -6,12 +6,14 @@ use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
     Rtmp,
+    Srt,
 }
 
 impl Protocol {
     pub fn label(self) -> &'static str {
         match self {
             Protocol::Rtmp => "rtmp",
+            Protocol::Srt => "srt",
         }
     }
 }

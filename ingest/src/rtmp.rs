@@ -11,21 +11,21 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use rml_rtmp::sessions::{
     ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult,
 };
-use sfu::{Ingest, IngestCodec, IngestFrame, MediaTime, SfuError};
+use sfu::{Ingest, SfuError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
-use crate::aac_to_opus::{AacToOpus, OpusPacket};
 use crate::avc::AvccToAnnexB;
 use crate::flv::{self, Audio, Video};
+use crate::media_in::{MediaError, MediaIn};
 use crate::{IngestContext, Protocol};
 
 const PROTO: Protocol = Protocol::Rtmp;
@@ -122,8 +122,8 @@ async fn accept_loop(listener: TcpListener, cfg: RtmpConfig, ctx: IngestContext)
                     ctx.metrics.drop(PROTO, e.reason());
                 }
             }
-            if let Some(ingest) = conn.ingest.take() {
-                ingest.end();
+            if let Some(media) = conn.media.take() {
+                media.end();
                 ctx.metrics.publisher_ended(PROTO);
             }
         });
@@ -158,6 +158,15 @@ pub enum ConnError {
     Replaced,
     #[error("socket: {0}")]
     Io(#[from] std::io::Error),
+}
+
+impl From<MediaError> for ConnError {
+    fn from(e: MediaError) -> ConnError {
+        match e {
+            MediaError::Replaced => ConnError::Replaced,
+            e => ConnError::Media(e.to_string()),
+        }
+    }
 }
 
 impl ConnError {
@@ -204,15 +213,10 @@ struct Connection {
     ctx: IngestContext,
     cfg: RtmpConfig,
     ip: IpAddr,
-    ingest: Option<Ingest>,
+    media: Option<MediaIn>,
     avc: AvccToAnnexB,
-    audio: Option<AacToOpus>,
-    opus: Vec<OpusPacket>,
     video_clock: Extend,
     audio_clock: Extend,
-    /// Container time (extended ms) ↔ wall clock, from the first media.
-    origin: Option<(i64, SystemTime)>,
-    told_b_frames: bool,
     out: Vec<u8>,
 }
 
@@ -222,20 +226,16 @@ impl Connection {
             ctx,
             cfg,
             ip,
-            ingest: None,
+            media: None,
             avc: AvccToAnnexB::default(),
-            audio: None,
-            opus: Vec::new(),
             video_clock: Extend::default(),
             audio_clock: Extend::default(),
-            origin: None,
-            told_b_frames: false,
             out: Vec::new(),
         }
     }
 
     fn stream_name(&self) -> Option<String> {
-        self.ingest.as_ref().map(|i| i.stream().to_string())
+        self.media.as_ref().map(|m| m.stream().to_string())
     }
 
     async fn run(&mut self, mut socket: TcpStream) -> Result<(), ConnError> {
@@ -287,7 +287,7 @@ impl Connection {
                         // final as a publish finished.
                         return Ok(());
                     }
-                    let publishing = self.ingest.is_some();
+                    let publishing = self.media.is_some();
                     let results = session
                         .handle_input(&buf[..n])
                         .map_err(|e| ConnError::Protocol(e.to_string()))?;
@@ -303,11 +303,8 @@ impl Connection {
                 }
                 _ = tick.tick() => {
                     let now = Instant::now();
-                    if let Some(ingest) = self.ingest.as_mut() {
-                        if ingest.is_replaced() {
-                            return Err(ConnError::Replaced);
-                        }
-                        ingest.tick(now);
+                    if let Some(media) = self.media.as_mut() {
+                        media.tick(now)?;
                     }
                     if now.saturating_duration_since(last_progress) >= stall {
                         return Err(ConnError::Stalled(stall));
@@ -379,7 +376,7 @@ impl Connection {
                     stream_key,
                     ..
                 } => {
-                    if self.ingest.is_some() {
+                    if self.media.is_some() {
                         return Err(ConnError::Protocol(
                             "a second publish on one connection".into(),
                         ));
@@ -388,7 +385,7 @@ impl Connection {
                         Ok(ingest) => {
                             tracing::info!(stream = ingest.stream(), "RTMP publisher accepted");
                             self.ctx.metrics.publisher_started(PROTO);
-                            self.ingest = Some(ingest);
+                            self.media = Some(MediaIn::new(ingest));
                             pending.extend(accept(session, request_id)?);
                         }
                         Err(e) => {
@@ -434,20 +431,10 @@ impl Connection {
         Ok((false, media))
     }
 
-    fn wallclock(&mut self, ms: i64) -> Option<SystemTime> {
-        let (t0, w0) = *self.origin.get_or_insert_with(|| (ms, SystemTime::now()));
-        let d = Duration::from_millis(ms.abs_diff(t0));
-        if ms >= t0 {
-            w0.checked_add(d)
-        } else {
-            w0.checked_sub(d)
-        }
-    }
-
     fn video(&mut self, body: &[u8], raw_ms: u32) -> Result<(), ConnError> {
-        if self.ingest.is_none() {
+        let Some(media) = self.media.as_mut() else {
             return Err(ConnError::Protocol("video before publish".into()));
-        }
+        };
         match flv::parse_video(body).map_err(|e| ConnError::Media(e.to_string()))? {
             Video::AvcConfig(record) => self
                 .avc
@@ -462,24 +449,9 @@ impl Connection {
                     .avc
                     .convert(data)
                     .map_err(|e| ConnError::Media(e.to_string()))?;
-                if composition_ms != 0 && !self.told_b_frames {
-                    self.told_b_frames = true;
-                    tracing::warn!(
-                        stream = self.stream_name(),
-                        "the encoder sends B-frames: WebRTC viewers may stutter; \
-                         turn B-frames off for low latency"
-                    );
-                }
                 let dts = self.video_clock.ms(raw_ms) + TIME_OFFSET_MS;
-                let pts = (dts + i64::from(composition_ms)).max(0);
-                let wallclock = self.wallclock(pts);
-                self.push(IngestFrame {
-                    codec: IngestCodec::H264,
-                    time: MediaTime::new(pts as u64 * 90, sfu::Frequency::NINETY_KHZ),
-                    keyframe: idr,
-                    data: au.into(),
-                    wallclock,
-                })
+                let pts = dts + i64::from(composition_ms);
+                Ok(media.video(dts, pts, au, idr)?)
             }
             Video::Nothing => Ok(()),
             Video::Enhanced(f) => Err(ConnError::Codec(format!(
@@ -493,46 +465,14 @@ impl Connection {
     }
 
     fn audio(&mut self, body: &[u8], raw_ms: u32) -> Result<(), ConnError> {
-        if self.ingest.is_none() {
+        let Some(media) = self.media.as_mut() else {
             return Err(ConnError::Protocol("audio before publish".into()));
-        }
+        };
         match flv::parse_audio(body).map_err(|e| ConnError::Media(e.to_string()))? {
-            Audio::AacConfig(asc) => {
-                let audio = match self.audio.as_mut() {
-                    Some(a) => a,
-                    None => self
-                        .audio
-                        .insert(AacToOpus::new().map_err(|e| ConnError::Media(e.to_string()))?),
-                };
-                audio
-                    .configure(asc)
-                    .map_err(|e| ConnError::Media(e.to_string()))
-            }
+            Audio::AacConfig(asc) => Ok(media.aac_config(asc)?),
             Audio::AacFrame(frame) => {
-                let Some(audio) = self.audio.as_mut() else {
-                    return Err(ConnError::Media(
-                        "an AAC frame before its AudioSpecificConfig".into(),
-                    ));
-                };
                 let ms = self.audio_clock.ms(raw_ms) + TIME_OFFSET_MS;
-                let mut packets = std::mem::take(&mut self.opus);
-                packets.clear();
-                audio
-                    .push(ms, frame, &mut packets)
-                    .map_err(|e| ConnError::Media(e.to_string()))?;
-                for p in packets.drain(..) {
-                    let ms = (p.time_48k / 48) as i64;
-                    let wallclock = self.wallclock(ms);
-                    self.push(IngestFrame {
-                        codec: IngestCodec::Opus,
-                        time: MediaTime::new(p.time_48k, sfu::Frequency::FORTY_EIGHT_KHZ),
-                        keyframe: false,
-                        data: p.data.into(),
-                        wallclock,
-                    })?;
-                }
-                self.opus = packets;
-                Ok(())
+                Ok(media.aac_frame(ms, frame)?)
             }
             Audio::Enhanced(f) => Err(ConnError::Codec(format!(
                 "Enhanced RTMP audio {} is not supported: publish AAC",
@@ -542,15 +482,6 @@ impl Connection {
                 "FLV sound format {id} is not supported: publish AAC (format 10)"
             ))),
         }
-    }
-
-    fn push(&mut self, frame: IngestFrame) -> Result<(), ConnError> {
-        let Some(ingest) = self.ingest.as_mut() else {
-            return Err(ConnError::Protocol("media before publish".into()));
-        };
-        ingest
-            .push(Instant::now(), frame)
-            .map_err(|_| ConnError::Replaced)
     }
 }
 
