@@ -1,5 +1,6 @@
-//! RTMP ingest end to end with real peers: ffmpeg publishes H.264 + AAC
-//! over RTMP (`rtmp://HOST/live/KEY`), a webrtc-rs WHEP viewer decodes the
+//! RTMP and SRT ingest end to end with real peers: ffmpeg publishes H.264 +
+//! AAC over RTMP (`rtmp://HOST/live/KEY`) and over SRT (MPEG-TS, `streamid`
+//! in both forms), a webrtc-rs WHEP viewer decodes the
 //! video (openh264) and the Opus the server transcoded from the AAC
 //! (libopus), the stream goes live and ends as a WHIP stream does, and
 //! LL-HLS packages it. Bad input — a wrong key, garbage instead of a
@@ -33,6 +34,11 @@ async fn rtmp_server() -> Result<(TestServer, SocketAddr)> {
 /// no B-frames) and a 440 Hz tone (AAC, 44.1 kHz, so the resampler runs)
 /// to `url`.
 fn ffmpeg_publish(url: &str, seconds: u32, video: &[&str]) -> Result<Child> {
+    ffmpeg_publish_as(url, seconds, video, "flv")
+}
+
+/// [`ffmpeg_publish`] in another container (`mpegts` for SRT).
+fn ffmpeg_publish_as(url: &str, seconds: u32, video: &[&str], format: &str) -> Result<Child> {
     let t = seconds.to_string();
     let mut args = vec![
         "-hide_banner",
@@ -51,7 +57,7 @@ fn ffmpeg_publish(url: &str, seconds: u32, video: &[&str]) -> Result<Child> {
         &t,
     ];
     args.extend_from_slice(video);
-    args.extend_from_slice(&["-c:a", "aac", "-b:a", "96k", "-f", "flv", url]);
+    args.extend_from_slice(&["-c:a", "aac", "-b:a", "96k", "-f", format, url]);
     Command::new("ffmpeg")
         .args(&args)
         .stdin(Stdio::null())
@@ -504,6 +510,118 @@ async fn a_publisher_that_stalls_is_reported_then_closed_and_counted_with_webhoo
         receiver.abort();
         // kill_on_drop ends the stopped ffmpeg.
         drop(ffmpeg);
+        server.shutdown().await;
+        Ok(())
+    })
+    .await
+}
+
+/// `streamid` value for an ffmpeg SRT URL (its libsrt URL-decodes it).
+fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ffmpeg_over_srt_reaches_a_whep_viewer_and_wrong_keys_are_rejected() -> Result<()> {
+    init_logging();
+    let _serial = serial().await;
+    with_timeout(Duration::from_secs(120), async {
+        let server = TestServer::start_with(|c| {
+            c.srt_addr = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+        })
+        .await?;
+        let srt = server.server().srt_addr().context("no SRT listener")?;
+        let base = server.base_url().to_string();
+        let key = server.create_stream("srtcam", false).await?;
+
+        let mut events = server.server().sfu().events();
+        let sid = format!("#!::r=srtcam,m=publish,s={key}");
+        let url = format!("srt://{srt}?streamid={}", url_encode(&sid));
+        let mut ffmpeg = ffmpeg_publish_as(&url, 12, H264, "mpegts")?;
+        let sfu = server.server().sfu().clone();
+        if let Err(e) = wait_for(Duration::from_secs(20), "the SRT stream to go live", || {
+            sfu.is_live("srtcam")
+        })
+        .await
+        {
+            let _ = ffmpeg.kill().await;
+            let out = ffmpeg.wait_with_output().await?;
+            bail!("{e}; ffmpeg said: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let joining = Instant::now();
+        let viewer = whep_view(
+            &base,
+            "srtcam",
+            None,
+            &ViewOptions::browser_like(VideoSink::DecodeH264),
+        )
+        .await?;
+        viewer.peer.wait_connected(CONNECT_TIMEOUT).await?;
+        viewer
+            .media
+            .wait_until(
+                Duration::from_secs(30),
+                "60 decoded pictures and 2 s of audio",
+                |s| s.decoded.len() >= 60 && s.audio_payloads.len() >= 100,
+            )
+            .await?;
+        let seen = viewer.media.snapshot();
+        let first = seen.decoded.first().context("no picture")?;
+        eprintln!(
+            "SRT -> WHEP join: first decoded picture {} ms after the WHEP POST",
+            first.received_at.duration_since(joining).as_millis()
+        );
+        ensure!((first.width, first.height) == (320, 240));
+        ensure!(seen.decode_errors == 0, "{}", seen.summary());
+        let rms = opus_rms(&seen.audio_payloads[25..])?;
+        ensure!(rms > 1000.0, "audio RMS {rms:.0}: the tone did not arrive");
+
+        let status = tokio::time::timeout(Duration::from_secs(40), ffmpeg.wait())
+            .await
+            .context("ffmpeg did not finish")??;
+        ensure!(status.success(), "ffmpeg failed: {status}");
+        let mut kinds = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !kinds.contains(&sfu::StreamEventKind::Ended) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, events.recv()).await {
+                Ok(Ok(ev)) if ev.stream == "srtcam" => kinds.push(ev.kind),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => bail!("event stream: {e}"),
+                Err(_) => bail!("no Ended event; saw {kinds:?}"),
+            }
+        }
+        ensure!(
+            kinds.first() == Some(&sfu::StreamEventKind::Live),
+            "events {kinds:?}"
+        );
+        viewer.close().await?;
+        // A wrong key in the plain form: rejected at the handshake.
+        let url = format!("srt://{srt}?streamid={}", url_encode("rk_wrong"));
+        let mut wrong = ffmpeg_publish_as(&url, 5, H264, "mpegts")?;
+        let status = tokio::time::timeout(Duration::from_secs(30), wrong.wait())
+            .await
+            .context("ffmpeg with a wrong key was not turned away")??;
+        ensure!(!status.success(), "ffmpeg with a wrong key succeeded");
+        ensure!(
+            metric(
+                &base,
+                "relaycast_ingest_drops_total{protocol=\"srt\",reason=\"auth\"}"
+            )
+            .await
+            .unwrap_or(0.0)
+                >= 1.0
+        );
+
+        healthy(&base).await?;
         server.shutdown().await;
         Ok(())
     })
