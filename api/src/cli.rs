@@ -68,6 +68,24 @@ pub struct ServeArgs {
     /// First UDP port for media; worker N uses this port + N.
     #[arg(long, env = "RELAYCAST_MEDIA_PORT", default_value_t = 50000)]
     pub media_port: u16,
+    /// RTMP ingest listen address (e.g. `0.0.0.0:1935`); off when absent.
+    /// Encoders publish to `rtmp://HOST/live` with a stream key.
+    #[arg(long, env = "RELAYCAST_RTMP_ADDR")]
+    pub rtmp_addr: Option<SocketAddr>,
+    /// Seconds an RTMP connection may send nothing (no media once
+    /// publishing) before it is closed.
+    #[arg(long, env = "RELAYCAST_RTMP_STALL_TIMEOUT", default_value_t = 10)]
+    pub rtmp_stall_timeout: u64,
+    /// SRT ingest listen address (UDP, e.g. `0.0.0.0:9000`); off when
+    /// absent. Callers send MPEG-TS with `streamid=#!::r=NAME,m=publish,s=KEY`.
+    #[arg(long, env = "RELAYCAST_SRT_ADDR")]
+    pub srt_addr: Option<SocketAddr>,
+    /// SRT receive latency in milliseconds.
+    #[arg(long, env = "RELAYCAST_SRT_LATENCY", default_value_t = 120)]
+    pub srt_latency: u64,
+    /// SRT AES passphrase (10-79 characters) callers must use.
+    #[arg(long, env = "RELAYCAST_SRT_PASSPHRASE", hide_env_values = true)]
+    pub srt_passphrase: Option<String>,
     /// Address put in ICE candidates (default: first non-loopback IPv4 of this host).
     #[arg(long, env = "RELAYCAST_PUBLIC_IP")]
     pub public_ip: Option<IpAddr>,

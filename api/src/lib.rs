@@ -53,6 +53,14 @@ pub struct Config {
     pub http: http_listener::HttpLimits,
     /// First UDP media port (one per worker); 0 lets the OS choose.
     pub media_port: u16,
+    /// RTMP ingest listener (`ingest::rtmp`); `None`: off.
+    pub rtmp_addr: Option<SocketAddr>,
+    /// Limits of the RTMP listener.
+    pub rtmp: ingest::RtmpConfig,
+    /// SRT ingest listener (`ingest::srt`, UDP); `None`: off.
+    pub srt_addr: Option<SocketAddr>,
+    /// Latency, passphrase and limits of the SRT listener.
+    pub srt: ingest::SrtConfig,
     /// Address put in ICE candidates; `None` picks the first non-loopback
     /// IPv4 address of this host (loopback if there is none).
     pub public_ip: Option<IpAddr>,
@@ -117,6 +125,10 @@ impl Config {
             http_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             http: http_listener::HttpLimits::default(),
             media_port: 0,
+            rtmp_addr: None,
+            rtmp: ingest::RtmpConfig::default(),
+            srt_addr: None,
+            srt: ingest::SrtConfig::default(),
             public_ip: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
             bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             data_dir,
@@ -287,9 +299,21 @@ pub struct Server {
     trimmer: JoinHandle<()>,
     hls: transcoder::Hls,
     webhooks: webhooks::Webhooks,
+    rtmp: Option<ingest::RtmpServer>,
+    srt: Option<ingest::SrtServer>,
 }
 
 impl Server {
+    /// Where the RTMP ingest listens, when it runs.
+    pub fn rtmp_addr(&self) -> Option<SocketAddr> {
+        self.rtmp.as_ref().map(|r| r.local_addr())
+    }
+
+    /// Where the SRT ingest listens (UDP), when it runs.
+    pub fn srt_addr(&self) -> Option<SocketAddr> {
+        self.srt.as_ref().map(|s| s.local_addr())
+    }
+
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
     }
@@ -386,6 +410,9 @@ impl Server {
         }
         self.recording_hooks.abort();
         self.trimmer.abort();
+        // Stops accepting encoders before the workers go.
+        drop(self.rtmp.take());
+        drop(self.srt.take());
         self.sfu.shutdown().await;
         if let Some(turn) = self.turn.take() {
             turn.shutdown().await;
@@ -513,6 +540,34 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
     registry
         .register(Box::new(log_sampling::suppressed_counter().clone()))
         .context("registering log sampling metrics")?;
+    let ingest_ctx = ingest::IngestContext {
+        sfu: sfu.clone(),
+        store: store.clone(),
+        tokens: tokens.clone(),
+        auth_throttle: Arc::clone(&auth_throttle),
+        metrics: ingest::IngestMetrics::new(&registry).context("registering ingest metrics")?,
+    };
+    let rtmp = match config.rtmp_addr {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the RTMP listener on {addr}"))?;
+            Some(ingest::RtmpServer::start(
+                listener,
+                config.rtmp.clone(),
+                ingest_ctx.clone(),
+            )?)
+        }
+        None => None,
+    };
+    let srt = match config.srt_addr {
+        Some(addr) => Some(
+            ingest::SrtServer::start(addr, config.srt.clone(), ingest_ctx)
+                .await
+                .with_context(|| format!("starting the SRT listener on {addr}"))?,
+        ),
+        None => None,
+    };
     let mut whip = whip_whep::WhipWhepState::new(
         sfu.clone(),
         store.clone(),
@@ -720,6 +775,8 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
         trimmer,
         hls,
         webhooks,
+        rtmp,
+        srt,
     })
 }
 

@@ -39,6 +39,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 http_addr: a.http_addr,
                 http: a.http.to_limits(),
                 media_port: a.media_port,
+                rtmp_addr: a.rtmp_addr,
+                rtmp: ingest::RtmpConfig {
+                    stall_timeout: std::time::Duration::from_secs(a.rtmp_stall_timeout.max(1)),
+                    ..ingest::RtmpConfig::default()
+                },
+                srt_addr: a.srt_addr,
+                srt: ingest::SrtConfig {
+                    latency: std::time::Duration::from_millis(a.srt_latency),
+                    passphrase: a.srt_passphrase.clone(),
+                    ..ingest::SrtConfig::default()
+                },
                 public_ip: a.public_ip,
                 bind_ip: a.bind_ip,
                 data_dir: a.data.data_dir,

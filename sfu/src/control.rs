@@ -18,6 +18,7 @@ use str0m::{Candidate, RtcConfig};
 use crate::codecs;
 use crate::engine::{Cmd, Command};
 use crate::frame::{Epoch, StreamId};
+use crate::ingest::{IngestClaim, IngestSession};
 use crate::layers::{LayerCap, LayerTable};
 use crate::metrics::Metrics;
 use crate::offer::Offer;
@@ -355,6 +356,52 @@ impl Control {
             answer,
             worker,
             command: Command(Cmd::AddPeer(Box::new(peer))),
+            replaced: replaced.map(|old| {
+                (
+                    old.worker,
+                    Command(Cmd::Close {
+                        session: old.session,
+                    }),
+                )
+            }),
+        })
+    }
+
+    /// Claims `stream`'s publisher slot for a non-WebRTC publisher (RTMP,
+    /// SRT; see [`crate::ingest`]): the same owner check and swap as
+    /// [`Control::publish`], a fresh epoch, no worker session. The claim
+    /// carries, when it replaced a publisher, that one's worker and the
+    /// command that closes it there (an ingest it replaced has no worker
+    /// session: the command finds nothing, and the old ingest sees it lost
+    /// the slot on its next push).
+    pub fn claim_ingest(&self, stream: &str, owner: &str) -> Result<IngestClaim, SfuError> {
+        let hub = self.hub(stream);
+        let epoch = Epoch::of_session(self.next_session.fetch_add(1, Ordering::Relaxed));
+        let session = SessionId::random();
+        let replaced = hub
+            .claim(
+                PublisherSlot {
+                    session,
+                    // Keyframe requests routed here find no session (an
+                    // ingest cannot be asked for one) and are ignored.
+                    worker: self.pick_worker(),
+                    owner: owner.to_string(),
+                },
+                epoch,
+                false,
+            )
+            .map_err(|_| SfuError::StreamBusy)?;
+        if replaced.is_none() {
+            self.metrics.publishers.inc();
+        } else {
+            tracing::info!(
+                stream,
+                "publisher replaced by an ingest of the same credential"
+            );
+        }
+        tracing::info!(stream, %session, "ingest publisher claimed the stream");
+        Ok(IngestClaim {
+            session: IngestSession::new(hub, session, epoch, self.metrics.clone()),
             replaced: replaced.map(|old| {
                 (
                     old.worker,

@@ -37,6 +37,7 @@ pub mod fragment;
 mod frame;
 mod gop_cache;
 pub mod h264;
+pub mod ingest;
 pub mod layers;
 pub mod metrics;
 mod offer;
@@ -64,6 +65,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 pub use crate::control::{Admitted, Closed, Control};
 use crate::engine::{Command, Engine};
 pub use crate::frame::{Epoch, Frame};
+pub use crate::ingest::{Ingest, IngestCodec, IngestError, IngestFrame, IngestSession};
 pub use crate::layers::{LayerCap, LayerInfo, LayerTable};
 pub use crate::metrics::Metrics;
 pub use crate::offer::Offer;
@@ -72,7 +74,7 @@ pub use crate::session_stats::{SessionStats, StatsCell};
 pub use crate::tap::{StreamEvent, StreamEventKind, Tap, STALL_AFTER};
 use crate::worker::{Inbox, Worker};
 pub use str0m::format::Codec;
-pub use str0m::media::{MediaKind, MediaTime};
+pub use str0m::media::{Frequency, MediaKind, MediaTime};
 
 /// Capacity of each worker's inbound queue (frames and commands).
 const WORKER_QUEUE: usize = 8192;
@@ -413,6 +415,19 @@ impl Sfu {
             });
         }
         Ok(admitted.answer)
+    }
+
+    /// Claims `stream` for a publisher that is not a WebRTC session (RTMP,
+    /// SRT: the `ingest` crate) under the same rules as [`Sfu::publish`]:
+    /// the same `owner` replaces a live publisher (WebRTC or not), another
+    /// one gets [`SfuError::StreamBusy`]. Frames are then pushed through the
+    /// returned [`Ingest`].
+    pub async fn ingest(&self, stream: &str, owner: &str) -> Result<Ingest, SfuError> {
+        let claim = self.control().claim_ingest(stream, owner)?;
+        if let Some((old_worker, close)) = claim.replaced {
+            let _ = self.send(old_worker, close).await;
+        }
+        Ok(Ingest::new(self.shared.clone(), claim.session))
     }
 
     /// Accepts a viewer's offer for `stream`; the viewer starts receiving

@@ -245,6 +245,32 @@ impl Store {
         }
     }
 
+    /// Decides a publisher that presents a stream key without naming the
+    /// stream (an RTMP or SRT encoder configured with a server URL and a
+    /// key, as OBS is): the stream is the one the key was issued for.
+    /// Stream keys are 256-bit random values, so the key alone identifies
+    /// its stream; revoked keys are refused.
+    pub async fn authorize_publish_key(&self, key: &str) -> Result<(String, Grant), AuthError> {
+        if key.is_empty() {
+            return Err(AuthError::Missing);
+        }
+        let h = hash_secret(key);
+        let row = sqlx::query(
+            "SELECT stream FROM stream_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+        )
+        .bind(&h)
+        .fetch_optional(self.db.pool())
+        .await
+        .map_err(StoreError::from)?;
+        match row {
+            Some(r) => {
+                let stream: String = r.try_get("stream").map_err(StoreError::from)?;
+                Ok((stream, Grant::StreamKey { key_hash: h }))
+            }
+            None => Err(AuthError::Invalid),
+        }
+    }
+
     /// Decides whether a viewer may play `stream` (described by `info`):
     ///
     /// - `public`: anyone; a bearer, if sent, is ignored (as before
@@ -451,11 +477,45 @@ mod tests {
         store.close().await;
     }
 
+    async fn a_key_alone_names_its_stream_until_revoked(url: &str) {
+        let store = Store::connect(url).await.expect("open");
+        let key = store.create_key("show", None).await.expect("key");
+        store.create_key("other", None).await.expect("key");
+        let (stream, grant) = store.authorize_publish_key(&key).await.expect("allowed");
+        assert_eq!(stream, "show");
+        // The same owner as a WHIP publish with that key: one replaces the other.
+        let whip = store
+            .authorize_publish(&Tokens::new(b"s"), "show", Some(&key))
+            .await
+            .expect("allowed");
+        assert_eq!(grant.owner(), whip.owner());
+        assert!(matches!(
+            store.authorize_publish_key("rk_wrong").await,
+            Err(AuthError::Invalid)
+        ));
+        assert!(matches!(
+            store.authorize_publish_key("").await,
+            Err(AuthError::Missing)
+        ));
+        let id: String = sqlx::query_scalar("SELECT id FROM stream_keys WHERE key_hash = $1")
+            .bind(hash_secret(&key))
+            .fetch_one(store.db.pool())
+            .await
+            .expect("key id");
+        assert!(store.revoke_stream_key("show", &id).await.expect("revoke"));
+        assert!(matches!(
+            store.authorize_publish_key(&key).await,
+            Err(AuthError::Invalid)
+        ));
+        store.close().await;
+    }
+
     #[tokio::test]
     async fn keys_on_sqlite() {
         let db = TestDb::sqlite();
         keys_authorize_only_their_stream_and_are_not_stored_in_clear(db.url()).await;
         a_revoked_token_no_longer_publishes(db.url()).await;
+        a_key_alone_names_its_stream_until_revoked(db.url()).await;
     }
 
     #[tokio::test]
@@ -465,6 +525,7 @@ mod tests {
         };
         keys_authorize_only_their_stream_and_are_not_stored_in_clear(db.url()).await;
         a_revoked_token_no_longer_publishes(db.url()).await;
+        a_key_alone_names_its_stream_until_revoked(db.url()).await;
         db.drop_database().await;
     }
 }

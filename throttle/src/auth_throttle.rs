@@ -22,6 +22,8 @@ pub enum AuthKind {
     ApiToken,
     /// LL-HLS or VOD of a non-public stream: play token or stream key.
     Media,
+    /// An RTMP or SRT publish: stream key or publish token.
+    Rtmp,
 }
 
 impl AuthKind {
@@ -32,6 +34,7 @@ impl AuthKind {
             AuthKind::ApiKey => "api_key",
             AuthKind::ApiToken => "api_token",
             AuthKind::Media => "media",
+            AuthKind::Rtmp => "rtmp",
         }
     }
 }

@@ -1562,6 +1562,8 @@ pub struct ViewerStats {
     pub video_rtp: Vec<RtpMeta>,
     /// All audio RTP packets of all audio tracks, in arrival order.
     pub audio_rtp: Vec<RtpMeta>,
+    /// Payloads of the first [`AUDIO_PAYLOADS_KEPT`] audio packets (to decode).
+    pub audio_payloads: Vec<Bytes>,
     /// H.264 access units handed to the decoder.
     pub access_units: usize,
     /// Access units dropped while waiting for the first IDR.
@@ -1605,6 +1607,9 @@ impl ViewerStats {
         )
     }
 }
+
+/// Audio payloads a viewer keeps ([`ViewerStats::audio_payloads`]): 40 s of 20 ms packets.
+pub const AUDIO_PAYLOADS_KEPT: usize = 2000;
 
 type SharedStats = Arc<Mutex<ViewerStats>>;
 type SinkSlot = Arc<Mutex<Option<Box<dyn Writer + Send>>>>;
@@ -1766,7 +1771,11 @@ async fn read_remote_track(track: Arc<TrackRemote>, media: ViewerMedia, decode: 
             received_at,
         };
         if kind != RTPCodecType::Video {
-            lock(&media.stats).audio_rtp.push(meta);
+            let mut stats = lock(&media.stats);
+            stats.audio_rtp.push(meta);
+            if stats.audio_payloads.len() < AUDIO_PAYLOADS_KEPT {
+                stats.audio_payloads.push(packet.payload.clone());
+            }
             continue;
         }
         lock(&media.stats).video_rtp.push(meta);

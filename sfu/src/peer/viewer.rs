@@ -346,9 +346,15 @@ impl Viewer {
                 self.select.reset();
                 self.last_eval = None;
             }
-            if self
-                .last_eval
-                .is_none_or(|t| now.saturating_duration_since(t) >= STATS_INTERVAL)
+            // A viewer not watching any layer yet (it joined before the
+            // stream had one) looks at every frame until it can: the
+            // stream's first keyframe is then the one it starts on, which
+            // matters for a publisher that cannot be asked for another
+            // (an RTMP/SRT ingest).
+            if self.select.target.is_none()
+                || self
+                    .last_eval
+                    .is_none_or(|t| now.saturating_duration_since(t) >= STATS_INTERVAL)
             {
                 self.last_eval = Some(now);
                 let table = conn.hub.layers();

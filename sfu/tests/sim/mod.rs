@@ -684,3 +684,50 @@ pub fn parse_tag(data: &[u8]) -> (u8, u64) {
         .collect();
     (layer, digits.parse().unwrap_or(0))
 }
+
+/// Ingest publishers (RTMP/SRT, no WebRTC session): the sans-IO
+/// `IngestSession` driven on the simulation's clock.
+impl Sim {
+    /// Claims `stream` for a non-WebRTC publisher with `owner`'s credential.
+    pub fn ingest(
+        &mut self,
+        stream: &str,
+        owner: &str,
+    ) -> Result<sfu::IngestSession, sfu::SfuError> {
+        let claim = self.control.claim_ingest(stream, owner)?;
+        if let Some(replaced) = claim.replaced {
+            self.commands.push(replaced);
+        }
+        Ok(claim.session)
+    }
+
+    /// Pushes one access unit now; its commands reach the engines on the
+    /// next step, its events are recorded.
+    pub fn ingest_push(
+        &mut self,
+        ingest: &mut sfu::IngestSession,
+        frame: sfu::IngestFrame,
+    ) -> Result<(), sfu::IngestError> {
+        let mut out = Vec::new();
+        let result = ingest.push(self.now, frame, &mut out);
+        for o in out {
+            match o {
+                sfu::ingest::IngestOutput::ToWorker { worker, command } => {
+                    self.commands.push((worker, command))
+                }
+                sfu::ingest::IngestOutput::StreamEvent { stream, kind } => {
+                    self.events.push((self.now, stream, kind))
+                }
+            }
+        }
+        result
+    }
+
+    /// Ends an ingest session, recording `Ended` if it still held the stream.
+    pub fn ingest_end(&mut self, ingest: &mut sfu::IngestSession) {
+        if let Some(kind) = ingest.end() {
+            let stream = ingest.stream().to_string();
+            self.events.push((self.now, stream, kind));
+        }
+    }
+}
