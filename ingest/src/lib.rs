@@ -20,7 +20,8 @@
 //! - [`srt`]: the `srt-tokio` listener: `streamid` checked before a caller
 //!   is accepted, then one task per connection feeding [`ts`];
 //! - [`media_in`]: what both do with H.264 and AAC once unwrapped (wall
-//!   clock, Opus, [`sfu::Ingest::push`]).
+//!   clock, Opus, [`sfu::Ingest::push`]);
+//! - [`error`]: why a connection ended, the causes both protocols share.
 //!
 //! ## Why `rml_rtmp`
 //! It is the RTMP crate on crates.io that is a protocol state machine and
@@ -57,6 +58,7 @@
 
 pub mod aac_to_opus;
 pub mod avc;
+pub mod error;
 pub mod flv;
 pub mod media_in;
 pub mod metrics;
@@ -66,6 +68,7 @@ pub mod ts;
 
 use std::sync::Arc;
 
+pub use crate::error::IngestError;
 pub use crate::metrics::{IngestMetrics, Protocol};
 pub use crate::rtmp::{RtmpConfig, RtmpServer};
 pub use crate::srt::{SrtConfig, SrtServer};

@@ -24,6 +24,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 use crate::avc::AvccToAnnexB;
+use crate::error::IngestError;
 use crate::flv::{self, Audio, Video};
 use crate::media_in::{MediaError, MediaIn};
 use crate::{IngestContext, Protocol};
@@ -130,7 +131,8 @@ async fn accept_loop(listener: TcpListener, cfg: RtmpConfig, ctx: IngestContext)
     }
 }
 
-/// Why the server closed a connection.
+/// Why the server closed an RTMP connection: RTMP's own handshake and
+/// protocol failures, or a cause every protocol shares.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConnError {
@@ -140,32 +142,19 @@ pub enum ConnError {
     /// The peer broke the RTMP protocol.
     #[error("protocol error: {0}")]
     Protocol(String),
-    /// Refused: wrong application, playing, wrong or missing key, busy
-    /// stream, throttled address.
-    #[error("{what}")]
-    Refused { reason: &'static str, what: String },
-    /// Media the SFU cannot carry.
-    #[error("{0}")]
-    Codec(String),
-    /// Media that does not parse or decode.
-    #[error("bad media: {0}")]
-    Media(String),
-    /// Nothing received for the stall timeout.
-    #[error("nothing received for {0:?}")]
-    Stalled(Duration),
-    /// A newer publisher with the same credential took the stream.
-    #[error("replaced by a newer publisher of the same credential")]
-    Replaced,
-    #[error("socket: {0}")]
-    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
 }
 
 impl From<MediaError> for ConnError {
     fn from(e: MediaError) -> ConnError {
-        match e {
-            MediaError::Replaced => ConnError::Replaced,
-            e => ConnError::Media(e.to_string()),
-        }
+        ConnError::Ingest(e.into())
+    }
+}
+
+impl From<std::io::Error> for ConnError {
+    fn from(e: std::io::Error) -> ConnError {
+        ConnError::Ingest(e.into())
     }
 }
 
@@ -175,21 +164,13 @@ impl ConnError {
         match self {
             ConnError::Handshake(_) => "handshake",
             ConnError::Protocol(_) => "protocol",
-            ConnError::Refused { reason, .. } => reason,
-            ConnError::Codec(_) => "codec",
-            ConnError::Media(_) => "media",
-            ConnError::Stalled(_) => "stalled",
-            ConnError::Replaced => "replaced",
-            ConnError::Io(_) => "io",
+            ConnError::Ingest(e) => e.reason(),
         }
     }
 }
 
 fn refused(reason: &'static str, what: impl Into<String>) -> ConnError {
-    ConnError::Refused {
-        reason,
-        what: what.into(),
-    }
+    IngestError::refused(reason, what).into()
 }
 
 /// RTMP's 32-bit millisecond timestamps extended past their wrap.
@@ -307,7 +288,7 @@ impl Connection {
                         media.tick(now)?;
                     }
                     if now.saturating_duration_since(last_progress) >= stall {
-                        return Err(ConnError::Stalled(stall));
+                        return Err(IngestError::Stalled(stall).into());
                     }
                 }
             }
@@ -435,11 +416,11 @@ impl Connection {
         let Some(media) = self.media.as_mut() else {
             return Err(ConnError::Protocol("video before publish".into()));
         };
-        match flv::parse_video(body).map_err(|e| ConnError::Media(e.to_string()))? {
+        match flv::parse_video(body).map_err(|e| IngestError::Media(e.to_string()))? {
             Video::AvcConfig(record) => self
                 .avc
                 .configure(record)
-                .map_err(|e| ConnError::Media(e.to_string())),
+                .map_err(|e| IngestError::Media(e.to_string()).into()),
             Video::AvcFrame {
                 composition_ms,
                 data,
@@ -448,19 +429,21 @@ impl Connection {
                 let (au, idr) = self
                     .avc
                     .convert(data)
-                    .map_err(|e| ConnError::Media(e.to_string()))?;
+                    .map_err(|e| IngestError::Media(e.to_string()))?;
                 let dts = self.video_clock.ms(raw_ms) + TIME_OFFSET_MS;
                 let pts = dts + i64::from(composition_ms);
                 Ok(media.video(dts, pts, au, idr)?)
             }
             Video::Nothing => Ok(()),
-            Video::Enhanced(f) => Err(ConnError::Codec(format!(
+            Video::Enhanced(f) => Err(IngestError::Codec(format!(
                 "Enhanced RTMP video {} is not supported: publish H.264 (AVC)",
                 flv::fourcc_text(f)
-            ))),
-            Video::OtherCodec(id) => Err(ConnError::Codec(format!(
+            ))
+            .into()),
+            Video::OtherCodec(id) => Err(IngestError::Codec(format!(
                 "FLV video codec id {id} is not supported: publish H.264 (AVC, id 7)"
-            ))),
+            ))
+            .into()),
         }
     }
 
@@ -468,19 +451,21 @@ impl Connection {
         let Some(media) = self.media.as_mut() else {
             return Err(ConnError::Protocol("audio before publish".into()));
         };
-        match flv::parse_audio(body).map_err(|e| ConnError::Media(e.to_string()))? {
+        match flv::parse_audio(body).map_err(|e| IngestError::Media(e.to_string()))? {
             Audio::AacConfig(asc) => Ok(media.aac_config(asc)?),
             Audio::AacFrame(frame) => {
                 let ms = self.audio_clock.ms(raw_ms) + TIME_OFFSET_MS;
                 Ok(media.aac_frame(ms, frame)?)
             }
-            Audio::Enhanced(f) => Err(ConnError::Codec(format!(
+            Audio::Enhanced(f) => Err(IngestError::Codec(format!(
                 "Enhanced RTMP audio {} is not supported: publish AAC",
                 flv::fourcc_text(f)
-            ))),
-            Audio::OtherCodec(id) => Err(ConnError::Codec(format!(
+            ))
+            .into()),
+            Audio::OtherCodec(id) => Err(IngestError::Codec(format!(
                 "FLV sound format {id} is not supported: publish AAC (format 10)"
-            ))),
+            ))
+            .into()),
         }
     }
 }
@@ -542,14 +527,14 @@ fn accept(
 async fn read(socket: &mut TcpStream, buf: &mut [u8], limit: Duration) -> Result<usize, ConnError> {
     match tokio::time::timeout(limit, socket.read(buf)).await {
         Ok(r) => Ok(r?),
-        Err(_) => Err(ConnError::Stalled(limit)),
+        Err(_) => Err(IngestError::Stalled(limit).into()),
     }
 }
 
 async fn write(socket: &mut TcpStream, bytes: &[u8], limit: Duration) -> Result<(), ConnError> {
     match tokio::time::timeout(limit, socket.write_all(bytes)).await {
         Ok(r) => Ok(r?),
-        Err(_) => Err(ConnError::Stalled(limit)),
+        Err(_) => Err(IngestError::Stalled(limit).into()),
     }
 }
 

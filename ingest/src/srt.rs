@@ -27,7 +27,8 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 use crate::avc::AnnexBParams;
-use crate::media_in::{MediaError, MediaIn};
+use crate::error::IngestError;
+use crate::media_in::MediaIn;
 use crate::ts::{adts_frames, PesKind, TsDemux};
 use crate::{IngestContext, Protocol};
 
@@ -138,49 +139,6 @@ async fn accept_loop(
     }
 }
 
-/// Why the server closed (or refused) an SRT caller.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum SrtError {
-    /// Refused before accepting: bad stream id, credential, busy stream.
-    #[error("{what}")]
-    Refused { reason: &'static str, what: String },
-    /// Media the SFU cannot carry.
-    #[error("{0}")]
-    Codec(String),
-    #[error("bad media: {0}")]
-    Media(String),
-    #[error("nothing received for {0:?}")]
-    Stalled(Duration),
-    #[error("replaced by a newer publisher of the same credential")]
-    Replaced,
-    #[error("socket: {0}")]
-    Io(#[from] std::io::Error),
-}
-
-impl SrtError {
-    /// The `reason` label of `relaycast_ingest_drops_total`.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            SrtError::Refused { reason, .. } => reason,
-            SrtError::Codec(_) => "codec",
-            SrtError::Media(_) => "media",
-            SrtError::Stalled(_) => "stalled",
-            SrtError::Replaced => "replaced",
-            SrtError::Io(_) => "io",
-        }
-    }
-}
-
-impl From<MediaError> for SrtError {
-    fn from(e: MediaError) -> SrtError {
-        match e {
-            MediaError::Replaced => SrtError::Replaced,
-            e => SrtError::Media(e.to_string()),
-        }
-    }
-}
-
 /// What a `streamid` asks for.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Wanted {
@@ -263,8 +221,12 @@ pub fn parse_stream_id(sid: &str) -> Result<Wanted, (&'static str, String)> {
     }
 }
 
-async fn authorize(ctx: &IngestContext, ip: IpAddr, wanted: &Wanted) -> Result<Ingest, SrtError> {
-    let refused = |reason, what: String| SrtError::Refused { reason, what };
+async fn authorize(
+    ctx: &IngestContext,
+    ip: IpAddr,
+    wanted: &Wanted,
+) -> Result<Ingest, IngestError> {
+    let refused = IngestError::refused;
     let throttle = &ctx.auth_throttle;
     let kind = throttle::AuthKind::Rtmp;
     if throttle.check(Some(ip), kind, Instant::now()).is_err() {
@@ -304,7 +266,7 @@ async fn authorize(ctx: &IngestContext, ip: IpAddr, wanted: &Wanted) -> Result<I
     }
 }
 
-fn reject_reason(e: &SrtError) -> ServerRejectReason {
+fn reject_reason(e: &IngestError) -> ServerRejectReason {
     match e.reason() {
         "busy" => ServerRejectReason::Conflict,
         "mode" => ServerRejectReason::BadMode,
@@ -320,7 +282,7 @@ async fn serve(
     ctx: &IngestContext,
     cfg: &SrtConfig,
     request: ConnectionRequest,
-) -> (Option<String>, Result<(), SrtError>) {
+) -> (Option<String>, Result<(), IngestError>) {
     let sid = request
         .stream_id()
         .map(|s| s.to_string())
@@ -329,7 +291,7 @@ async fn serve(
     tracing::debug!(stream_id = %sid, "SRT connection request");
     let claimed = match parse_stream_id(&sid) {
         Ok(wanted) => authorize(ctx, ip, &wanted).await,
-        Err((reason, what)) => Err(SrtError::Refused { reason, what }),
+        Err((reason, what)) => Err(IngestError::Refused { reason, what }),
     };
     let ingest = match claimed {
         Ok(i) => i,
@@ -343,7 +305,7 @@ async fn serve(
     let stream = ingest.stream().to_string();
     let socket = match request.accept(None).await {
         Ok(s) => s,
-        Err(e) => return (Some(stream), Err(SrtError::Io(e))),
+        Err(e) => return (Some(stream), Err(IngestError::Io(e))),
     };
     tracing::info!(stream, "SRT publisher accepted");
     ctx.metrics.publisher_started(PROTO);
@@ -387,7 +349,7 @@ async fn receive(
     cfg: &SrtConfig,
     mut socket: srt_tokio::SrtSocket,
     media: &mut MediaIn,
-) -> Result<(), SrtError> {
+) -> Result<(), IngestError> {
     let mut demux = TsDemux::default();
     let mut params = AnnexBParams::default();
     let mut clock = Clock90k::default();
@@ -414,7 +376,7 @@ async fn receive(
                         PesKind::Adts => {
                             let start = clock.ms(p.pts);
                             let frames = adts_frames(&p.data).map_err(|left| {
-                                SrtError::Media(format!("{left} bytes of ADTS do not parse"))
+                                IngestError::Media(format!("{left} bytes of ADTS do not parse"))
                             })?;
                             for (i, f) in frames.iter().enumerate() {
                                 if asc != Some(f.asc) {
@@ -426,7 +388,7 @@ async fn receive(
                             }
                         }
                         PesKind::Other(t) => {
-                            return Err(SrtError::Codec(format!(
+                            return Err(IngestError::Codec(format!(
                                 "MPEG-TS stream type 0x{t:02x} is not supported: publish H.264 (0x1b) and AAC in ADTS (0x0f)"
                             )));
                         }
@@ -438,7 +400,7 @@ async fn receive(
                 let now = Instant::now();
                 media.tick(now)?;
                 if now.saturating_duration_since(last_media) >= cfg.stall_timeout {
-                    return Err(SrtError::Stalled(cfg.stall_timeout));
+                    return Err(IngestError::Stalled(cfg.stall_timeout));
                 }
             }
         }
