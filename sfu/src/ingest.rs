@@ -38,7 +38,6 @@ use crate::layers::{LayerInfo, LayerTable, STATS_INTERVAL};
 use crate::metrics::{DropReason, Metrics};
 use crate::rtp_out::Packetizers;
 use crate::stream::StreamHub;
-use crate::worker::Inbox;
 use crate::{SessionId, Shared, StreamEventKind};
 
 /// What an ingest can carry to WebRTC viewers.
@@ -344,14 +343,7 @@ impl Ingest {
         for o in self.out.drain(..) {
             match o {
                 IngestOutput::ToWorker { worker, command } => {
-                    let sent = self
-                        .shared
-                        .workers
-                        .get(worker)
-                        .is_some_and(|w| w.tx.try_send(Inbox::Engine(command)).is_ok());
-                    if !sent {
-                        self.shared.metrics.drop(DropReason::QueueFull);
-                    }
+                    self.shared.send_to_worker(worker, command);
                 }
                 IngestOutput::StreamEvent { stream, kind } => self.shared.emit(&stream, kind),
             }

@@ -223,6 +223,20 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Hands a command to worker `worker`'s inbox without waiting; a full
+    /// (or missing) inbox drops it and counts `QueueFull`. Returns whether
+    /// it was handed over.
+    pub fn send_to_worker(&self, worker: usize, command: Command) -> bool {
+        let sent = self
+            .workers
+            .get(worker)
+            .is_some_and(|w| w.tx.try_send(Inbox::Engine(command)).is_ok());
+        if !sent {
+            self.metrics.drop(metrics::DropReason::QueueFull);
+        }
+        sent
+    }
+
     pub fn emit(&self, stream: &str, kind: StreamEventKind) {
         tracing::info!(stream, event = ?kind, "stream event");
         // No receiver is not an error: nobody listens yet.
@@ -361,15 +375,8 @@ impl Sfu {
     pub fn send_data(&self, stream: &str, data: Arc<[u8]>) -> usize {
         let mut reached = 0;
         for (worker, cmd) in self.control().data(stream, &data) {
-            let sent = self
-                .shared
-                .workers
-                .get(worker)
-                .is_some_and(|w| w.tx.try_send(Inbox::Engine(cmd)).is_ok());
-            if sent {
+            if self.shared.send_to_worker(worker, cmd) {
                 reached += 1;
-            } else {
-                self.shared.metrics.drop(metrics::DropReason::QueueFull);
             }
         }
         reached

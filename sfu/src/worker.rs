@@ -14,7 +14,6 @@ use tokio::sync::{mpsc, oneshot};
 use crate::IceCredentials;
 
 use crate::engine::{Command, Engine, Output};
-use crate::metrics::DropReason;
 use crate::tx_batch::TxBatch;
 use crate::{SessionId, Shared};
 
@@ -136,14 +135,7 @@ impl Worker {
                         .push(&self.socket, metrics, &t.contents, t.destination)
                 }
                 Output::ToWorker { worker, command } => {
-                    let sent = self
-                        .shared
-                        .workers
-                        .get(worker)
-                        .is_some_and(|w| w.tx.try_send(Inbox::Engine(command)).is_ok());
-                    if !sent {
-                        metrics.drop(DropReason::QueueFull);
-                    }
+                    self.shared.send_to_worker(worker, command);
                 }
                 Output::StreamEvent { stream, kind } => self.shared.emit(&stream, kind),
                 Output::SessionEnded(session) => {
