@@ -110,6 +110,44 @@ fn opus_rms(payloads: &[bytes::Bytes]) -> Result<f64> {
     Ok((sum / n as f64).sqrt())
 }
 
+/// Opens a WHEP viewer of `stream` (decoding H.264), waits until it is
+/// connected and has 60 decoded pictures and 2 s of audio, and prints the
+/// join time (`label` names the ingest protocol). Returns the viewer, what
+/// it has seen (at least 60 pictures) and the time from the WHEP POST to
+/// its first decoded picture.
+async fn watch_until_playing(
+    base_url: &str,
+    stream: &str,
+    label: &str,
+) -> Result<(Viewer, ViewerStats, Duration)> {
+    let joining = Instant::now();
+    let viewer = whep_view(
+        base_url,
+        stream,
+        None,
+        &ViewOptions::browser_like(VideoSink::DecodeH264),
+    )
+    .await?;
+    viewer.peer.wait_connected(CONNECT_TIMEOUT).await?;
+    viewer
+        .media
+        .wait_until(
+            Duration::from_secs(30),
+            "60 decoded pictures and 2 s of audio",
+            |s| s.decoded.len() >= 60 && s.audio_payloads.len() >= 100,
+        )
+        .await?;
+    let seen = viewer.media.snapshot();
+    let first = seen.decoded.first().context("no picture")?;
+    let join = first.received_at.duration_since(joining);
+    // A measurement, not an assertion (the machine may be loaded).
+    eprintln!(
+        "{label} -> WHEP join: first decoded picture {} ms after the WHEP POST",
+        join.as_millis()
+    );
+    Ok((viewer, seen, join))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ffmpeg_over_rtmp_reaches_a_whep_viewer_with_video_and_audio() -> Result<()> {
     init_logging();
@@ -129,30 +167,9 @@ async fn ffmpeg_over_rtmp_reaches_a_whep_viewer_with_video_and_audio() -> Result
         .await?;
         // Into the GOP: the join is served from the cache, not a keyframe.
         tokio::time::sleep(Duration::from_millis(700)).await;
-        let joining = Instant::now();
-        let viewer = whep_view(
-            server.base_url(),
-            "rtmpcam",
-            None,
-            &ViewOptions::browser_like(VideoSink::DecodeH264),
-        )
-        .await?;
-        viewer.peer.wait_connected(CONNECT_TIMEOUT).await?;
-        viewer
-            .media
-            .wait_until(
-                Duration::from_secs(30),
-                "60 decoded pictures and 2 s of audio",
-                |s| s.decoded.len() >= 60 && s.audio_payloads.len() >= 100,
-            )
-            .await?;
-        let seen = viewer.media.snapshot();
-        let first = seen.decoded.first().context("no picture")?;
-        // A measurement, not an assertion (the machine may be loaded).
-        eprintln!(
-            "RTMP -> WHEP join: first decoded picture {} ms after the WHEP POST",
-            first.received_at.duration_since(joining).as_millis()
-        );
+        let (viewer, seen, join) =
+            watch_until_playing(server.base_url(), "rtmpcam", "RTMP").await?;
+        let first = &seen.decoded[0];
         ensure!(
             (first.width, first.height) == (320, 240),
             "decoded {}x{}",
@@ -177,7 +194,7 @@ async fn ffmpeg_over_rtmp_reaches_a_whep_viewer_with_video_and_audio() -> Result
         // More joins at other points of the GOP (2 s): each is served from
         // the GOP cache. Measured and printed, not asserted (a loaded
         // machine must not fail the test).
-        let mut joins = vec![first.received_at.duration_since(joining)];
+        let mut joins = vec![join];
         let mut after_connect = Vec::new();
         for _ in 0..5 {
             let start = Instant::now();
@@ -556,29 +573,8 @@ async fn ffmpeg_over_srt_reaches_a_whep_viewer_and_wrong_keys_are_rejected() -> 
             bail!("{e}; ffmpeg said: {}", String::from_utf8_lossy(&out.stderr));
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let joining = Instant::now();
-        let viewer = whep_view(
-            &base,
-            "srtcam",
-            None,
-            &ViewOptions::browser_like(VideoSink::DecodeH264),
-        )
-        .await?;
-        viewer.peer.wait_connected(CONNECT_TIMEOUT).await?;
-        viewer
-            .media
-            .wait_until(
-                Duration::from_secs(30),
-                "60 decoded pictures and 2 s of audio",
-                |s| s.decoded.len() >= 60 && s.audio_payloads.len() >= 100,
-            )
-            .await?;
-        let seen = viewer.media.snapshot();
-        let first = seen.decoded.first().context("no picture")?;
-        eprintln!(
-            "SRT -> WHEP join: first decoded picture {} ms after the WHEP POST",
-            first.received_at.duration_since(joining).as_millis()
-        );
+        let (viewer, seen, _) = watch_until_playing(&base, "srtcam", "SRT").await?;
+        let first = &seen.decoded[0];
         ensure!((first.width, first.height) == (320, 240));
         ensure!(seen.decode_errors == 0, "{}", seen.summary());
         let rms = opus_rms(&seen.audio_payloads[25..])?;
