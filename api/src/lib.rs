@@ -807,11 +807,7 @@ async fn ice_servers_handler(
     axum::extract::State(st): axum::extract::State<IceServersState>,
     headers: axum::http::HeaderMap,
 ) -> axum::response::Response {
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+    let bearer = whip_whep::authorization_bearer(&headers).ok().flatten();
     let verified = match bearer {
         Some(b) => Some(st.store.verify_token(&st.tokens, b).await),
         None => None,

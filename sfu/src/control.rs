@@ -251,7 +251,11 @@ impl Control {
     }
 
     fn base_config(&self) -> RtcConfig {
-        let cfg = RtcConfig::new().set_ice_lite(true);
+        // Candidates in every bundled m-line, not only the first: aiortc reads them from
+        // the last m-line of the group (docs/aiortc-bundle-candidates.md).
+        let cfg = RtcConfig::new()
+            .set_ice_lite(true)
+            .set_candidates_in_every_mline(true);
         match &self.dtls_cert {
             Some(cert) => cfg.set_dtls_cert(cert.clone()),
             None => cfg,

@@ -175,4 +175,63 @@ mod tests {
         }
         assert!(out.iter().all(|f| !f.data.is_empty()));
     }
+
+    /// A 440 Hz tone survives Opus (libopus encode, then this decoder) and AAC (FDK encode
+    /// and decode): the bundled libopus really codes audio, not just silence.
+    #[test]
+    fn an_opus_tone_comes_out_of_aac_at_its_pitch_and_level() {
+        const RATE: usize = 48_000;
+        const FRAME: usize = 960;
+        let mut opus_enc =
+            opus::Encoder::new(48_000, opus::Channels::Stereo, opus::Application::Audio)
+                .expect("Opus encoder");
+        let mut t = OpusToAac::new(128_000).expect("codecs");
+        let mut aac = Vec::new();
+        let mut pcm = vec![0i16; FRAME * CHANNELS];
+        let amplitude = 8000.0;
+        for i in 0..150usize {
+            for (n, pair) in pcm.chunks_exact_mut(CHANNELS).enumerate() {
+                let t = (i * FRAME + n) as f64 / RATE as f64;
+                let v = (amplitude * (2.0 * std::f64::consts::PI * 440.0 * t).sin()) as i16;
+                pair.fill(v);
+            }
+            let packet = opus_enc.encode_vec(&pcm, 4000).expect("Opus encode");
+            t.push(
+                &TrackSample {
+                    dts: (i * FRAME) as u64,
+                    duration: FRAME as u32,
+                    keyframe: true,
+                    data: Bytes::from(packet),
+                    wallclock: SystemTime::UNIX_EPOCH,
+                },
+                &mut aac,
+            );
+        }
+        assert!(aac.len() > 130, "{} AAC frames", aac.len());
+
+        let mut dec = fdk_aac::dec::Decoder::new(fdk_aac::dec::Transport::Raw);
+        dec.config_raw(t.audio_specific_config()).expect("ASC");
+        let mut left = Vec::new();
+        let mut frame = vec![0i16; AAC_FRAME as usize * CHANNELS];
+        for f in &aac {
+            dec.fill(&f.data).expect("fill");
+            dec.decode_frame(&mut frame).expect("AAC decode");
+            left.extend(frame.chunks_exact(CHANNELS).map(|p| p[0]));
+        }
+        // The last second, past both codecs' start-up.
+        let tail = &left[left.len() - RATE..];
+        let rms =
+            (tail.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>() / tail.len() as f64).sqrt();
+        let expected_rms = amplitude / 2f64.sqrt();
+        assert!(
+            (rms - expected_rms).abs() < expected_rms * 0.2,
+            "RMS {rms:.0}, expected about {expected_rms:.0}"
+        );
+        let crossings = tail.windows(2).filter(|w| (w[0] < 0) != (w[1] < 0)).count();
+        // Two zero crossings per period: 880 in one second of 440 Hz.
+        assert!(
+            (860..=900).contains(&crossings),
+            "{crossings} zero crossings in 1 s, expected about 880"
+        );
+    }
 }

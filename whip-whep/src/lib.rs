@@ -271,21 +271,37 @@ pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
     })
 }
 
-/// The bearer credential: `Authorization: Bearer …`, or (OBS users and
-/// players that cannot set headers do this) a `key`, `token` or
-/// `access_token` query parameter. The LL-HLS door (`api`) takes the same.
+/// An `Authorization` header that is not a bearer credential (another
+/// scheme, no token, or bytes that are not visible ASCII).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotBearer;
+
+/// The token of `Authorization: Bearer <token>`, the one parser of it for
+/// every route (WHIP/WHEP, REST, realtime, ICE servers). The scheme is
+/// case-insensitive (RFC 7235 section 2.1: `bearer`, `BEARER` and `Bearer`
+/// are the same) and may be followed by any run of spaces; surrounding
+/// whitespace is not part of the token. `Ok(None)`: no `Authorization`.
+pub fn authorization_bearer(headers: &HeaderMap) -> Result<Option<&str>, NotBearer> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let value = value.to_str().map_err(|_| NotBearer)?.trim();
+    let (scheme, token) = value.split_once(' ').ok_or(NotBearer)?;
+    let token = token.trim();
+    if scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() {
+        Ok(Some(token))
+    } else {
+        Err(NotBearer)
+    }
+}
+
+/// The bearer credential: `Authorization: Bearer …` ([`authorization_bearer`]),
+/// or (OBS users and players that cannot set headers do this) a `key`,
+/// `token` or `access_token` query parameter. The LL-HLS door (`api`) takes
+/// the same.
 pub fn bearer(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
-    if let Some(v) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    {
-        let v = v.trim();
-        if v.len() > 7 && v[..7].eq_ignore_ascii_case("bearer ") {
-            let t = v[7..].trim();
-            if !t.is_empty() {
-                return Some(t.to_string());
-            }
-        }
+    if let Ok(Some(token)) = authorization_bearer(headers) {
+        return Some(token.to_string());
     }
     query?.split('&').find_map(|kv| {
         let (k, v) = kv.split_once('=')?;
@@ -642,4 +658,56 @@ async fn patch(
         state.sfu.add_candidates(id, parsed.candidates).await?;
     }
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_authorization(value: &[u8]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_bytes(value).expect("header value"),
+        );
+        headers
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive_and_spaces_around_the_token_do_not_count() {
+        for value in [
+            "Bearer abc.def",
+            "bearer abc.def",
+            "BEARER abc.def",
+            "bEaReR   abc.def ",
+            " Bearer abc.def",
+        ] {
+            let headers = with_authorization(value.as_bytes());
+            assert_eq!(
+                authorization_bearer(&headers),
+                Ok(Some("abc.def")),
+                "{value:?}"
+            );
+            assert_eq!(bearer(&headers, None).as_deref(), Some("abc.def"));
+        }
+    }
+
+    #[test]
+    fn other_schemes_and_empty_tokens_are_not_bearer_credentials() {
+        for value in [
+            &b"Basic dXNlcjpwYXNz"[..],
+            b"Bearer",
+            b"Bearer    ",
+            b"Bearerabc",
+            b"Token abc",
+            b"Bearer \xff\xfe",
+        ] {
+            let headers = with_authorization(value);
+            assert_eq!(authorization_bearer(&headers), Err(NotBearer), "{value:?}");
+        }
+        assert_eq!(authorization_bearer(&HeaderMap::new()), Ok(None));
+        // A query credential still counts when the header is not a bearer one.
+        let headers = with_authorization(b"Basic dXNlcjpwYXNz");
+        assert_eq!(bearer(&headers, Some("key=k1")).as_deref(), Some("k1"));
+    }
 }

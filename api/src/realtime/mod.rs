@@ -79,14 +79,14 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The bearer credential: `Authorization: Bearer …`, else `?token=` (browsers
+/// The bearer credential: `Authorization: Bearer …` (any case of the
+/// scheme, [`whip_whep::authorization_bearer`]), else `?token=` (browsers
 /// cannot set headers on a WebSocket).
 pub(crate) fn bearer(headers: &HeaderMap, token_param: Option<&str>) -> Option<String> {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|s| s.trim().to_string())
+    whip_whep::authorization_bearer(headers)
+        .ok()
+        .flatten()
+        .map(str::to_string)
         .or_else(|| token_param.map(str::to_string))
         .filter(|s| !s.is_empty())
 }

@@ -196,24 +196,11 @@ impl Principal {
     }
 }
 
+/// The request's bearer token ([`whip_whep::authorization_bearer`]); an
+/// `Authorization` of another shape is refused rather than ignored.
 fn bearer(parts: &Parts) -> Result<Option<&str>, ApiError> {
-    let Some(v) = parts.headers.get(header::AUTHORIZATION) else {
-        return Ok(None);
-    };
-    let v = v
-        .to_str()
-        .map_err(|_| ApiError::Unauthorized("invalid credential"))?
-        .trim();
-    match v.split_once(' ') {
-        Some((scheme, token))
-            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
-        {
-            Ok(Some(token.trim()))
-        }
-        _ => Err(ApiError::Unauthorized(
-            "expected Authorization: Bearer <token>",
-        )),
-    }
+    whip_whep::authorization_bearer(&parts.headers)
+        .map_err(|_| ApiError::Unauthorized("expected Authorization: Bearer <token>"))
 }
 
 /// Authenticates `bearer` from `ip`: refused at once (429) while the

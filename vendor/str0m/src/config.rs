@@ -51,6 +51,7 @@ pub struct RtcConfig {
     pub(crate) send_buffer_audio: usize,
     pub(crate) send_buffer_video: usize,
     pub(crate) twcc_send_history: usize,
+    pub(crate) candidates_in_every_mline: bool,
     pub(crate) sctp_max_buffered_amount: usize,
     pub(crate) sctp_max_message_size: u32,
     pub(crate) rtp_mode: bool,
@@ -688,6 +689,32 @@ impl RtcConfig {
         self.twcc_send_history
     }
 
+    /// Writes the local ICE candidates into every bundled m-line of the SDP this `Rtc`
+    /// creates, not only into the first one.
+    ///
+    /// With BUNDLE (RFC 8843) the candidates belong to the m-line of the BUNDLE tag and the
+    /// other m-lines may leave them out, which is what str0m does by default. Some peers read
+    /// the candidates from another m-line of the group (aiortc 1.16 takes the last one's) and
+    /// never connect to an SDP that has them in the first only. Rejected m-lines (port 0) get
+    /// none either way.
+    pub fn set_candidates_in_every_mline(mut self, enabled: bool) -> Self {
+        self.candidates_in_every_mline = enabled;
+        self
+    }
+
+    /// Whether the local candidates go into every bundled m-line.
+    ///
+    /// ```
+    /// # use str0m::Rtc;
+    /// let config = Rtc::builder();
+    ///
+    /// // Defaults to false: candidates in the first m-line only.
+    /// assert!(!config.candidates_in_every_mline());
+    /// ```
+    pub fn candidates_in_every_mline(&self) -> bool {
+        self.candidates_in_every_mline
+    }
+
     /// Sets how many bytes the data channels can buffer for sending, summed over all channels.
     ///
     /// [`Channel::write()`][crate::channel::Channel::write()] does not accept a message (returns
@@ -929,6 +956,7 @@ impl Default for RtcConfig {
             send_buffer_audio: 50,
             send_buffer_video: 1000,
             twcc_send_history: 1000,
+            candidates_in_every_mline: false,
             sctp_max_buffered_amount: crate::sctp::DEFAULT_MAX_BUFFERED_AMOUNT,
             sctp_max_message_size: crate::sctp::LOCAL_MAX_MESSAGE_SIZE,
             rtp_mode: false,

@@ -934,6 +934,7 @@ pub struct Rtc {
     last_timeout_reason: Reason,
     crypto_provider: Arc<crate::crypto::CryptoProvider>,
     fingerprint_verification: bool,
+    candidates_in_every_mline: bool,
     close_dtls_started: bool,
     // Signals which halves of the tree may need re-polling. Written locally by
     // the components that mutate, via the `Wake` guard handed down the tree;
@@ -1312,6 +1313,7 @@ impl Rtc {
             last_timeout_reason: Reason::NotHappening,
             crypto_provider,
             fingerprint_verification: config.fingerprint_verification,
+            candidates_in_every_mline: config.candidates_in_every_mline,
             close_dtls_started: false,
             readiness: Readiness::armed(),
             cached_timeout: start,

@@ -821,8 +821,9 @@ fn as_sdp(session: &Session, params: AsSdpParams) -> Sdp {
         let mut lines = v
             .iter()
             .map(|m| {
-                // Candidates should only be in the first BUNDLE mid
-                let include_candidates = m.index() == 0;
+                // Candidates should only be in the first BUNDLE mid, unless configured to be
+                // in every one (rejected m-lines lose them again below).
+                let include_candidates = m.index() == 0 || params.candidates_in_every_mline;
 
                 let attrs = params.media_attributes(include_candidates);
 
@@ -845,6 +846,10 @@ fn as_sdp(session: &Session, params: AsSdpParams) -> Sdp {
             .collect::<Vec<_>>();
 
         for line in &mut lines {
+            if params.candidates_in_every_mline && line.disabled {
+                line.attrs
+                    .retain(|a| !matches!(a, MediaAttribute::Candidate(_)));
+            }
             if line.typ.is_channel() {
                 line.attrs.push(MediaAttribute::MaxMessageSize(
                     params.local_max_message_size as usize,
@@ -1579,6 +1584,7 @@ struct AsSdpParams<'a, 'b> {
     pub pending: Option<&'b Changes>,
     pub local_sctp_init: Option<String>,
     pub local_max_message_size: u32,
+    pub candidates_in_every_mline: bool,
 }
 
 impl<'a, 'b> AsSdpParams<'a, 'b> {
@@ -1629,6 +1635,7 @@ impl<'a, 'b> AsSdpParams<'a, 'b> {
             pending,
             local_sctp_init: rtc.sctp.local_sctp_init_for_sdp(),
             local_max_message_size: rtc.sctp.local_max_message_size(),
+            candidates_in_every_mline: rtc.candidates_in_every_mline,
         }
     }
 
