@@ -194,8 +194,18 @@ async function main() {
   }
   if (layers?.unexpected) return finish(1, 'GET layer did not list q/h(/f) at 320/640(/1280)', layers);
   if (!low.ok) return finish(1, 'the viewer capped to low did not play the low layer', low);
-  const auto = await waitFor('auto', (s) => s.width > low.width, deadline);
-  if (!auto.ok) return finish(1, 'the auto viewer did not get a larger layer than the capped one', { low, auto });
+  // SIMULCAST_AUTO=plays: the auto viewer's estimate comes from the browser
+  // (REMB), which on a loaded machine may hold it on the low layer: it must
+  // play, at whatever layer.
+  const autoPlays = process.env.SIMULCAST_AUTO === 'plays';
+  const auto = await waitFor('auto', (s) => (autoPlays ? s.width > 0 : s.width > low.width), deadline);
+  if (!auto.ok) {
+    const what = autoPlays ? 'the auto viewer did not play' : 'the auto viewer did not get a larger layer than the capped one';
+    return finish(1, what, { low, auto });
+  }
+  // Chromium's receive-side estimator reports (REMB) once it has a few
+  // seconds of arrivals: keep playing long enough for the server to hear it.
+  if (autoPlays) await new Promise((r) => setTimeout(r, 8_000));
 
   const status = await pages.low.evaluate(setLayer, { base: baseUrl, layer: 'high' });
   if (status !== 204) return finish(1, `POST layer returned ${status}`);
