@@ -174,8 +174,8 @@ struct RunArgs {
     /// grows for a while after a publisher connects (relaycast's LL-HLS
     /// packager keeps a 40 s window of the source); without a warm-up that
     /// growth is counted in the RSS per viewer.
-    #[arg(long, default_value = "0s", value_parser = parse_duration)]
-    warmup: Duration,
+    #[arg(long, value_parser = parse_duration)]
+    warmup: Option<Duration>,
     /// Print one JSON object on stdout (the table goes to stderr).
     #[arg(long)]
     json: bool,
@@ -466,10 +466,11 @@ async fn drive(
         }
     }
     eprintln!("publisher connected");
-    if !cli.warmup.is_zero() {
-        eprintln!("warming up for {:?} before the viewers", cli.warmup);
+    let warmup = cli.warmup.unwrap_or_default();
+    if !warmup.is_zero() {
+        eprintln!("warming up for {warmup:?} before the viewers");
     }
-    tokio::time::sleep(Duration::from_millis(500).max(cli.warmup)).await;
+    tokio::time::sleep(Duration::from_millis(500).max(warmup)).await;
     let received: Vec<Arc<Received>> = (0..cli.viewers)
         .map(|_| Arc::new(Received::default()))
         .collect();
@@ -583,7 +584,7 @@ async fn drive(
             ramp_per_sec: cli.ramp_per_sec,
             duration_s: cli.duration.as_secs_f64(),
             settle_s: cli.settle.as_secs_f64(),
-            warmup_s: cli.warmup.as_secs_f64(),
+            warmup_s: cli.warmup.unwrap_or_default().as_secs_f64(),
             simulcast,
             drop_percent: cli.drop_percent,
             cap_kbps: cli.cap_kbps,
