@@ -110,17 +110,26 @@ pub fn detect_h264_nalu(payload: &[u8], target_nalu: u8) -> bool {
 }
 
 impl H264Packetizer {
+    /// Finds the next start code (`00 00 01` and any zeros before it) at or after `start`:
+    /// its position and length, or `(-1, -1)`.
+    ///
+    /// Every byte of every frame passes through here. A start code ends at a byte 1 after two
+    /// zeros, so a byte above 1 rules out the next three positions as ends and the scan skips
+    /// them, reading about a third of the bytes of coded video.
     fn next_ind(nalu: &[u8], start: usize) -> (isize, isize) {
-        let mut zero_count = 0;
-
-        for (i, &b) in nalu[start..].iter().enumerate() {
-            if b == 0 {
-                zero_count += 1;
-                continue;
-            } else if b == 1 && zero_count >= 2 {
-                return ((start + i - zero_count) as isize, zero_count as isize + 1);
+        let mut end = start + 2;
+        while end < nalu.len() {
+            match nalu[end] {
+                0 => end += 1,
+                1 if nalu[end - 1] == 0 && nalu[end - 2] == 0 => {
+                    let mut first = end - 2;
+                    while first > start && nalu[first - 1] == 0 {
+                        first -= 1;
+                    }
+                    return (first as isize, (end - first + 1) as isize);
+                }
+                _ => end += 3,
             }
-            zero_count = 0
         }
         (-1, -1)
     }
@@ -429,6 +438,45 @@ impl Depacketizer for H264Depacketizer {
 #[cfg(test)]
 mod test {
     use super::*;
+
+    /// The scan a byte at a time, as it was before it skipped: the reference for `next_ind`.
+    fn next_ind_by_bytes(nalu: &[u8], start: usize) -> (isize, isize) {
+        let mut zero_count = 0;
+        for (i, &b) in nalu[start..].iter().enumerate() {
+            if b == 0 {
+                zero_count += 1;
+                continue;
+            } else if b == 1 && zero_count >= 2 {
+                return ((start + i - zero_count) as isize, zero_count as isize + 1);
+            }
+            zero_count = 0
+        }
+        (-1, -1)
+    }
+
+    #[test]
+    fn test_next_ind_finds_what_a_byte_by_byte_scan_finds() {
+        // Mostly zeros and ones (a xorshift over a fixed seed), so start codes of every
+        // length, codes cut off at the end and long runs of zeros all occur.
+        let mut x: u32 = 0x9e37_79b9;
+        for len in 0..300 {
+            let data: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    [0, 0, 0, 1, 0x65, 0xff][(x % 6) as usize]
+                })
+                .collect();
+            for start in 0..=len {
+                assert_eq!(
+                    H264Packetizer::next_ind(&data, start),
+                    next_ind_by_bytes(&data, start),
+                    "{data:?} from {start}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn test_h264_payload() -> Result<(), PacketError> {
