@@ -19,7 +19,7 @@ use crate::media::Media;
 use crate::media::{KeyframeRequestKind, MID_PROBE};
 use crate::media::{MediaAdded, MediaChanged};
 use crate::pacer::PacerControl;
-use crate::pacer::{Pacer, PacerImpl};
+use crate::pacer::{Pacer, PacerImpl, PaddingRequest};
 use crate::packet::{RedBlock, RedDecoder, red_same_pt_blocks};
 use crate::poll::Wake;
 use crate::rtp::{Extension, RawPacket};
@@ -401,7 +401,12 @@ impl Session {
                     .is_some_and(|media| Self::probe_pt(media, codecs, Some(pt)).is_some())
         });
 
-        let Some(padding_request) = self.pacer.handle_timeout(now, iter) else {
+        let padding_request = self.pacer.handle_timeout(now, iter);
+        self.generate_padding(padding_request);
+    }
+
+    fn generate_padding(&mut self, padding_request: Option<PaddingRequest>) {
+        let Some(padding_request) = padding_request else {
             return;
         };
 
@@ -1241,7 +1246,10 @@ impl Session {
             None if self.pacer.active_cluster().is_none()
                 && self.pacer.poll_timeout().0.is_some_and(|t| t <= now) =>
             {
-                self.update_queue_state(now, None);
+                match self.pacer.replan(now) {
+                    Some(padding_request) => self.generate_padding(padding_request),
+                    None => self.update_queue_state(now, None),
+                }
                 self.pacer.poll_queue()?
             }
             None => return None,
@@ -1306,6 +1314,15 @@ impl Session {
 
         if !is_padding && !header.ssrc.is_probe() {
             self.media_bytes_tx += payload_size as u64;
+        }
+
+        // The pacer plans the rest of a burst from the queue states it holds: only this
+        // queue changed.
+        if self.pacer.holds_queue_states() {
+            if let Some(stream) = self.streams.stream_tx_by_midrid(midrid) {
+                let snapshot = stream.queue_state(now).snapshot;
+                self.pacer.refresh_queue(midrid, snapshot);
+            }
         }
 
         Some(protected.into())

@@ -3,7 +3,7 @@ use std::time::{Duration, Instant};
 
 use super::Pacer;
 use super::PaddingRequest;
-use super::{QueuePriority, QueueState};
+use super::{QueuePriority, QueueSnapshot, QueueState};
 use crate::Reason;
 use crate::bwe_::ProbeClusterConfig;
 use crate::bwe_::ProbeClusterState;
@@ -81,45 +81,11 @@ impl Pacer for LeakyBucketPacer {
         now: Instant,
         iter: impl Iterator<Item = QueueState>,
     ) -> Option<PaddingRequest> {
-        // Clear the gate when time advances
-        self.needs_timeout_before_next_poll = false;
-
-        // Clear the poll time - it will be recalculated below if needed.
-        // This is important because if we return early (e.g., next_poll_queue is already set),
-        // we don't want the old Immediate timeout to keep firing.
-        self.next_poll_time = None;
-
         // This is called periodically and whenever packet is queued.
         self.queue_states.clear();
         self.queue_states.extend(iter);
 
-        let elapsed = self.update_handle_time_and_get_elapsed(now);
-
-        self.clear_debt(elapsed);
-        self.maybe_update_adjusted_bitrate(now);
-
-        if let Some(request) = self.maybe_create_padding_request(now) {
-            self.next_poll_queue = Some(request.midrid);
-            return Some(request);
-        }
-
-        if self.next_poll_queue.is_some() {
-            return None;
-        }
-
-        let (next_poll_time_and_reason, queue) = self.next_poll(now)?;
-
-        if now < next_poll_time_and_reason.0 {
-            // We don't set this because between now and the neaxt poll, queue state can change such
-            // that we should poll a different queue i.e. media could be queued.
-            self.next_poll_queue = None;
-        } else {
-            self.next_poll_queue = queue.map(|q| q.midrid);
-        }
-
-        self.next_poll_time = Some(next_poll_time_and_reason);
-
-        None
+        self.replan(now)
     }
 
     fn poll_queue(&mut self) -> Option<(MidRid, Option<TwccClusterId>)> {
@@ -176,6 +142,57 @@ impl Pacer for LeakyBucketPacer {
 }
 
 impl LeakyBucketPacer {
+    /// Plans the next poll from the queue states it holds: those of the last `handle_timeout`,
+    /// with each queue a packet left since refreshed by [`LeakyBucketPacer::refresh_queue`].
+    ///
+    /// Between two timeouts only sends change the queues (new media and NACKs come with a
+    /// timeout), so within a burst this plans as a full `handle_timeout` would, without
+    /// collecting every stream's state again for each packet.
+    pub(crate) fn replan(&mut self, now: Instant) -> Option<PaddingRequest> {
+        // Clear the gate when time advances
+        self.needs_timeout_before_next_poll = false;
+
+        // Clear the poll time - it will be recalculated below if needed.
+        // This is important because if we return early (e.g., next_poll_queue is already set),
+        // we don't want the old Immediate timeout to keep firing.
+        self.next_poll_time = None;
+
+        let elapsed = self.update_handle_time_and_get_elapsed(now);
+
+        self.clear_debt(elapsed);
+        self.maybe_update_adjusted_bitrate(now);
+
+        if let Some(request) = self.maybe_create_padding_request(now) {
+            self.next_poll_queue = Some(request.midrid);
+            return Some(request);
+        }
+
+        if self.next_poll_queue.is_some() {
+            return None;
+        }
+
+        let (next_poll_time_and_reason, queue) = self.next_poll(now)?;
+
+        if now < next_poll_time_and_reason.0 {
+            // We don't set this because between now and the neaxt poll, queue state can change such
+            // that we should poll a different queue i.e. media could be queued.
+            self.next_poll_queue = None;
+        } else {
+            self.next_poll_queue = queue.map(|q| q.midrid);
+        }
+
+        self.next_poll_time = Some(next_poll_time_and_reason);
+
+        None
+    }
+
+    /// Replaces the held state of the queue a packet just left.
+    pub(crate) fn refresh_queue(&mut self, midrid: MidRid, snapshot: QueueSnapshot) {
+        if let Some(queue) = self.queue_states.iter_mut().find(|q| q.midrid == midrid) {
+            queue.snapshot = snapshot;
+        }
+    }
+
     pub fn new(initial_pacing_bitrate: Bitrate) -> Self {
         const DEFAULT_QUEUE_LIMIT: Duration = Duration::from_secs(2);
 
@@ -1088,6 +1105,49 @@ mod test {
 
         let next_poll = pacer.poll_timeout().0.unwrap();
         (burst, next_poll - at)
+    }
+
+    #[test]
+    fn a_burst_planned_from_refreshed_queues_matches_one_planned_from_fresh_states() {
+        // Two pacers over the same packets, drained within one instant: one is handed every
+        // queue's state after each send (a full handle_timeout), the other only the state of
+        // the queue the packet left (refresh_queue) and plans again from what it holds.
+        let now = Instant::now();
+        let mut fresh = (LeakyBucketPacer::new(Bitrate::mbps(2)), Queue::default());
+        let mut held = (LeakyBucketPacer::new(Bitrate::mbps(2)), Queue::default());
+        for (pacer, queue) in [&mut fresh, &mut held] {
+            pacer.set_padding_rate(Bitrate::kbps(300));
+            handle_timeout_noisy(pacer, queue, now);
+            for seq_no in 0..12 {
+                let kind = if seq_no % 4 == 0 { PacketKind::Audio } else { PacketKind::Video };
+                enqueue_packet_noisy(pacer, queue, seq_no, 300 + 50 * seq_no as usize, kind, now);
+            }
+        }
+
+        let mut sent = vec![];
+        loop {
+            let a = fresh.0.poll_queue();
+            let b = held.0.poll_queue();
+            assert_eq!(a, b, "after {sent:?}");
+            let Some((midrid, _)) = a else { break };
+            for (pacer, queue) in [&mut fresh, &mut held] {
+                let packet = queue.next_packet().unwrap();
+                pacer.register_send(now, DataSize::from(packet.size()), midrid);
+                queue.register_send(midrid, now);
+            }
+            sent.push(midrid);
+
+            handle_timeout_noisy(&mut fresh.0, &mut fresh.1, now);
+            let (pacer, queue) = &mut held;
+            let state = queue.queue_state(now).find(|q| q.midrid == midrid).unwrap();
+            pacer.refresh_queue(midrid, state.snapshot);
+            if let Some(padding) = pacer.replan(now) {
+                queue.generate_padding(padding.padding, now);
+            }
+            assert_eq!(fresh.0.poll_timeout(), held.0.poll_timeout());
+        }
+        assert_eq!(sent.len(), 12, "every packet within the budget left at once");
+        assert!(fresh.1.is_empty() && held.1.is_empty());
     }
 
     #[test]

@@ -47,6 +47,30 @@ impl PacerImpl {
         }
     }
 
+    /// Whether the pacer plans from queue states it holds between timeouts
+    /// ([`PacerImpl::refresh_queue`], [`PacerImpl::replan`]).
+    pub fn holds_queue_states(&self) -> bool {
+        matches!(self, PacerImpl::LeakyBucket(_))
+    }
+
+    /// Replaces the held state of the queue a packet just left (leaky bucket only; the
+    /// null pacer counts its own sends).
+    pub fn refresh_queue(&mut self, midrid: MidRid, snapshot: QueueSnapshot) {
+        if let PacerImpl::LeakyBucket(v) = self {
+            v.refresh_queue(midrid, snapshot);
+        }
+    }
+
+    /// Plans the next poll from the held queue states, as `handle_timeout` would with fresh
+    /// ones: `Some(padding request)` from the leaky bucket, `None` where the pacer needs a
+    /// `handle_timeout` with the queue states collected again.
+    pub fn replan(&mut self, now: Instant) -> Option<Option<PaddingRequest>> {
+        match self {
+            PacerImpl::Null(_) => None,
+            PacerImpl::LeakyBucket(v) => Some(v.replan(now)),
+        }
+    }
+
     pub fn check_probe_complete(&mut self, now: Instant) -> Option<TwccClusterId> {
         match self {
             PacerImpl::Null(_) => None,
