@@ -176,6 +176,8 @@ pub struct Sim {
     pub ended: Vec<SessionId>,
     /// Cross-worker commands carried.
     pub cross_worker: usize,
+    /// Datagrams the engines sent.
+    pub datagrams_out: u64,
 }
 
 pub fn config(workers: usize) -> SfuConfig {
@@ -222,6 +224,7 @@ impl Sim {
             events: Vec::new(),
             ended: Vec::new(),
             cross_worker: 0,
+            datagrams_out: 0,
         }
     }
 
@@ -436,6 +439,7 @@ impl Sim {
             let now = self.now;
             match self.engines[w].poll_output(now) {
                 Output::Transmit(t) => {
+                    self.datagrams_out += 1;
                     let from = self.control.candidate_addrs()[w];
                     let via = self.client_by_addr(t.destination).map(|c| (c, true));
                     self.send(from, t.destination, t.contents, via);
