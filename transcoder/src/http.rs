@@ -29,6 +29,7 @@ use crate::uri_query::UriQuery;
 
 const PLAYLIST: &str = "application/vnd.apple.mpegurl";
 const SHORT: &str = "max-age=1";
+const THUMBNAIL_CACHE: &str = "max-age=5";
 const IMMUTABLE: &str = "max-age=31536000, immutable";
 
 /// The renditions of a stream: the source video, the audio, the ladder.
@@ -99,6 +100,7 @@ pub fn router(hls: Hls) -> Router {
     Router::new()
         .route("/hls/{stream}/index.m3u8", get(multivariant))
         .route("/hls/{stream}/{run}/{rendition}/{file}", get(media))
+        .route("/hls/{stream}/thumbnail.jpg", get(thumbnail))
         .route("/vod/{stream}", get(vod_list))
         .route("/vod/{stream}/{run}/index.m3u8", get(vod_multivariant))
         .route("/vod/{stream}/{run}/{rendition}/{file}", get(vod_file))
@@ -502,6 +504,23 @@ fn part_response(
 }
 
 /// `GET /vod/{stream}`: the finished recordings of a stream.
+/// `GET /hls/{stream}/thumbnail.jpg`: a JPEG of the live stream's latest
+/// keyframe ([`crate::thumbnail`]), cacheable for its short life; 404 when
+/// the stream is not live, 503 before its first keyframe.
+async fn thumbnail(State(hls): State<Hls>, Path(stream): Path<String>) -> Response {
+    if hls.stream(&stream).is_none() {
+        return not_found();
+    }
+    match hls.thumbnail(&stream).await {
+        Ok(Some(jpeg)) => ok("image/jpeg", THUMBNAIL_CACHE, jpeg),
+        Ok(None) => error(StatusCode::SERVICE_UNAVAILABLE, "no picture yet"),
+        Err(e) => {
+            tracing::debug!("thumbnail of {stream}: {e}");
+            error(StatusCode::SERVICE_UNAVAILABLE, "no picture yet")
+        }
+    }
+}
+
 async fn vod_list(State(hls): State<Hls>, Path(stream): Path<String>, edge: EdgeQuery) -> Response {
     let Some(base) = hls.recordings_dir() else {
         return error(StatusCode::NOT_FOUND, "recording is off");
@@ -509,20 +528,7 @@ async fn vod_list(State(hls): State<Hls>, Path(stream): Path<String>, edge: Edge
     if !safe_component(&stream) {
         return not_found();
     }
-    let mut runs = Vec::new();
-    if let Ok(mut dir) = tokio::fs::read_dir(base.join(&stream)).await {
-        while let Ok(Some(e)) = dir.next_entry().await {
-            let run = e.file_name().to_string_lossy().into_owned();
-            if safe_component(&run)
-                && tokio::fs::metadata(e.path().join("index.m3u8"))
-                    .await
-                    .is_ok()
-            {
-                runs.push(run);
-            }
-        }
-    }
-    runs.sort();
+    let runs = crate::record::recorded_runs(&base, &stream).await;
     let list: Vec<serde_json::Value> = runs
         .iter()
         .map(|r| {

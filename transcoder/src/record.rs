@@ -245,6 +245,31 @@ pub fn safe_component(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
+/// The complete recordings of `stream` under `base` (run names, each a
+/// directory with its `index.m3u8`), oldest first: a run is the start of
+/// its publisher session in Unix milliseconds, in hex.
+pub async fn recorded_runs(base: &Path, stream: &str) -> Vec<String> {
+    let mut runs = Vec::new();
+    if !safe_component(stream) {
+        return runs;
+    }
+    if let Ok(mut dir) = tokio::fs::read_dir(base.join(stream)).await {
+        while let Ok(Some(e)) = dir.next_entry().await {
+            let run = e.file_name().to_string_lossy().into_owned();
+            if safe_component(&run)
+                && tokio::fs::metadata(e.path().join("index.m3u8"))
+                    .await
+                    .is_ok()
+            {
+                runs.push(run);
+            }
+        }
+    }
+    // Hex of the same width sorts as numbers; a longer one is later.
+    runs.sort_by(|a, b| a.len().cmp(&b.len()).then_with(|| a.cmp(b)));
+    runs
+}
+
 /// Deletes recordings (run directories) older than `retention`.
 pub async fn sweep(base: &Path, retention: Duration, now: SystemTime) {
     let Ok(mut streams) = tokio::fs::read_dir(base).await else {

@@ -1,0 +1,313 @@
+//! The viewer site's read side (`/` and `/watch/{stream}`), open to
+//! anonymous visitors: what is live (with viewer counts and a thumbnail
+//! URL), what is scheduled, what was live lately and its recordings, and
+//! for one stream whether the caller may watch it and, if not, what would
+//! let them (sign in, buy, subscribe: the checkout hand-off).
+//!
+//! Everything here is what a stream's public page shows anyway: titles,
+//! broadcaster names, visibility, live state and counts. Media stays
+//! behind its own doors (WHEP, `media_access`): a thumbnail URL is listed
+//! only for streams anyone may watch, and a non-public stream's
+//! recordings are listed by run without a way to open them.
+
+use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use signaling::{StreamInfo, Visibility};
+
+use super::{unix_now, ApiError, MaybePrincipal, Principal, QueryParams, RestState};
+
+/// Streams the catalogue looks at per request.
+const CATALOGUE_LIMIT: i64 = 200;
+/// Longest search text.
+const MAX_SEARCH: usize = 100;
+/// Recent (ended) streams listed.
+const RECENT: usize = 24;
+/// A scheduled start this far in the past still counts as upcoming (a
+/// show that starts late).
+const SCHEDULE_GRACE_SECS: i64 = 3600;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectoryQuery {
+    /// Text the title or name must contain (any case).
+    pub q: Option<String>,
+}
+
+/// Anyone may watch it without a credential.
+fn is_open(s: &StreamInfo) -> bool {
+    s.visibility == Visibility::Public
+        && s.allowed_cidrs.is_empty()
+        && s.allowed_countries.is_empty()
+}
+
+/// A run name is its start in Unix milliseconds, in hex.
+fn run_started_ms(run: &str) -> Option<i64> {
+    i64::from_str_radix(run, 16).ok()
+}
+
+async fn recordings(state: &RestState, stream: &str) -> Vec<Value> {
+    let Some(base) = state.viewers.hls.as_ref().and_then(|h| h.recordings_dir()) else {
+        return Vec::new();
+    };
+    let mut runs = transcoder::record::recorded_runs(&base, stream).await;
+    runs.reverse();
+    runs.iter()
+        .map(|r| json!({ "run": r, "started_at_ms": run_started_ms(r) }))
+        .collect()
+}
+
+fn thumbnail(state: &RestState, s: &StreamInfo, live: bool) -> Option<String> {
+    let has = live
+        && is_open(s)
+        && state
+            .viewers
+            .hls
+            .as_ref()
+            .is_some_and(|h| h.has_picture(&s.name));
+    has.then(|| format!("/hls/{}/thumbnail.jpg", s.name))
+}
+
+/// What a card on the home page shows.
+async fn card(
+    state: &RestState,
+    s: &StreamInfo,
+    broadcaster: Option<&str>,
+    last: Option<&(i64, Option<i64>)>,
+) -> Value {
+    let live = state.sfu.is_live(&s.name);
+    json!({
+        "name": s.name,
+        "title": s.title,
+        "broadcaster": broadcaster,
+        "visibility": s.visibility,
+        "live": live,
+        "viewers": if live { state.viewers.total(&s.name) } else { 0 },
+        "thumbnail": thumbnail(state, s, live),
+        "scheduled_at": s.scheduled_at,
+        "last_started_at_ms": last.map(|l| l.0),
+        "last_ended_at_ms": last.and_then(|l| l.1),
+        "recordings": recordings(state, &s.name).await,
+    })
+}
+
+/// `GET /api/directory?q=`: `live` (most watched first), `upcoming`
+/// (soonest first), `recent` (ended, latest first, with recordings).
+pub async fn list(
+    State(state): State<RestState>,
+    QueryParams(q): QueryParams<DirectoryQuery>,
+) -> Result<Response, ApiError> {
+    let search = q.q.as_deref().map(str::trim).filter(|s| !s.is_empty());
+    if search.is_some_and(|s| s.chars().count() > MAX_SEARCH) {
+        return Err(ApiError::Unprocessable(format!(
+            "q is at most {MAX_SEARCH} characters"
+        )));
+    }
+    let needle = search.map(str::to_lowercase);
+    let streams = state.store.catalogue(search, CATALOGUE_LIMIT).await?;
+    let last = state.store.last_sessions().await?;
+    let now = unix_now() as i64;
+    let mut live = Vec::new();
+    let mut upcoming = Vec::new();
+    let mut recent = Vec::new();
+    let mut registered = std::collections::HashSet::new();
+    for (s, owner) in &streams {
+        registered.insert(s.name.clone());
+        let c = card(&state, s, owner.as_deref(), last.get(&s.name)).await;
+        if c["live"] == true {
+            live.push(c);
+        } else if s
+            .scheduled_at
+            .is_some_and(|t| t >= now - SCHEDULE_GRACE_SECS)
+        {
+            upcoming.push(c);
+        } else if last.contains_key(&s.name)
+            || c["recordings"].as_array().is_some_and(|r| !r.is_empty())
+        {
+            recent.push(c);
+        }
+    }
+    // Live without registration (a CLI key or an admin token): public.
+    for name in state.sfu.live_streams() {
+        if registered.contains(&name) {
+            continue;
+        }
+        if needle
+            .as_ref()
+            .is_some_and(|n| !name.to_lowercase().contains(n))
+        {
+            continue;
+        }
+        if state.store.stream(&name).await?.is_some() {
+            continue; // registered, but beyond the catalogue's page
+        }
+        let s = StreamInfo::unregistered(&name);
+        live.push(card(&state, &s, None, last.get(&name)).await);
+    }
+    let n = |v: &Value, k: &str| v[k].as_i64().unwrap_or(0);
+    live.sort_by_key(|c| std::cmp::Reverse(n(c, "viewers")));
+    upcoming.sort_by_key(|c| n(c, "scheduled_at"));
+    let activity = |c: &Value| {
+        let rec = c["recordings"][0]["started_at_ms"].as_i64().unwrap_or(0);
+        n(c, "last_ended_at_ms")
+            .max(n(c, "last_started_at_ms"))
+            .max(rec)
+    };
+    recent.sort_by_key(|c| std::cmp::Reverse(activity(c)));
+    recent.truncate(RECENT);
+    Ok((
+        [(header::CACHE_CONTROL, "no-cache")],
+        Json(json!({ "live": live, "upcoming": upcoming, "recent": recent })),
+    )
+        .into_response())
+}
+
+/// Whether `who` may watch `s`, and if not, what would let them.
+async fn access(
+    state: &RestState,
+    s: &StreamInfo,
+    who: Option<&Principal>,
+) -> Result<Value, ApiError> {
+    let (can_watch, needs) = match (s.visibility, who) {
+        (Visibility::Public, _) => (true, None),
+        (_, None) => (false, Some("sign_in")),
+        (Visibility::Authenticated, Some(_)) => (true, None),
+        (Visibility::Entitled, Some(p)) => {
+            let ok = p.is_admin()
+                || s.owner_id.as_deref() == Some(p.subject.as_str())
+                || state.store.is_entitled(&p.subject, s).await?;
+            if ok {
+                (true, None)
+            } else {
+                (false, Some("purchase"))
+            }
+        }
+    };
+    let checkout = match (&state.config.checkout_url, who, needs) {
+        (Some(base), Some(p), Some("purchase")) => {
+            let back = format!("/watch/{}", s.name);
+            let ppv = checkout_url(base, "ppv", &p.subject, ("stream", &s.name), &back);
+            let sub = s.owner_id.as_deref().map(|b| {
+                checkout_url(
+                    base,
+                    "subscription",
+                    &p.subject,
+                    ("broadcaster_id", b),
+                    &back,
+                )
+            });
+            json!({ "ppv": ppv, "subscription": sub })
+        }
+        _ => Value::Null,
+    };
+    Ok(json!({ "can_watch": can_watch, "needs": needs, "checkout": checkout }))
+}
+
+/// The provider's checkout page with what its webhook must send back in
+/// the session's metadata.
+fn checkout_url(
+    base: &url::Url,
+    kind: &str,
+    user: &str,
+    target: (&str, &str),
+    back: &str,
+) -> String {
+    let mut u = base.clone();
+    u.query_pairs_mut()
+        .append_pair("kind", kind)
+        .append_pair("user_id", user)
+        .append_pair(target.0, target.1)
+        .append_pair("return_to", back);
+    u.to_string()
+}
+
+/// `GET /api/directory/{stream}`: the stream page's data: state (`live`,
+/// `offline`, `ended`), schedule, recent sessions, recordings, and the
+/// caller's access.
+pub async fn one(
+    State(state): State<RestState>,
+    MaybePrincipal(who): MaybePrincipal,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    if !signaling::valid_stream_name(&name) {
+        return Err(ApiError::NotFound("stream"));
+    }
+    let live = state.sfu.is_live(&name);
+    let (s, broadcaster) = match state.store.stream(&name).await? {
+        Some(s) => {
+            let owner = match &s.owner_id {
+                Some(id) => state.store.user(id).await?.map(|u| u.username),
+                None => None,
+            };
+            (s, owner)
+        }
+        None if live => (StreamInfo::unregistered(&name), None),
+        None => return Err(ApiError::NotFound("stream")),
+    };
+    let sessions = state.store.stream_sessions(&name, 5).await?;
+    let now = unix_now() as i64;
+    let scheduled = s.scheduled_at.filter(|t| *t >= now - SCHEDULE_GRACE_SECS);
+    let page_state = if live {
+        "live"
+    } else if scheduled.is_none() && sessions.first().is_some_and(|x| x.ended_at_ms.is_some()) {
+        "ended"
+    } else {
+        "offline"
+    };
+    let sessions: Vec<Value> = sessions
+        .iter()
+        .map(|x| json!({ "started_at_ms": x.started_at_ms, "ended_at_ms": x.ended_at_ms, "peak_viewers": x.peak_viewers }))
+        .collect();
+    let body = json!({
+        "name": s.name,
+        "title": s.title,
+        "broadcaster": broadcaster,
+        "broadcaster_id": s.owner_id,
+        "visibility": s.visibility,
+        "state": page_state,
+        "live": live,
+        "viewers": if live { state.viewers.total(&name) } else { 0 },
+        "thumbnail": thumbnail(&state, &s, live),
+        "scheduled_at": scheduled,
+        "sessions": sessions,
+        "recordings": recordings(&state, &name).await,
+        "access": access(&state, &s, who.as_ref()).await?,
+    });
+    Ok(([(header::CACHE_CONTROL, "no-cache")], Json(body)).into_response())
+}
+
+/// Titles of registered streams (the watch page's `<title>` and Open
+/// Graph tags); `None` for unknown streams.
+pub async fn page_facts(state: &RestState, name: &str) -> Option<PageFacts> {
+    let s = state.store.stream(name).await.ok()??;
+    let live = state.sfu.is_live(name);
+    let broadcaster = match &s.owner_id {
+        Some(id) => state
+            .store
+            .user(id)
+            .await
+            .ok()
+            .flatten()
+            .map(|u| u.username),
+        None => None,
+    };
+    Some(PageFacts {
+        open: is_open(&s),
+        title: s.title,
+        broadcaster,
+        live,
+    })
+}
+
+/// What a stream's HTML head says about it.
+#[derive(Debug, Clone)]
+pub struct PageFacts {
+    pub title: String,
+    pub broadcaster: Option<String>,
+    pub live: bool,
+    /// Anyone may watch it (its thumbnail may be shown in previews).
+    pub open: bool,
+}
