@@ -467,8 +467,6 @@ async function start() {
   const p = playLink ? null : await refreshPage();
   if (stopped) return;
   if (p && !p.access.can_watch) return gateUp(p);
-  // The socket follows the play rules: opened once the visitor may watch.
-  if (!socket) startChat();
   if (p && p.visibility !== 'public' && !playToken) {
     try {
       playToken = await fetchPlayToken(stream);
@@ -478,6 +476,9 @@ async function start() {
       return;
     }
   }
+  // The socket follows the play rules: opened once the visitor may watch
+  // (with the play token of a non-public stream).
+  if (!socket) startChat();
   if (vodRun) return playHls('recording');
   if (p && !p.live) {
     setState('offline', offlineText(p), 'warn');
@@ -840,9 +841,10 @@ function onSocketMessage(msg) {
 function startChat() {
   const input = $('chat-input');
   socket = streamSocket(stream, {
-    // A play link's token names its holder; otherwise the account's own
-    // session (its username in the chat), else a fetched play token.
-    token: (playLink ? playToken : null) ?? session()?.token ?? playToken,
+    // A play link's token, or the one fetched for a non-public stream (the
+    // socket follows the play rules, which take play tokens); otherwise
+    // the account's session.
+    token: playToken ?? session()?.token,
     onMessage: onSocketMessage,
     onState(s) {
       if (s === 'open') return; // the hello message says what this client may do

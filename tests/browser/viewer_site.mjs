@@ -74,7 +74,13 @@ async function until(what, fn, ms) {
 // HTTP errors; `allow(url, status)` lets an expected one through.
 function guard(page, name, allow = () => false) {
   page.on('console', (m) => {
-    if (m.type() === 'error') problems.push(`${name}: console.error: ${m.text()} @ ${m.location()?.url ?? ''}`);
+    if (m.type() !== 'error') return;
+    const url = m.location()?.url ?? '';
+    // Chromium logs every HTTP error as a console error: an expected one
+    // is let through here as well.
+    const http = m.text().match(/^Failed to load resource: the server responded with a status of (\d+)/);
+    if (http && allow(url, Number(http[1]))) return;
+    problems.push(`${name}: console.error: ${m.text()} @ ${url}`);
   });
   page.on('pageerror', (e) => problems.push(`${name}: page error: ${e?.message ?? e}`));
   page.on('requestfailed', (r) => {
@@ -92,7 +98,15 @@ function guard(page, name, allow = () => false) {
 async function viewerPage(browser, name, viewport, { signedIn = false, allow } = {}) {
   const context = await browser.newContext({ viewport });
   if (signedIn) {
-    await context.addInitScript((s) => localStorage.setItem('relaycast.session', JSON.stringify(s)), viewerSession);
+    await context.addInitScript((s) => {
+      // Pages of other documents (the checkout stand-in) may not have
+      // storage; only the site's pages need it.
+      try {
+        localStorage.setItem('relaycast.session', JSON.stringify(s));
+      } catch {
+        // See above.
+      }
+    }, viewerSession);
   }
   const page = guard(await context.newPage(), name, allow);
   return { context, page };
@@ -210,6 +224,8 @@ async function run(browser) {
   result.paid_play = await playing(buyer.page, 'the paid stream after the purchase', 60_000);
   result.paid_same_document = await buyer.page.evaluate(() => window.__sameDocument === true);
   result.paid_gate_hidden = await buyer.page.$eval('#gate', (g) => g.hidden);
+  result.paid_chat = await until('the ticket holder chats under their name', () =>
+    buyer.page.$eval('#chat-state', (e) => (/^Chatting as /.test(e.textContent) ? e.textContent : null)), 20_000);
   await shot(buyer.page, 'paid-playing-desktop');
   const phoneBuyer = await buyer.context.newPage();
   guard(phoneBuyer, 'paid watch (phone)');
@@ -295,6 +311,7 @@ const ok =
   result.checkout_url?.includes('kind=ppv') &&
   result.webhook === 200 &&
   result.paid_play && result.paid_same_document && result.paid_gate_hidden &&
+  result.paid_chat === `Chatting as ${viewerSession.user.username}.` &&
   result.paid_phone_play &&
   result.ended && result.recording_play?.mode === 'hls' &&
   result.not_found?.status === 404;
