@@ -96,6 +96,10 @@ function setState(s, text, kind = '') {
   const node = $('status');
   node.textContent = text;
   node.dataset.kind = kind;
+  // Offline and ended say so across the picture too.
+  const note = $('stage-note');
+  note.hidden = s !== 'offline';
+  note.textContent = s === 'offline' ? text : '';
 }
 
 function setMode(m) {
@@ -296,6 +300,8 @@ async function playWhep() {
     const tracks = conn.getReceivers().map((r) => r.track);
     if (tracks.length && tracks.every((t) => t.readyState === 'ended')) {
       clearInterval(ended);
+      // Not the last picture frozen: the stage says it ended.
+      video.srcObject = null;
       setState('offline', 'Stream ended');
       endWhep().then(() => scheduleStart(OFFLINE_RETRY_MS));
     }
@@ -439,6 +445,8 @@ function gateUp(p) {
   });
   setState('error', 'Cannot play', 'error');
   showError(`Not allowed to watch: ${text}`);
+  $('stage-note').hidden = false;
+  $('stage-note').textContent = $('gate-title').textContent;
   $('chat-state').textContent = 'The chat opens once you may watch.';
   if (session()) {
     clearTimeout(gateTimer);

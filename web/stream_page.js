@@ -69,7 +69,7 @@ export function renderPage(page, { stream, vodRun }) {
   }));
 }
 
-// Shows what would let the visitor watch; returns the sentence for the
+// Shows what would let the visitor watch; returns the reason for the
 // player's error line. `onCheckout` is called when a checkout opens.
 export function showGate(page, { stream, onCheckout }) {
   const gate = $('gate');
@@ -103,13 +103,16 @@ export function showGate(page, { stream, onCheckout }) {
       : 'This stream needs a ticket or a subscription, which this site does not sell online: ask the broadcaster.';
   }
   $('gate-text').textContent = text;
+  const reason = page.access.needs === 'sign_in'
+    ? 'sign in first.'
+    : 'this stream needs a ticket or a subscription.';
   for (const a of [buy, sub]) {
     a.onclick = () => {
       $('gate-wait').textContent = 'Waiting for the payment to be confirmed…';
       onCheckout();
     };
   }
-  return text;
+  return reason;
 }
 
 export function hideGate() {

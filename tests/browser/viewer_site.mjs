@@ -13,7 +13,8 @@
 // 1. Two publisher pages go live from the fake camera (WHIP, H.264).
 // 2. Home (desktop, anonymous): lists the open stream live, with its
 //    viewer count and a thumbnail that loads; clicking its title plays it
-//    (WebRTC). A second home page (390 px phone) then counts 1 viewer.
+//    (WebRTC). A second home page (390 px phone) then counts 1 viewer;
+//    searching by title there keeps only the paid stream.
 // 3. The paid stream, signed in as the viewer: the gate shows the buy
 //    button; clicking it opens the checkout hand-off (a new tab on the
 //    configured checkout URL); the test, standing in for the payment
@@ -189,6 +190,16 @@ async function run(browser) {
   }, 45_000);
   result.home_phone_overflow = await phoneHome.page.evaluate(() => document.documentElement.scrollWidth - innerWidth);
   await shot(phoneHome.page, 'home-phone');
+  // Search by title, from the keyboard.
+  await phoneHome.page.focus('#q');
+  await phoneHome.page.keyboard.type('TITLE FIGHT');
+  await phoneHome.page.keyboard.press('Enter');
+  result.search = await until('the search keeps only the matching stream', () =>
+    phoneHome.page.evaluate(() => {
+      const live = [...document.querySelectorAll('#live li.card')].map((c) => c.dataset.stream);
+      const upcoming = document.querySelectorAll('#upcoming li.card').length;
+      return live.length === 1 && upcoming === 0 && new URL(location.href).searchParams.get('q') === 'TITLE FIGHT' ? live : null;
+    }), 20_000);
 
   // 3. The paid stream: gate, checkout hand-off, webhook, plays.
   const buyer = await viewerPage(browser, 'paid watch', DESKTOP, { signedIn: true });
@@ -306,6 +317,7 @@ const ok =
   result.home.paid_listed && result.home.paid_thumbnail === false &&
   result.open_play?.mode === 'webrtc' &&
   result.home_viewers >= 1 &&
+  result.search?.[0] === paid &&
   result.home_phone_overflow <= 0 && result.watch_phone_overflow <= 0 && result.account_overflow <= 0 &&
   /needs a ticket/.test(result.gate?.title ?? '') && result.gate.state === 'error' && /not allowed/i.test(result.gate.error) &&
   result.checkout_url?.includes('kind=ppv') &&
