@@ -17,9 +17,9 @@ function badge(text, cls = '') {
 
 function thumb(c) {
   if (c.thumbnail) {
-    // The server caches a thumbnail for a few seconds; a new URL per
-    // refresh gets the next picture.
-    const src = `${c.thumbnail}?t=${Math.floor(Date.now() / REFRESH_MS)}`;
+    // A live thumbnail is cached for a few seconds: a new URL per refresh
+    // gets the next picture. A recording's poster never changes.
+    const src = c.live ? `${c.thumbnail}?t=${Math.floor(Date.now() / REFRESH_MS)}` : c.thumbnail;
     return el('img', { class: 'thumb', src, alt: '', width: 320, height: 180, loading: 'lazy' });
   }
   const text = c.live ? (visibilityLabel(c.visibility) ? 'Sign in or buy to watch' : 'Live') : c.scheduled_at ? 'Scheduled' : 'Offline';

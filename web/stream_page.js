@@ -55,6 +55,10 @@ export function renderPage(page, { stream, vodRun }) {
   const sched = $('schedule');
   sched.hidden = !Number.isFinite(page.scheduled_at) || page.live;
   sched.textContent = sched.hidden ? '' : `Next live: ${fmtWhen(page.scheduled_at * 1000)}`;
+  // Offline or ended: the last picture anyone may see, as the poster.
+  const video = document.getElementById('video');
+  if (!page.live && !vodRun && page.thumbnail) video.poster = page.thumbnail;
+  else if (page.live) video.removeAttribute('poster');
   const recs = page.recordings ?? [];
   $('recordings-box').hidden = recs.length === 0;
   $('recordings').replaceChildren(...recs.slice(0, 10).map((r) => {

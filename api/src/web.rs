@@ -179,10 +179,10 @@ fn stream_head(stream: &str, facts: Option<&PageFacts>, origin: Option<&str>) ->
             "\n<meta property=\"og:url\" content=\"{}\">",
             escape(&format!("{o}{path}"))
         ));
-        if facts.is_some_and(|f| f.open && f.live) {
+        if let Some(picture) = facts.and_then(|f| f.picture.as_deref()) {
             head.push_str(&format!(
                 "\n<meta property=\"og:image\" content=\"{}\">",
-                escape(&format!("{o}/hls/{stream}/thumbnail.jpg"))
+                escape(&format!("{o}{picture}"))
             ));
         }
     }
@@ -283,7 +283,7 @@ mod tests {
             title: "Cup final <live> & \"more\"".into(),
             broadcaster: Some("anna".into()),
             live: true,
-            open: true,
+            picture: Some("/hls/final/thumbnail.jpg".into()),
         };
         let head = stream_head("final", Some(&facts), Some("http://example.test:8080"));
         assert!(head
@@ -294,7 +294,7 @@ mod tests {
             .contains("og:image\" content=\"http://example.test:8080/hls/final/thumbnail.jpg\""));
         assert!(head.contains("Live now by anna"));
         let paid = PageFacts {
-            open: false,
+            picture: None,
             ..facts
         };
         assert!(!stream_head("final", Some(&paid), Some("http://h")).contains("og:image"));

@@ -389,19 +389,77 @@ async fn thumbnails_are_shown_only_to_who_may_watch() -> Result<()> {
 
         open.stop().await?;
         paid.stop().await?;
-        // Not live any more: no picture (and no stale one).
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
+        // Ended: the recordings keep a poster (the last keyframe); the
+        // open stream's card shows it, the paid one's shows nothing.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let d = loop {
             let d: Value = get(&http, &format!("{base}/api/directory"), None)
                 .await?
                 .json()
                 .await?;
-            if d["live"].as_array().is_some_and(|l| l.is_empty()) {
-                break;
+            let recorded = |n: &str| {
+                d["recent"].as_array().is_some_and(|r| {
+                    r.iter()
+                        .any(|c| c["name"] == n && c["recordings"][0]["run"].is_string())
+                })
+            };
+            if d["live"].as_array().is_some_and(|l| l.is_empty())
+                && recorded("openshow")
+                && recorded("paidshow")
+            {
+                break d;
             }
-            ensure!(Instant::now() < deadline, "still live: {d}");
+            ensure!(Instant::now() < deadline, "no recordings: {d}");
             tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+        };
+        let recent = d["recent"].as_array().context("recent")?;
+        let card = |n: &str| recent.iter().find(|c| c["name"] == n).cloned();
+        let o = card("openshow").context("openshow")?;
+        let run = o["recordings"][0]["run"].as_str().context("run")?;
+        let poster = format!("/vod/openshow/{run}/poster.jpg");
+        ensure!(
+            o["thumbnail"] == poster && o["recordings"][0]["poster"] == poster,
+            "{o}"
+        );
+        let r = get(&http, &format!("{base}{poster}"), None).await?;
+        ensure!(r.status() == 200, "poster: {}", r.status());
+        ensure!(header(&r, "content-type") == "image/jpeg");
+        ensure!(header(&r, "cache-control") == "max-age=31536000, immutable");
+        ensure!(r.bytes().await?.starts_with(&[0xff, 0xd8]));
+        let p = card("paidshow").context("paidshow")?;
+        ensure!(
+            p["thumbnail"].is_null() && p["recordings"][0]["poster"].is_null(),
+            "{p}"
+        );
+        let run = p["recordings"][0]["run"].as_str().context("run")?;
+        let paid_poster = format!("{base}/vod/paidshow/{run}/poster.jpg");
+        let r = get(&http, &paid_poster, None).await?;
+        ensure!(
+            r.status() == 401,
+            "the paid poster, anonymously: {}",
+            r.status()
+        );
+        let r = get(&http, &paid_poster, Some(&session)).await?;
+        ensure!(
+            r.status() == 403,
+            "the paid poster, no ticket: {}",
+            r.status()
+        );
+        let r = get(&http, &format!("{paid_poster}?token={play}"), None).await?;
+        ensure!(
+            r.status() == 200,
+            "the paid poster, a ticket: {}",
+            r.status()
+        );
+        // The stream page's head previews the open stream with its poster.
+        let html = get(&http, &format!("{base}/watch/openshow"), None)
+            .await?
+            .text()
+            .await?;
+        ensure!(
+            html.contains(&format!("{poster}\"")),
+            "no poster in the head"
+        );
         server.shutdown().await;
         Ok(())
     })

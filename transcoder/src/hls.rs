@@ -561,6 +561,7 @@ async fn run_stream(
             if st.video().is_some() {
                 rec.send(RecordEvent::End {
                     multivariant: crate::http::multivariant_text("", &st, false),
+                    poster: st.latest_keyframe().map(|k| k.annex_b.clone()),
                 });
             }
         }

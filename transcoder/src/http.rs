@@ -103,6 +103,7 @@ pub fn router(hls: Hls) -> Router {
         .route("/hls/{stream}/thumbnail.jpg", get(thumbnail))
         .route("/vod/{stream}", get(vod_list))
         .route("/vod/{stream}/{run}/index.m3u8", get(vod_multivariant))
+        .route("/vod/{stream}/{run}/poster.jpg", get(vod_poster))
         .route("/vod/{stream}/{run}/{rendition}/{file}", get(vod_file))
         .with_state(hls)
         .layer(axum::middleware::map_response(cors))
@@ -601,6 +602,23 @@ async fn vod_file(
 /// A finished recording's playlists do not change, but a CDN should not
 /// keep them past a retention sweep for long.
 const VOD_PLAYLIST: &str = "max-age=60";
+
+/// `GET /vod/{stream}/{run}/poster.jpg`: a JPEG of the recording's last
+/// keyframe, written when it was closed.
+async fn vod_poster(
+    State(hls): State<Hls>,
+    Path((stream, run)): Path<(String, String)>,
+) -> Response {
+    vod_read(
+        &hls,
+        &[&stream, &run],
+        crate::record::POSTER,
+        "image/jpeg",
+        IMMUTABLE,
+        None,
+    )
+    .await
+}
 
 async fn vod_read(
     hls: &Hls,

@@ -48,8 +48,13 @@ pub enum RecordEvent {
     },
     /// A date range for the VOD playlists.
     DateRange(Arc<DateRange>),
-    /// The stream ended; `multivariant` is the top-level VOD playlist.
-    End { multivariant: String },
+    /// The stream ended; `multivariant` is the top-level VOD playlist,
+    /// `poster` the stream's last keyframe (see [`crate::thumbnail`]),
+    /// written as `poster.jpg` beside it.
+    End {
+        multivariant: String,
+        poster: Option<Arc<[u8]>>,
+    },
 }
 
 /// A recording is complete on disk and served at `url`.
@@ -150,7 +155,13 @@ async fn write_loop(
                 }
                 Ok(())
             }
-            RecordEvent::End { multivariant } => {
+            RecordEvent::End {
+                multivariant,
+                poster,
+            } => {
+                if let Some(keyframe) = poster {
+                    write_poster(dir, keyframe).await;
+                }
                 let mut r = Ok(());
                 for (rendition, log) in &logs {
                     if log.segments.is_empty() {
@@ -186,6 +197,27 @@ async fn write_loop(
         }
     }
 }
+
+/// The recording's poster: a JPEG of `keyframe`, before the recording is
+/// marked complete; a recording without one is still a recording.
+async fn write_poster(dir: &Path, keyframe: Arc<[u8]>) {
+    let jpeg = tokio::task::spawn_blocking(move || {
+        crate::thumbnail::jpeg_of_keyframe(&keyframe, crate::thumbnail::WIDTH)
+    })
+    .await;
+    match jpeg {
+        Ok(Ok(jpeg)) => {
+            if let Err(e) = write(dir, POSTER, &jpeg).await {
+                tracing::warn!(dir = %dir.display(), "recording poster: {e}");
+            }
+        }
+        Ok(Err(e)) => tracing::debug!(dir = %dir.display(), "no recording poster: {e}"),
+        Err(_) => tracing::warn!(dir = %dir.display(), "recording poster: the decode panicked"),
+    }
+}
+
+/// File name of a recording's poster (a JPEG of its last keyframe).
+pub const POSTER: &str = "poster.jpg";
 
 async fn write(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
     tokio::fs::create_dir_all(dir).await?;

@@ -49,18 +49,37 @@ fn run_started_ms(run: &str) -> Option<i64> {
     i64::from_str_radix(run, 16).ok()
 }
 
-async fn recordings(state: &RestState, stream: &str) -> Vec<Value> {
+/// The stream's complete recordings, newest first; each with its poster's
+/// URL when it has one and anyone may watch the stream.
+async fn recordings(state: &RestState, s: &StreamInfo) -> Vec<Value> {
     let Some(base) = state.viewers.hls.as_ref().and_then(|h| h.recordings_dir()) else {
         return Vec::new();
     };
-    let mut runs = transcoder::record::recorded_runs(&base, stream).await;
+    let mut runs = transcoder::record::recorded_runs(&base, &s.name).await;
     runs.reverse();
-    runs.iter()
-        .map(|r| json!({ "run": r, "started_at_ms": run_started_ms(r) }))
-        .collect()
+    let mut out = Vec::with_capacity(runs.len());
+    for r in &runs {
+        let poster = is_open(s)
+            && tokio::fs::metadata(base.join(&s.name).join(r).join(transcoder::record::POSTER))
+                .await
+                .is_ok();
+        out.push(json!({
+            "run": r,
+            "started_at_ms": run_started_ms(r),
+            "poster": poster.then(|| format!("/vod/{}/{r}/{}", s.name, transcoder::record::POSTER)),
+        }));
+    }
+    out
 }
 
-fn thumbnail(state: &RestState, s: &StreamInfo, live: bool) -> Option<String> {
+/// A picture of the stream for anyone: the live thumbnail, else the
+/// newest recording's poster (streams anyone may watch only).
+fn thumbnail(
+    state: &RestState,
+    s: &StreamInfo,
+    live: bool,
+    recordings: &[Value],
+) -> Option<String> {
     let has = live
         && is_open(s)
         && state
@@ -68,7 +87,16 @@ fn thumbnail(state: &RestState, s: &StreamInfo, live: bool) -> Option<String> {
             .hls
             .as_ref()
             .is_some_and(|h| h.has_picture(&s.name));
-    has.then(|| format!("/hls/{}/thumbnail.jpg", s.name))
+    if has {
+        return Some(format!("/hls/{}/thumbnail.jpg", s.name));
+    }
+    if live {
+        return None;
+    }
+    recordings
+        .first()
+        .and_then(|r| r["poster"].as_str())
+        .map(str::to_string)
 }
 
 /// What a card on the home page shows.
@@ -79,6 +107,7 @@ async fn card(
     last: Option<&(i64, Option<i64>)>,
 ) -> Value {
     let live = state.sfu.is_live(&s.name);
+    let recordings = recordings(state, s).await;
     json!({
         "name": s.name,
         "title": s.title,
@@ -86,11 +115,11 @@ async fn card(
         "visibility": s.visibility,
         "live": live,
         "viewers": if live { state.viewers.total(&s.name) } else { 0 },
-        "thumbnail": thumbnail(state, s, live),
+        "thumbnail": thumbnail(state, s, live, &recordings),
         "scheduled_at": s.scheduled_at,
         "last_started_at_ms": last.map(|l| l.0),
         "last_ended_at_ms": last.and_then(|l| l.1),
-        "recordings": recordings(state, &s.name).await,
+        "recordings": recordings,
     })
 }
 
@@ -261,6 +290,7 @@ pub async fn one(
         .iter()
         .map(|x| json!({ "started_at_ms": x.started_at_ms, "ended_at_ms": x.ended_at_ms, "peak_viewers": x.peak_viewers }))
         .collect();
+    let recordings = recordings(&state, &s).await;
     let body = json!({
         "name": s.name,
         "title": s.title,
@@ -270,17 +300,17 @@ pub async fn one(
         "state": page_state,
         "live": live,
         "viewers": if live { state.viewers.total(&name) } else { 0 },
-        "thumbnail": thumbnail(&state, &s, live),
+        "thumbnail": thumbnail(&state, &s, live, &recordings),
         "scheduled_at": scheduled,
         "sessions": sessions,
-        "recordings": recordings(&state, &name).await,
+        "recordings": recordings,
         "access": access(&state, &s, who.as_ref()).await?,
     });
     Ok(([(header::CACHE_CONTROL, "no-cache")], Json(body)).into_response())
 }
 
-/// Titles of registered streams (the watch page's `<title>` and Open
-/// Graph tags); `None` for unknown streams.
+/// What a registered stream's HTML head says about it (the watch page's
+/// `<title>` and Open Graph tags); `None` for unknown streams.
 pub async fn page_facts(state: &RestState, name: &str) -> Option<PageFacts> {
     let s = state.store.stream(name).await.ok()??;
     let live = state.sfu.is_live(name);
@@ -294,8 +324,9 @@ pub async fn page_facts(state: &RestState, name: &str) -> Option<PageFacts> {
             .map(|u| u.username),
         None => None,
     };
+    let recordings = recordings(state, &s).await;
     Some(PageFacts {
-        open: is_open(&s),
+        picture: thumbnail(state, &s, live, &recordings),
         title: s.title,
         broadcaster,
         live,
@@ -308,6 +339,7 @@ pub struct PageFacts {
     pub title: String,
     pub broadcaster: Option<String>,
     pub live: bool,
-    /// Anyone may watch it (its thumbnail may be shown in previews).
-    pub open: bool,
+    /// A picture anyone may fetch (path): the live thumbnail, else the
+    /// newest recording's poster; none for non-public streams.
+    pub picture: Option<String>,
 }
