@@ -29,6 +29,35 @@ const RECENT: usize = 24;
 /// A scheduled start this far in the past still counts as upcoming (a
 /// show that starts late).
 const SCHEDULE_GRACE_SECS: i64 = 3600;
+/// How long a catalogue answer is reused: every open home page asks every
+/// 10 s, and an answer looks at up to [`CATALOGUE_LIMIT`] streams and
+/// their recordings on disk.
+const REUSE: std::time::Duration = std::time::Duration::from_secs(2);
+/// Searches remembered at once (beyond, the memory starts over).
+const REUSE_CAP: usize = 64;
+
+/// Recent catalogue answers by search text. The catalogue is the same for
+/// every caller, so one answer serves all of them for [`REUSE`].
+#[derive(Default)]
+pub struct Recent(
+    parking_lot::Mutex<std::collections::HashMap<String, (std::time::Instant, Value)>>,
+);
+
+impl Recent {
+    fn get(&self, key: &str, now: std::time::Instant) -> Option<Value> {
+        let map = self.0.lock();
+        let (at, v) = map.get(key)?;
+        (now.duration_since(*at) < REUSE).then(|| v.clone())
+    }
+
+    fn put(&self, key: String, now: std::time::Instant, v: Value) {
+        let mut map = self.0.lock();
+        if map.len() >= REUSE_CAP {
+            map.clear();
+        }
+        map.insert(key, (now, v));
+    }
+}
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -136,6 +165,11 @@ pub async fn list(
         )));
     }
     let needle = search.map(str::to_lowercase);
+    let key = needle.clone().unwrap_or_default();
+    let started = std::time::Instant::now();
+    if let Some(v) = state.directory.get(&key, started) {
+        return Ok(([(header::CACHE_CONTROL, "no-cache")], Json(v)).into_response());
+    }
     let streams = state.store.catalogue(search, CATALOGUE_LIMIT).await?;
     let last = state.store.last_sessions().await?;
     let now = unix_now() as i64;
@@ -187,11 +221,9 @@ pub async fn list(
     };
     recent.sort_by_key(|c| std::cmp::Reverse(activity(c)));
     recent.truncate(RECENT);
-    Ok((
-        [(header::CACHE_CONTROL, "no-cache")],
-        Json(json!({ "live": live, "upcoming": upcoming, "recent": recent })),
-    )
-        .into_response())
+    let body = json!({ "live": live, "upcoming": upcoming, "recent": recent });
+    state.directory.put(key, started, body.clone());
+    Ok(([(header::CACHE_CONTROL, "no-cache")], Json(body)).into_response())
 }
 
 /// Whether `who` may watch `s`, and if not, what would let them.

@@ -72,6 +72,8 @@ pub struct RestState {
     pub viewers: crate::viewers::Viewers,
     pub config: Arc<RestConfig>,
     pub limiter: Arc<ratelimit::LoginLimiter>,
+    /// Recent catalogue answers ([`directory::list`]).
+    pub directory: Arc<directory::Recent>,
     /// Failed bearer credentials per client address (shared with WHIP and
     /// WHEP: one budget per address).
     pub auth_throttle: Arc<throttle::AuthThrottle>,
@@ -87,6 +89,7 @@ impl RestState {
             sfu,
             config: Arc::new(config),
             limiter,
+            directory: Arc::default(),
             auth_throttle: Arc::new(throttle::AuthThrottle::default()),
         }
     }
