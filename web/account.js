@@ -75,7 +75,7 @@ function what(e) {
   if (e.kind === 'ppv') {
     return el('a', { href: `/watch/${encodeURIComponent(e.stream)}` }, `Ticket: ${e.stream}`);
   }
-  return `Subscription to broadcaster ${e.broadcaster_id}`;
+  return `Subscription: ${e.broadcaster_name ?? e.broadcaster_id}`;
 }
 
 async function loadEntitlements() {

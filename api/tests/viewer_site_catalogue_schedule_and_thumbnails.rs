@@ -207,6 +207,31 @@ async fn catalogue_schedule_and_the_checkout_hand_off(db: &TestDb) -> Result<()>
         .await?
         .expect(200)?;
     ensure!(p["access"]["can_watch"] == true, "{p}");
+    // A subscription bought the same way lists its broadcaster by name.
+    webhook(
+        &api,
+        &json!({
+            "id": "evt_site_2",
+            "type": "checkout.session.completed",
+            "data": { "object": { "id": "cs_site_2", "subscription": "sub_site_2", "metadata": { "user_id": vera_id, "broadcaster_id": anna_id } } }
+        }),
+    )
+    .await?
+    .expect(200)?;
+    let mine = api
+        .get("/api/entitlements", Some(&vera))
+        .await?
+        .expect(200)?;
+    let subs: Vec<&Value> = mine["entitlements"]
+        .as_array()
+        .context("entitlements")?
+        .iter()
+        .filter(|e| e["kind"] == "subscription")
+        .collect();
+    ensure!(
+        subs.len() == 1 && subs[0]["broadcaster_name"] == "anna",
+        "{mine}"
+    );
 
     // Clearing the schedule.
     let s = api

@@ -170,7 +170,9 @@ fn components() -> Value {
                 "expires_at": int, "external_ref": string } },
             "Entitlement": { "type": "object", "properties": {
                 "id": string, "user_id": string, "kind": { "type": "string", "enum": ["subscription", "ppv"] },
-                "broadcaster_id": opt_string, "stream": opt_string, "external_ref": opt_string,
+                "broadcaster_id": opt_string,
+                "broadcaster_name": { "type": ["string", "null"], "description": "the broadcaster's username (in listings)" },
+                "stream": opt_string, "external_ref": opt_string,
                 "created_at": int, "expires_at": opt_int, "revoked_at": opt_int } }
         }
     });
