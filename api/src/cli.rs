@@ -572,6 +572,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_checkout_url_is_an_absolute_http_url() {
+        let cli = Cli::try_parse_from([
+            "relaycast",
+            "serve",
+            "--checkout-url",
+            "https://pay.example.com/checkout?shop=7",
+        ])
+        .expect("parses");
+        let Command::Serve(s) = cli.command else {
+            panic!("not the serve command");
+        };
+        assert_eq!(
+            s.checkout_url.map(|u| u.to_string()),
+            Some("https://pay.example.com/checkout?shop=7".to_string())
+        );
+        for bad in [
+            "/checkout",
+            "javascript:alert(1)",
+            "ftp://x.example/",
+            "nonsense",
+        ] {
+            assert!(
+                Cli::try_parse_from(["relaycast", "serve", "--checkout-url", bad]).is_err(),
+                "--checkout-url {bad:?} is refused"
+            );
+        }
+    }
+
+    #[test]
     fn turn_flags_make_a_turn_config() {
         let cli = Cli::try_parse_from([
             "relaycast",
