@@ -827,6 +827,11 @@ function onSocketMessage(msg) {
         if (state.state === 'live') setState('stalled', 'Stalled — waiting for the broadcaster', 'warn');
       } else if (msg.status === 'ended') {
         setState('offline', 'Stream ended');
+        if (state.mode === 'webrtc' && state.whepResource) {
+          // Leave the session now: the next start makes a new one.
+          video.srcObject = null;
+          endWhep();
+        }
         if (!playLink) refreshPage();
       }
       break;
