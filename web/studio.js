@@ -98,7 +98,9 @@ async function loadStreams() {
           {},
           el('td', {}, s.name),
           el('td', {}, s.title || ''),
-          el('td', {}, s.live ? el('span', { class: 'live-dot' }, `Live · ${s.viewers} watching`) : 'Offline'),
+          el('td', {}, s.live
+            ? el('span', { class: 'live-dot' }, `Live · ${s.viewers} watching`)
+            : Number.isFinite(s.scheduled_at) ? `Scheduled for ${new Date(s.scheduled_at * 1000).toLocaleString()}` : 'Offline'),
           el('td', {}, el('button', { type: 'button', onclick: () => selectStream(s.name) }, 'Open')),
         ),
       ),

@@ -1,7 +1,8 @@
 //! The viewer site end to end in headless Chromium
 //! (`tests/browser/viewer_site.mjs`, playwright-core driving Debian's
 //! `/usr/bin/chromium`): the home page lists a live stream with its viewer
-//! count and thumbnail, and clicking it plays; a paywalled stream shows a
+//! count and thumbnail, and clicking it plays; a stream scheduled in the
+//! studio is listed as upcoming; a paywalled stream shows a
 //! signed-in viewer the buy button, the checkout hand-off opens the
 //! configured checkout URL, the signed payment webhook grants the ticket
 //! and the same page then plays; after the stream ends its recording
@@ -122,6 +123,7 @@ async fn a_visitor_finds_the_live_stream_buys_a_ticket_and_comes_back_for_the_re
         201,
     )
     .await?;
+    let anna_session = anna.to_string();
     let anna = anna["token"].as_str().context("token")?.to_string();
     let mut keys = Vec::new();
     for (name, title, visibility) in [
@@ -146,22 +148,15 @@ async fn a_visitor_finds_the_live_stream_buys_a_ticket_and_comes_back_for_the_re
         .await?;
         keys.push(key["secret"].as_str().context("secret")?.to_string());
     }
-    // Something upcoming for the home page.
+    // The studio schedules it: upcoming on the home page.
     call(
         &http,
         &format!("{base}/api/streams"),
         Some(&anna),
-        json!({ "name": "nextweek", "title": "Next week's derby" }),
+        json!({ "name": "nextweek" }),
         201,
     )
     .await?;
-    let res = http
-        .patch(format!("{base}/api/streams/nextweek"))
-        .bearer_auth(&anna)
-        .json(&json!({ "scheduled_at": api::unix_now() + 7 * 86400 }))
-        .send()
-        .await?;
-    ensure!(res.status() == 200, "scheduling: {}", res.status());
     let viewer = call(
         &http,
         &format!("{base}/api/auth/register"),
@@ -182,6 +177,7 @@ async fn a_visitor_finds_the_live_stream_buys_a_ticket_and_comes_back_for_the_re
         .env("SITE_PAID", "ringside")
         .env("SITE_PAID_KEY", &keys[1])
         .env("SITE_SESSION", viewer.to_string())
+        .env("SITE_BROADCASTER_SESSION", &anna_session)
         .env("SITE_WEBHOOK_SECRET", WEBHOOK_SECRET)
         .current_dir(&root)
         .stdin(Stdio::null())

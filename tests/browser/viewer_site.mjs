@@ -9,7 +9,10 @@
 //   SITE_SESSION                  a viewer's session (JSON of POST
 //                                 /api/auth/login), without a ticket
 //   SITE_WEBHOOK_SECRET           the payment webhook's signing secret
+//   SITE_BROADCASTER_SESSION      the streams' owner's session; a stream of
+//                                 theirs named "nextweek" is not scheduled
 //
+// 0. Studio (the owner): schedules "nextweek" with a title and a start.
 // 1. Two publisher pages go live from the fake camera (WHIP, H.264).
 // 2. Home (desktop, anonymous): lists the open stream live, with its
 //    viewer count and a thumbnail that loads; clicking its title plays it
@@ -42,7 +45,7 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const [baseArg, outDir] = process.argv.slice(2);
 const base = parseBaseUrl(baseArg ?? '');
 const env = process.env;
-const need = ['SITE_OPEN', 'SITE_OPEN_KEY', 'SITE_PAID', 'SITE_PAID_KEY', 'SITE_SESSION', 'SITE_WEBHOOK_SECRET'];
+const need = ['SITE_OPEN', 'SITE_OPEN_KEY', 'SITE_PAID', 'SITE_PAID_KEY', 'SITE_SESSION', 'SITE_WEBHOOK_SECRET', 'SITE_BROADCASTER_SESSION'];
 if (!base || !outDir || need.some((k) => !env[k]) || !chromiumExists()) {
   console.error(`usage: node viewer_site.mjs <base_url> <out_dir> with ${need.join(', ')} set, and Chromium`);
   process.exit(2);
@@ -50,6 +53,7 @@ if (!base || !outDir || need.some((k) => !env[k]) || !chromiumExists()) {
 const open = env.SITE_OPEN;
 const paid = env.SITE_PAID;
 const viewerSession = JSON.parse(env.SITE_SESSION);
+const ownerSession = JSON.parse(env.SITE_BROADCASTER_SESSION);
 fs.mkdirSync(outDir, { recursive: true });
 
 const DESKTOP = { width: 1280, height: 800 };
@@ -96,7 +100,7 @@ function guard(page, name, allow = () => false) {
   return page;
 }
 
-async function viewerPage(browser, name, viewport, { signedIn = false, allow } = {}) {
+async function viewerPage(browser, name, viewport, { signedIn = false, as = viewerSession, allow } = {}) {
   const context = await browser.newContext({ viewport });
   if (signedIn) {
     await context.addInitScript((s) => {
@@ -107,7 +111,7 @@ async function viewerPage(browser, name, viewport, { signedIn = false, allow } =
       } catch {
         // See above.
       }
-    }, viewerSession);
+    }, as);
   }
   const page = guard(await context.newPage(), name, allow);
   return { context, page };
@@ -144,6 +148,22 @@ function signWebhook(body) {
 }
 
 async function run(browser) {
+  // 0. The studio schedules a stream.
+  const studio = await viewerPage(browser, 'studio', DESKTOP, { signedIn: true, as: ownerSession });
+  await studio.page.goto(`${base}/studio`, { waitUntil: 'load' });
+  await studio.page.locator('tr', { hasText: 'nextweek' }).getByRole('button', { name: 'Open' }).click();
+  await studio.page.waitForSelector('#schedule-form', { state: 'visible' });
+  await until('the studio shows the schedule', () => studio.page.$eval('#schedule-status', (e) => e.textContent), 10_000);
+  const when = new Date(Date.now() + 7 * 86400_000);
+  const pad = (n) => String(n).padStart(2, '0');
+  await studio.page.getByLabel('Show title').fill("Next week's derby");
+  await studio.page.getByLabel('Starts').fill(`${when.getFullYear()}-${pad(when.getMonth() + 1)}-${pad(when.getDate())}T20:00`);
+  await studio.page.getByRole('button', { name: 'Schedule', exact: true }).click();
+  result.scheduled = await until('the studio says it is scheduled', () =>
+    studio.page.$eval('#schedule-status', (e) => (/^Scheduled for /.test(e.textContent) ? e.textContent : null)), 15_000);
+  await shot(studio.page, 'studio-schedule-desktop');
+  await studio.context.close();
+
   // 1. Publishers.
   const pubs = {};
   for (const [stream, key] of [[open, env.SITE_OPEN_KEY], [paid, env.SITE_PAID_KEY]]) {
@@ -170,6 +190,7 @@ async function run(browser) {
       return { viewers: Number(v.dataset.viewers), thumb: [img.naturalWidth, img.naturalHeight], title: c.querySelector('h3').textContent };
     }, card);
   }, 60_000);
+  result.upcoming = await home.page.$$eval('#upcoming li.card', (cs) => cs.map((c) => [c.dataset.stream, c.querySelector('h3').textContent]));
   const paidCard = await home.page.$(`#live li[data-stream="${paid}"]`);
   result.home.paid_listed = !!paidCard;
   result.home.paid_thumbnail = paidCard ? !!(await paidCard.$('img')) : null;
@@ -317,6 +338,7 @@ const ok =
   result.home.paid_listed && result.home.paid_thumbnail === false &&
   result.open_play?.mode === 'webrtc' &&
   result.home_viewers >= 1 &&
+  !!result.scheduled && JSON.stringify(result.upcoming) === JSON.stringify([['nextweek', "Next week's derby"]]) &&
   result.search?.[0] === paid &&
   result.home_phone_overflow <= 0 && result.watch_phone_overflow <= 0 && result.account_overflow <= 0 &&
   /needs a ticket/.test(result.gate?.title ?? '') && result.gate.state === 'error' && /not allowed/i.test(result.gate.error) &&
