@@ -240,3 +240,22 @@ export function drawChart(canvas, series, fmt = String) {
   ctx.font = `${11 * devicePixelRatio}px sans-serif`;
   ctx.fillText(fmt(max), 4, 12 * devicePixelRatio);
 }
+
+// Shows who is signed in on the page's "Account" link (id account-link).
+export function showAccountLink() {
+  const link = document.getElementById('account-link');
+  if (!link) return;
+  const s = session();
+  link.textContent = s ? `Account (${s.user?.username ?? 'signed in'})` : 'Sign in';
+}
+
+// A date and time for people, from Unix milliseconds.
+export function fmtWhen(ms) {
+  if (!Number.isFinite(ms)) return '';
+  return new Date(ms).toLocaleString([], { dateStyle: 'medium', timeStyle: 'short' });
+}
+
+// What a stream's visibility means to a viewer ('' for public).
+export function visibilityLabel(v) {
+  return { authenticated: 'Members', entitled: 'Ticket or subscription' }[v] ?? '';
+}

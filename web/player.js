@@ -10,6 +10,16 @@
 // (sub-second latency), and over LL-HLS when the playback position's
 // program date time reaches the event's media stamp.
 //
+// Before playing, the page asks GET /api/directory/{stream} (stream_page.js)
+// whether the stream is live and whether this visitor may watch: an
+// offline stream waits without knocking on WHEP, a stream that needs a
+// ticket shows its gate (sign in / buy / subscribe) and is looked at again
+// every GATE_POLL_MS while the visitor is signed in, so a purchase
+// confirmed by the payment webhook starts playback without a reload; a
+// signed-in viewer of a non-public stream plays with a play token from
+// POST /api/streams/{stream}/play-token. A play link (?token=) skips all
+// that: the token is the ticket.
+//
 // The page's state is mirrored on <body data-mode data-state> and in
 // window.relaycastPlayer (plain data) so embedding pages and tests can
 // read it.
@@ -18,15 +28,23 @@ import {
   fmtBitrate,
   iceServersFromLinks,
   session,
+  showAccountLink,
   streamSocket,
   waitConnected,
   waitGathering,
 } from './common.js';
+import { fetchPage, fetchPlayToken, hideGate, offlineText, renderPage, showGate } from './stream_page.js';
 
 // How long WebRTC may take to connect before LL-HLS is tried instead.
 const ICE_TIMEOUT_MS = 6000;
 const GATHER_MS = 1000;
 const OFFLINE_RETRY_MS = 5000;
+// How often a gated page looks again for an entitlement (faster once a
+// checkout was opened).
+const GATE_POLL_MS = 5000;
+const CHECKOUT_POLL_MS = 2000;
+// How often the title, state and recordings are refreshed.
+const PAGE_REFRESH_MS = 10_000;
 // An LL-HLS event is held until its media time plays; without program
 // date times it is shown after this hold, and never held longer than
 // EVENT_MAX_HOLD_MS.
@@ -40,7 +58,9 @@ const params = new URLSearchParams(location.search);
 const parts = location.pathname.split('/').filter(Boolean);
 const embed = parts[0] === 'embed';
 const stream = decodeURIComponent(parts[1] || '');
-const playToken = params.get('token');
+// A play link's token, or one fetched for the signed-in viewer.
+let playToken = params.get('token');
+const playLink = playToken !== null;
 // ?vod=RUN plays the recording RUN of the stream (/vod/{stream}/{run}/).
 const vodRun = params.get('vod');
 
@@ -54,6 +74,9 @@ const state = {
   hlsRequested: false,
   hlsAuthRetried: false,
   viewers: null,
+  // From GET /api/directory/{stream}: {state, live, can_watch, needs}.
+  page: null,
+  gated: false,
   dataChannel: null, // state of the "events" data channel, if any
   chat: { connected: false, user: null, can_chat: false, moderator: false, slow_mode: 0 },
   // Integrator events shown or pending: {seq, id, source, text,
@@ -73,6 +96,10 @@ function setState(s, text, kind = '') {
   const node = $('status');
   node.textContent = text;
   node.dataset.kind = kind;
+  // Offline and ended say so across the picture too.
+  const note = $('stage-note');
+  note.hidden = s !== 'offline';
+  note.textContent = s === 'offline' ? text : '';
 }
 
 function setMode(m) {
@@ -273,6 +300,8 @@ async function playWhep() {
     const tracks = conn.getReceivers().map((r) => r.track);
     if (tracks.length && tracks.every((t) => t.readyState === 'ended')) {
       clearInterval(ended);
+      // Not the last picture frozen: the stage says it ended.
+      video.srcObject = null;
       setState('offline', 'Stream ended');
       endWhep().then(() => scheduleStart(OFFLINE_RETRY_MS));
     }
@@ -387,11 +416,83 @@ async function playHls(reason) {
 
 // ---------------------------------------------------------------------------
 
+// The latest stream page data (null: the server has none).
+let page = null;
+
+async function refreshPage() {
+  const p = await fetchPage(stream);
+  if (p) {
+    page = p;
+    renderPage(p, { stream, vodRun });
+    state.page = { state: p.state, live: p.live, can_watch: p.access.can_watch, needs: p.access.needs };
+  }
+  return p;
+}
+
+let gateTimer = null;
+
+// The visitor may not watch: show what would let them, and look again
+// (signed in: an entitlement may arrive from the payment webhook).
+function gateUp(p) {
+  state.gated = true;
+  const text = showGate(p, {
+    stream,
+    onCheckout() {
+      clearTimeout(gateTimer);
+      gateTimer = setTimeout(gateCheck, CHECKOUT_POLL_MS);
+      state.checkoutOpened = true;
+    },
+  });
+  setState('error', 'Cannot play', 'error');
+  showError(`Not allowed to watch: ${text}`);
+  $('stage-note').hidden = false;
+  $('stage-note').textContent = $('gate-title').textContent;
+  $('chat-state').textContent = 'The chat opens once you may watch.';
+  if (session()) {
+    clearTimeout(gateTimer);
+    gateTimer = setTimeout(gateCheck, state.checkoutOpened ? CHECKOUT_POLL_MS : GATE_POLL_MS);
+  }
+}
+
+async function gateCheck() {
+  if (stopped) return;
+  const p = await refreshPage();
+  if (p?.access.can_watch) {
+    state.gated = false;
+    hideGate();
+    start();
+  } else if (p) {
+    gateUp(p);
+  } else {
+    gateTimer = setTimeout(gateCheck, GATE_POLL_MS);
+  }
+}
+
 async function start() {
   clearTimeout(retryTimer);
   if (stopped) return;
   showError('');
+  const p = playLink ? null : await refreshPage();
+  if (stopped) return;
+  if (p && !p.access.can_watch) return gateUp(p);
+  if (p && p.visibility !== 'public' && !playToken) {
+    try {
+      playToken = await fetchPlayToken(stream);
+    } catch (e) {
+      setState('error', 'Cannot play', 'error');
+      showError(`Not allowed to watch: ${e.message}`);
+      return;
+    }
+  }
+  // The socket follows the play rules: opened once the visitor may watch
+  // (with the play token of a non-public stream).
+  if (!socket) startChat();
   if (vodRun) return playHls('recording');
+  if (p && !p.live) {
+    setState('offline', offlineText(p), 'warn');
+    scheduleStart(OFFLINE_RETRY_MS);
+    return;
+  }
   if (params.get('hls') === '1') return playHls('forced by ?hls=1');
   try {
     await playWhep();
@@ -413,7 +514,7 @@ async function start() {
 
 // The publisher went live again: start now rather than at the next retry.
 function restartIfIdle() {
-  if (stopped || vodRun || !['offline', 'error'].includes(state.state)) return;
+  if (stopped || vodRun || state.gated || !['offline', 'error'].includes(state.state)) return;
   stopHls();
   start();
 }
@@ -693,7 +794,7 @@ function onSocketMessage(msg) {
       input.disabled = $('chat-send').disabled = !state.chat.can_chat;
       $('chat-state').textContent = state.chat.can_chat
         ? `Chatting as ${state.chat.user}${state.chat.moderator ? ' (moderator)' : ''}.`
-        : 'Sign in (Studio) to chat.';
+        : 'Sign in (Account) to chat.';
       break;
     }
     case 'chat':
@@ -726,6 +827,12 @@ function onSocketMessage(msg) {
         if (state.state === 'live') setState('stalled', 'Stalled — waiting for the broadcaster', 'warn');
       } else if (msg.status === 'ended') {
         setState('offline', 'Stream ended');
+        if (state.mode === 'webrtc' && state.whepResource) {
+          // Leave the session now: the next start makes a new one.
+          video.srcObject = null;
+          endWhep();
+        }
+        if (!playLink) refreshPage();
       }
       break;
     case 'event':
@@ -747,6 +854,9 @@ function onSocketMessage(msg) {
 function startChat() {
   const input = $('chat-input');
   socket = streamSocket(stream, {
+    // A play link's token, or the one fetched for a non-public stream (the
+    // socket follows the play rules, which take play tokens); otherwise
+    // the account's session.
     token: playToken ?? session()?.token,
     onMessage: onSocketMessage,
     onState(s) {
@@ -774,12 +884,18 @@ function startChat() {
 // ---------------------------------------------------------------------------
 
 if (embed) document.body.classList.add('embed');
+showAccountLink();
 if (!stream) {
   setState('error', 'No stream', 'error');
   showError('The address names no stream: use /watch/<stream>.');
 } else {
-  document.title = `${stream} — relaycast`;
   $('title').textContent = stream;
+  // start() opens the chat (hidden in the embed; events still show) once
+  // the visitor may watch.
   start();
-  startChat(); // In the embed the chat panel is hidden; events still show.
+  // Title, state and recordings (a recording appears after the stream
+  // ends); the gate looks for itself.
+  setInterval(() => {
+    if (!stopped && !state.gated && !playLink && document.visibilityState === 'visible') refreshPage();
+  }, PAGE_REFRESH_MS);
 }

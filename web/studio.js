@@ -98,7 +98,9 @@ async function loadStreams() {
           {},
           el('td', {}, s.name),
           el('td', {}, s.title || ''),
-          el('td', {}, s.live ? el('span', { class: 'live-dot' }, `Live · ${s.viewers} watching`) : 'Offline'),
+          el('td', {}, s.live
+            ? el('span', { class: 'live-dot' }, `Live · ${s.viewers} watching`)
+            : Number.isFinite(s.scheduled_at) ? `Scheduled for ${new Date(s.scheduled_at * 1000).toLocaleString()}` : 'Offline'),
           el('td', {}, el('button', { type: 'button', onclick: () => selectStream(s.name) }, 'Open')),
         ),
       ),
@@ -135,7 +137,54 @@ function selectStream(name) {
   $('watch-link').textContent = watch;
   $('embed-code').textContent = `<iframe src="${base}/embed/${encodeURIComponent(name)}" allow="autoplay; fullscreen" width="640" height="360"></iframe>`;
   $('stream').scrollIntoView?.({ behavior: 'smooth', block: 'start' });
+  attempt('Could not load the schedule', () => loadSchedule(name));
 }
+
+// A datetime-local value (local time) from Unix seconds, and back.
+function toLocalInput(secs) {
+  const d = new Date(secs * 1000);
+  const pad = (n) => String(n).padStart(2, '0');
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}`;
+}
+
+function showSchedule(s) {
+  $('schedule-title').value = s.title || '';
+  $('schedule-start').value = Number.isFinite(s.scheduled_at) ? toLocalInput(s.scheduled_at) : '';
+  say($('schedule-status'), Number.isFinite(s.scheduled_at)
+    ? `Scheduled for ${new Date(s.scheduled_at * 1000).toLocaleString()}.`
+    : 'Not scheduled.');
+}
+
+async function loadSchedule(name) {
+  const s = await api('GET', `/api/streams/${encodeURIComponent(name)}`);
+  if (current === name) showSchedule(s);
+}
+
+$('schedule-form').addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  const f = new FormData(ev.target);
+  const start = new Date(String(f.get('start'))).getTime();
+  if (!Number.isFinite(start)) {
+    say($('schedule-status'), 'Choose a start date and time.', 'error');
+    return;
+  }
+  const name = current;
+  attempt('Could not schedule the stream', async () => {
+    const s = await api('PATCH', `/api/streams/${encodeURIComponent(name)}`, {
+      title: String(f.get('title') ?? ''),
+      scheduled_at: Math.floor(start / 1000),
+    });
+    showSchedule(s);
+    await loadStreams();
+  });
+});
+
+$('schedule-clear').addEventListener('click', () => {
+  const name = current;
+  attempt('Could not clear the schedule', async () => {
+    showSchedule(await api('PATCH', `/api/streams/${encodeURIComponent(name)}`, { scheduled_at: null }));
+  });
+});
 
 async function newKey() {
   const name = current;

@@ -138,6 +138,13 @@ pub struct ServeArgs {
     /// without it POST /api/payments/webhook answers 503.
     #[arg(long, env = "RELAYCAST_PAYMENT_WEBHOOK_SECRET", hide_env_values = true)]
     pub payment_webhook_secret: Option<String>,
+    /// The payment provider's checkout page (absolute http(s) URL). The
+    /// viewer site's buy and subscribe buttons open it with `kind`
+    /// (`ppv` or `subscription`), `user_id`, `stream` or `broadcaster_id`
+    /// and `return_to` in the query; the provider's signed webhook then
+    /// grants the entitlement. Without it the buttons are not shown.
+    #[arg(long, env = "RELAYCAST_CHECKOUT_URL", value_parser = parse_checkout_url)]
+    pub checkout_url: Option<url::Url>,
     /// LL-HLS segment target: segments are cut at the first keyframe after it
     /// (EXT-X-TARGETDURATION is 1.5 × this, rounded up).
     #[arg(long, env = "RELAYCAST_HLS_SEGMENT", default_value = "2s", value_parser = parse_duration)]
@@ -472,7 +479,15 @@ pub fn parse_hls_token_key(s: &str) -> Result<String, String> {
         .ok_or_else(|| "expected 64 hex digits (a 256-bit key)".to_string())
 }
 
-pub fn parse_ttl(s: &str) -> Result<Duration, String> {
+pub fn parse_checkout_url(s: &str) -> Result<url::Url, String> {
+    let u = url::Url::parse(s).map_err(|e| format!("not a URL: {e}"))?;
+    if !matches!(u.scheme(), "http" | "https") || u.host().is_none() {
+        return Err("the checkout URL must be an absolute http(s) URL".into());
+    }
+    Ok(u)
+}
+
+fn parse_ttl(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
         Some(i) => s.split_at(i),
@@ -555,6 +570,35 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_checkout_url_is_an_absolute_http_url() {
+        let cli = Cli::try_parse_from([
+            "relaycast",
+            "serve",
+            "--checkout-url",
+            "https://pay.example.com/checkout?shop=7",
+        ])
+        .expect("parses");
+        let Command::Serve(s) = cli.command else {
+            panic!("not the serve command");
+        };
+        assert_eq!(
+            s.checkout_url.map(|u| u.to_string()),
+            Some("https://pay.example.com/checkout?shop=7".to_string())
+        );
+        for bad in [
+            "/checkout",
+            "javascript:alert(1)",
+            "ftp://x.example/",
+            "nonsense",
+        ] {
+            assert!(
+                Cli::try_parse_from(["relaycast", "serve", "--checkout-url", bad]).is_err(),
+                "--checkout-url {bad:?} is refused"
+            );
+        }
+    }
 
     #[test]
     fn turn_flags_make_a_turn_config() {

@@ -719,7 +719,7 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
         .merge(analytics::router(analytics_routes))
         .merge(realtime::router(rt))
         .merge(webhooks::router(hook_routes))
-        .merge(rest::router(rest_state))
+        .merge(rest::router(rest_state.clone()))
         // Every media route behind the one door (public streams pass
         // untouched).
         .merge(
@@ -733,13 +733,8 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
                 media_access::gate,
             )),
         )
-        .merge(web::router())
-        .fallback(|| async {
-            (
-                StatusCode::NOT_FOUND,
-                axum::Json(serde_json::json!({"error": "not found"})),
-            )
-        })
+        .merge(web::router(rest_state))
+        .fallback(web::not_found)
         .layer(axum::middleware::map_response(
             http_edge::json_method_not_allowed,
         ))

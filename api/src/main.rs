@@ -70,6 +70,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 rest: api::rest::RestConfig {
                     session_ttl: a.session_ttl,
                     payment_webhook_secret: a.payment_webhook_secret,
+                    checkout_url: a.checkout_url,
                     ..Default::default()
                 },
                 hls: transcoder::HlsConfig {

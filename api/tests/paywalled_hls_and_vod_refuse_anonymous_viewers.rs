@@ -33,11 +33,13 @@ fn media_paths(stream: &str) -> Vec<String> {
         format!("/hls/{stream}/{run}/video/seg1.m4s"),
         format!("/hls/{stream}/{run}/video/part1.0.m4s"),
         format!("/hls/{stream}/{run}/720p/seg1.m4s"),
+        format!("/hls/{stream}/thumbnail.jpg"),
         format!("/vod/{stream}"),
         format!("/vod/{stream}/{run}/index.m3u8"),
         format!("/vod/{stream}/{run}/video/index.m3u8"),
         format!("/vod/{stream}/{run}/video/seg0.m4s"),
         format!("/vod/{stream}/{run}/audio/init.mp4"),
+        format!("/vod/{stream}/{run}/poster.jpg"),
     ]
 }
 

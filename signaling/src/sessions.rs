@@ -84,6 +84,28 @@ impl Store {
         Ok(r.rows_affected())
     }
 
+    /// Per stream, when its latest session started and ended (Unix ms;
+    /// no end while it is live).
+    pub async fn last_sessions(
+        &self,
+    ) -> Result<std::collections::HashMap<String, (i64, Option<i64>)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT s.stream, s.started_at_ms, s.ended_at_ms FROM stream_sessions s \
+             JOIN (SELECT stream, MAX(started_at_ms) AS latest FROM stream_sessions \
+             GROUP BY stream) l ON l.stream = s.stream AND l.latest = s.started_at_ms",
+        )
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("stream")?,
+                    (r.try_get("started_at_ms")?, r.try_get("ended_at_ms")?),
+                ))
+            })
+            .collect()
+    }
+
     /// The latest `limit` sessions of a stream, newest first.
     pub async fn stream_sessions(
         &self,

@@ -367,6 +367,8 @@ pub struct StreamInfo {
     pub allowed_cidrs: Vec<String>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// When the broadcaster plans to go live next (Unix seconds).
+    pub scheduled_at: Option<i64>,
 }
 
 impl StreamInfo {
@@ -382,6 +384,7 @@ impl StreamInfo {
             allowed_cidrs: Vec::new(),
             created_at: 0,
             updated_at: 0,
+            scheduled_at: None,
         }
     }
 
@@ -398,6 +401,7 @@ impl StreamInfo {
             allowed_cidrs: split_list(&r.try_get::<String, _>("allowed_cidrs")?),
             created_at: r.try_get("created_at")?,
             updated_at: r.try_get("updated_at")?,
+            scheduled_at: r.try_get("scheduled_at")?,
         })
     }
 }

@@ -6,7 +6,7 @@ use crate::{Store, StoreError, StreamInfo};
 use sqlx::Row;
 
 const STREAM_COLUMNS: &str = "name, owner_id, title, visibility, allowed_countries, \
-     allowed_cidrs, created_at, updated_at";
+     allowed_cidrs, created_at, updated_at, scheduled_at";
 
 /// A stream to create.
 #[derive(Debug, Clone)]
@@ -25,6 +25,8 @@ pub struct StreamUpdate {
     pub visibility: Option<Visibility>,
     pub allowed_countries: Option<Vec<String>>,
     pub allowed_cidrs: Option<Vec<String>>,
+    /// `Some(None)` clears the schedule.
+    pub scheduled_at: Option<Option<i64>>,
 }
 
 /// A stream key as listed (the secret itself is shown once, at creation).
@@ -35,6 +37,9 @@ pub struct KeyInfo {
     pub created_at: i64,
     pub revoked_at: Option<i64>,
 }
+
+/// Latest schedule accepted (Unix seconds, 3000-01-01).
+pub const MAX_SCHEDULED_AT: i64 = 32_503_680_000;
 
 /// Longest stream title accepted.
 pub const MAX_TITLE: usize = 200;
@@ -123,6 +128,39 @@ impl Store {
         rows.iter().map(StreamInfo::from_row).collect()
     }
 
+    /// The viewer site's catalogue: streams whose title or name contains
+    /// `search` (any case; every stream without one), each with its
+    /// owner's username; at most `limit`, by name.
+    pub async fn catalogue(
+        &self,
+        search: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<(StreamInfo, Option<String>)>, StoreError> {
+        let pattern = format!(
+            "%{}%",
+            search
+                .unwrap_or("")
+                .to_lowercase()
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        );
+        let rows = sqlx::query(
+            "SELECT s.name, s.owner_id, s.title, s.visibility, s.allowed_countries, \
+             s.allowed_cidrs, s.created_at, s.updated_at, s.scheduled_at, u.username AS owner_name \
+             FROM streams s LEFT JOIN users u ON u.id = s.owner_id \
+             WHERE LOWER(s.title) LIKE $1 ESCAPE '\\' OR LOWER(s.name) LIKE $1 ESCAPE '\\' \
+             ORDER BY s.name LIMIT $2",
+        )
+        .bind(&pattern)
+        .bind(limit)
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter()
+            .map(|r| Ok((StreamInfo::from_row(r)?, r.try_get("owner_name")?)))
+            .collect()
+    }
+
     /// Applies `update`; `None` if there is no such stream.
     pub async fn update_stream(
         &self,
@@ -145,15 +183,22 @@ impl Store {
                 .as_deref()
                 .unwrap_or(&cur.allowed_cidrs),
         )?;
+        let scheduled_at = update.scheduled_at.unwrap_or(cur.scheduled_at);
+        if scheduled_at.is_some_and(|t| !(0..=MAX_SCHEDULED_AT).contains(&t)) {
+            return Err(StoreError::Invalid(
+                "scheduled_at must be Unix seconds before the year 3000",
+            ));
+        }
         sqlx::query(
             "UPDATE streams SET title = $1, visibility = $2, allowed_countries = $3, \
-             allowed_cidrs = $4, updated_at = $5 WHERE name = $6",
+             allowed_cidrs = $4, updated_at = $5, scheduled_at = $6 WHERE name = $7",
         )
         .bind(&title)
         .bind(visibility.as_str())
         .bind(&countries)
         .bind(&cidrs)
         .bind(unix_now())
+        .bind(scheduled_at)
         .bind(name)
         .execute(self.db.pool())
         .await?;

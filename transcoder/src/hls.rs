@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use bytes::Bytes;
 use parking_lot::Mutex;
 use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, Registry};
 use sfu::{Sfu, StreamEventKind};
@@ -122,6 +123,8 @@ pub struct StreamEntry {
     inbox: Mutex<Vec<Arc<DateRange>>>,
     /// Clients reloading this run's media playlists.
     pub audience: crate::audience::Audience,
+    /// The last thumbnail made: keyframe serial, when, JPEG.
+    thumbnail: Mutex<Option<(u64, Instant, Bytes)>>,
 }
 
 impl StreamEntry {
@@ -138,6 +141,7 @@ impl StreamEntry {
             ending: AtomicBool::new(false),
             inbox: Mutex::new(Vec::new()),
             audience: crate::audience::Audience::default(),
+            thumbnail: Mutex::new(None),
         }
     }
 
@@ -316,6 +320,47 @@ impl Hls {
         self.stream(stream)
             .filter(|e| !e.ending.load(Ordering::Acquire))
             .map_or(0, |e| e.audience.count(std::time::Instant::now()))
+    }
+
+    /// Whether the live stream has a picture for [`Hls::thumbnail`].
+    pub fn has_picture(&self, stream: &str) -> bool {
+        self.stream(stream)
+            .filter(|e| !e.ending.load(Ordering::Acquire))
+            .is_some_and(|e| e.state.lock().latest_keyframe().is_some())
+    }
+
+    /// A JPEG of the live stream's latest keyframe (see [`crate::thumbnail`]);
+    /// `Ok(None)` when the stream is not live here or has no keyframe yet.
+    /// One made less than [`crate::thumbnail::MAX_AGE`] ago is reused.
+    pub async fn thumbnail(
+        &self,
+        stream: &str,
+    ) -> Result<Option<Bytes>, crate::thumbnail::ThumbnailError> {
+        let Some(entry) = self
+            .stream(stream)
+            .filter(|e| !e.ending.load(Ordering::Acquire))
+        else {
+            return Ok(None);
+        };
+        let Some(key) = entry.state.lock().latest_keyframe().cloned() else {
+            return Ok(None);
+        };
+        let now = Instant::now();
+        if let Some((serial, at, jpeg)) = &*entry.thumbnail.lock() {
+            if *serial == key.serial || now.duration_since(*at) < crate::thumbnail::MAX_AGE {
+                return Ok(Some(jpeg.clone()));
+            }
+        }
+        let annex_b = key.annex_b.clone();
+        let jpeg = tokio::task::spawn_blocking(move || {
+            crate::thumbnail::jpeg_of_keyframe(&annex_b, crate::thumbnail::WIDTH)
+        })
+        .await
+        // The decode task panicked (a decoder bug): no picture this time.
+        .map_err(|_| crate::thumbnail::ThumbnailError::NoPicture)??;
+        let jpeg = Bytes::from(jpeg);
+        *entry.thumbnail.lock() = Some((key.serial, now, jpeg.clone()));
+        Ok(Some(jpeg))
     }
 
     /// Attaches a date range (an integrator event) to the live stream's
@@ -516,6 +561,7 @@ async fn run_stream(
             if st.video().is_some() {
                 rec.send(RecordEvent::End {
                     multivariant: crate::http::multivariant_text("", &st, false),
+                    poster: st.latest_keyframe().map(|k| k.annex_b.clone()),
                 });
             }
         }

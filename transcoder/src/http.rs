@@ -29,6 +29,7 @@ use crate::uri_query::UriQuery;
 
 const PLAYLIST: &str = "application/vnd.apple.mpegurl";
 const SHORT: &str = "max-age=1";
+const THUMBNAIL_CACHE: &str = "max-age=5";
 const IMMUTABLE: &str = "max-age=31536000, immutable";
 
 /// The renditions of a stream: the source video, the audio, the ladder.
@@ -99,8 +100,10 @@ pub fn router(hls: Hls) -> Router {
     Router::new()
         .route("/hls/{stream}/index.m3u8", get(multivariant))
         .route("/hls/{stream}/{run}/{rendition}/{file}", get(media))
+        .route("/hls/{stream}/thumbnail.jpg", get(thumbnail))
         .route("/vod/{stream}", get(vod_list))
         .route("/vod/{stream}/{run}/index.m3u8", get(vod_multivariant))
+        .route("/vod/{stream}/{run}/poster.jpg", get(vod_poster))
         .route("/vod/{stream}/{run}/{rendition}/{file}", get(vod_file))
         .with_state(hls)
         .layer(axum::middleware::map_response(cors))
@@ -502,6 +505,23 @@ fn part_response(
 }
 
 /// `GET /vod/{stream}`: the finished recordings of a stream.
+/// `GET /hls/{stream}/thumbnail.jpg`: a JPEG of the live stream's latest
+/// keyframe ([`crate::thumbnail`]), cacheable for its short life; 404 when
+/// the stream is not live, 503 before its first keyframe.
+async fn thumbnail(State(hls): State<Hls>, Path(stream): Path<String>) -> Response {
+    if hls.stream(&stream).is_none() {
+        return not_found();
+    }
+    match hls.thumbnail(&stream).await {
+        Ok(Some(jpeg)) => ok("image/jpeg", THUMBNAIL_CACHE, jpeg),
+        Ok(None) => error(StatusCode::SERVICE_UNAVAILABLE, "no picture yet"),
+        Err(e) => {
+            tracing::debug!("thumbnail of {stream}: {e}");
+            error(StatusCode::SERVICE_UNAVAILABLE, "no picture yet")
+        }
+    }
+}
+
 async fn vod_list(State(hls): State<Hls>, Path(stream): Path<String>, edge: EdgeQuery) -> Response {
     let Some(base) = hls.recordings_dir() else {
         return error(StatusCode::NOT_FOUND, "recording is off");
@@ -509,20 +529,7 @@ async fn vod_list(State(hls): State<Hls>, Path(stream): Path<String>, edge: Edge
     if !safe_component(&stream) {
         return not_found();
     }
-    let mut runs = Vec::new();
-    if let Ok(mut dir) = tokio::fs::read_dir(base.join(&stream)).await {
-        while let Ok(Some(e)) = dir.next_entry().await {
-            let run = e.file_name().to_string_lossy().into_owned();
-            if safe_component(&run)
-                && tokio::fs::metadata(e.path().join("index.m3u8"))
-                    .await
-                    .is_ok()
-            {
-                runs.push(run);
-            }
-        }
-    }
-    runs.sort();
+    let runs = crate::record::recorded_runs(&base, &stream).await;
     let list: Vec<serde_json::Value> = runs
         .iter()
         .map(|r| {
@@ -595,6 +602,23 @@ async fn vod_file(
 /// A finished recording's playlists do not change, but a CDN should not
 /// keep them past a retention sweep for long.
 const VOD_PLAYLIST: &str = "max-age=60";
+
+/// `GET /vod/{stream}/{run}/poster.jpg`: a JPEG of the recording's last
+/// keyframe, written when it was closed.
+async fn vod_poster(
+    State(hls): State<Hls>,
+    Path((stream, run)): Path<(String, String)>,
+) -> Response {
+    vod_read(
+        &hls,
+        &[&stream, &run],
+        crate::record::POSTER,
+        "image/jpeg",
+        IMMUTABLE,
+        None,
+    )
+    .await
+}
 
 async fn vod_read(
     hls: &Hls,

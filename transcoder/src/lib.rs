@@ -26,8 +26,11 @@
 //!   `EXT-X-PROGRAM-DATE-TIME`, in the live and the VOD playlists.
 //! - [`record`]: ended streams kept on disk as VOD, `/vod/{stream}/…`;
 //!   [`Hls::recording_notices`] tells when one is complete.
+//! - [`thumbnail`]: a JPEG of a live stream's latest keyframe, decoded
+//!   only when asked for ([`Hls::thumbnail`], `/hls/{stream}/thumbnail.jpg`).
 //! - [`http::router`]: `GET /hls/{stream}/index.m3u8` and the renditions
-//!   under `/hls/{stream}/{run}/{video|audio|720p…}/`; the recordings.
+//!   under `/hls/{stream}/{run}/{video|audio|720p…}/`; the thumbnail; the
+//!   recordings.
 //!
 //! Time model: the cores never read a clock. Media time comes from the
 //! publisher's RTP timestamps; `EXT-X-PROGRAM-DATE-TIME` from each frame's
@@ -43,6 +46,7 @@ pub mod http;
 pub mod ladder;
 pub mod record;
 pub mod stream;
+pub mod thumbnail;
 pub mod track;
 pub mod uri_query;
 

@@ -48,8 +48,13 @@ pub enum RecordEvent {
     },
     /// A date range for the VOD playlists.
     DateRange(Arc<DateRange>),
-    /// The stream ended; `multivariant` is the top-level VOD playlist.
-    End { multivariant: String },
+    /// The stream ended; `multivariant` is the top-level VOD playlist,
+    /// `poster` the stream's last keyframe (see [`crate::thumbnail`]),
+    /// written as `poster.jpg` beside it.
+    End {
+        multivariant: String,
+        poster: Option<Arc<[u8]>>,
+    },
 }
 
 /// A recording is complete on disk and served at `url`.
@@ -150,7 +155,13 @@ async fn write_loop(
                 }
                 Ok(())
             }
-            RecordEvent::End { multivariant } => {
+            RecordEvent::End {
+                multivariant,
+                poster,
+            } => {
+                if let Some(keyframe) = poster {
+                    write_poster(dir, keyframe).await;
+                }
                 let mut r = Ok(());
                 for (rendition, log) in &logs {
                     if log.segments.is_empty() {
@@ -186,6 +197,27 @@ async fn write_loop(
         }
     }
 }
+
+/// The recording's poster: a JPEG of `keyframe`, before the recording is
+/// marked complete; a recording without one is still a recording.
+async fn write_poster(dir: &Path, keyframe: Arc<[u8]>) {
+    let jpeg = tokio::task::spawn_blocking(move || {
+        crate::thumbnail::jpeg_of_keyframe(&keyframe, crate::thumbnail::WIDTH)
+    })
+    .await;
+    match jpeg {
+        Ok(Ok(jpeg)) => {
+            if let Err(e) = write(dir, POSTER, &jpeg).await {
+                tracing::warn!(dir = %dir.display(), "recording poster: {e}");
+            }
+        }
+        Ok(Err(e)) => tracing::debug!(dir = %dir.display(), "no recording poster: {e}"),
+        Err(_) => tracing::warn!(dir = %dir.display(), "recording poster: the decode panicked"),
+    }
+}
+
+/// File name of a recording's poster (a JPEG of its last keyframe).
+pub const POSTER: &str = "poster.jpg";
 
 async fn write(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
     tokio::fs::create_dir_all(dir).await?;
@@ -243,6 +275,31 @@ pub fn safe_component(s: &str) -> bool {
         && !s.starts_with('.')
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// The complete recordings of `stream` under `base` (run names, each a
+/// directory with its `index.m3u8`), oldest first: a run is the start of
+/// its publisher session in Unix milliseconds, in hex.
+pub async fn recorded_runs(base: &Path, stream: &str) -> Vec<String> {
+    let mut runs = Vec::new();
+    if !safe_component(stream) {
+        return runs;
+    }
+    if let Ok(mut dir) = tokio::fs::read_dir(base.join(stream)).await {
+        while let Ok(Some(e)) = dir.next_entry().await {
+            let run = e.file_name().to_string_lossy().into_owned();
+            if safe_component(&run)
+                && tokio::fs::metadata(e.path().join("index.m3u8"))
+                    .await
+                    .is_ok()
+            {
+                runs.push(run);
+            }
+        }
+    }
+    // Hex of the same width sorts as numbers; a longer one is later.
+    runs.sort_by(|a, b| a.len().cmp(&b.len()).then_with(|| a.cmp(b)));
+    runs
 }
 
 /// Deletes recordings (run directories) older than `retention`.

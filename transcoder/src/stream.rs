@@ -22,6 +22,7 @@ use crate::daterange::{DateRange, MAX_LIVE_DATE_RANGES};
 use crate::fmp4::{self, TrackCodec, TrackInfo};
 use crate::h264_params::H264Params;
 use crate::ladder::{LadderInput, Rung};
+use crate::thumbnail::{with_parameter_sets, Keyframe};
 use crate::track::{Timing, Track, TrackSample};
 
 /// Longest duration a sample keeps; longer gaps are closed up.
@@ -209,6 +210,9 @@ pub struct StreamPackager {
     avcc: Vec<u8>,
     /// `EXT-X-DATERANGE`s of every rendition, oldest first.
     date_ranges: Vec<Arc<DateRange>>,
+    /// The last source keyframe, for thumbnails.
+    latest_keyframe: Option<Keyframe>,
+    keyframes: u64,
 }
 
 impl StreamPackager {
@@ -240,6 +244,8 @@ impl StreamPackager {
             ended: false,
             avcc: Vec::new(),
             date_ranges: Vec::new(),
+            latest_keyframe: None,
+            keyframes: 0,
         }
     }
 
@@ -387,6 +393,13 @@ impl StreamPackager {
             handled.want_keyframe = true;
             return handled;
         };
+        if frame.keyframe {
+            self.keyframes += 1;
+            self.latest_keyframe = Some(Keyframe {
+                annex_b: with_parameter_sets(&params.sps, &params.pps, &frame.data),
+                serial: self.keyframes,
+            });
+        }
         let keep_in_band = H264Params::from_access_unit(&frame.data)
             .is_some_and(|p| p.sps != params.sps || p.pps != params.pps);
         self.avcc.clear();
@@ -520,6 +533,11 @@ impl StreamPackager {
             .iter()
             .map(|r| (r.rung.clone(), r.width, r.height))
             .collect()
+    }
+
+    /// The stream's latest keyframe with its parameter sets (thumbnails).
+    pub fn latest_keyframe(&self) -> Option<&Keyframe> {
+        self.latest_keyframe.as_ref()
     }
 
     /// Source samples for the ladder since the last call.

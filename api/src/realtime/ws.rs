@@ -88,17 +88,17 @@ pub(super) async fn upgrade(
         // Signed-in accounts and play-token holders of the stream chat.
         let can_chat = moderator || c.role.is_account() || c.allows(&id, Role::Play);
         if can_chat {
-            // An account's token names it by id: it chats under its
-            // username. A play token's subject is the chat name itself.
-            let user = if c.role.is_account() {
-                st.store
-                    .user(&c.sub)
-                    .await
-                    .map_err(ApiError::internal)?
-                    .map_or(c.sub, |u| u.username)
-            } else {
-                c.sub
-            };
+            // An account's token, and a play token the API minted for an
+            // account (`POST /api/streams/{id}/play-token`, the viewer
+            // site's way in to a non-public stream), name the account by
+            // id: it chats under its username. Another token's subject is
+            // the chat name itself.
+            let user = st
+                .store
+                .user(&c.sub)
+                .await
+                .map_err(ApiError::internal)?
+                .map_or(c.sub, |u| u.username);
             author = Some(Author { user, moderator });
         }
     }

@@ -91,7 +91,21 @@ pub async fn list(
         },
     };
     let list = state.store.list_entitlements(user.as_deref()).await?;
-    Ok(Json(json!({ "entitlements": list })))
+    // A subscription names its broadcaster by id; people know the name.
+    let mut names = std::collections::HashMap::new();
+    let mut out = Vec::with_capacity(list.len());
+    for e in &list {
+        let mut v = serde_json::to_value(e).map_err(|e| ApiError::Internal(e.to_string()))?;
+        if let Some(b) = &e.broadcaster_id {
+            if !names.contains_key(b) {
+                let name = state.store.user(b).await?.map(|u| u.username);
+                names.insert(b.clone(), name);
+            }
+            v["broadcaster_name"] = json!(names.get(b).cloned().flatten());
+        }
+        out.push(v);
+    }
+    Ok(Json(json!({ "entitlements": out })))
 }
 
 /// `DELETE /api/entitlements/{id}` (admin, integrator)

@@ -1,7 +1,8 @@
 //! The control-plane REST API under `/api`: accounts and tokens
 //! ([`auth`]), streams, their keys, live status and play tokens
 //! ([`streams`]), entitlements ([`entitlements`]), the payment-provider
-//! webhook ([`payments`]) and the OpenAPI document ([`openapi`]).
+//! webhook ([`payments`]), the viewer site's catalogue ([`directory`],
+//! open to anonymous callers) and the OpenAPI document ([`openapi`]).
 //!
 //! Every handler authenticates through [`Principal`] (a bearer JWT of an
 //! account, checked against the revocation deny-list, or an integrator API
@@ -9,6 +10,7 @@
 //! status that fits.
 
 pub mod auth;
+pub mod directory;
 pub mod entitlements;
 pub mod error;
 pub mod openapi;
@@ -43,6 +45,9 @@ pub struct RestConfig {
     /// Shared secret of the payment provider's webhook signatures
     /// (`whsec_…`); without it the webhook answers 503.
     pub payment_webhook_secret: Option<String>,
+    /// The payment provider's checkout page the viewer site hands buyers
+    /// to ([`directory`]); `None`: no buy or subscribe buttons.
+    pub checkout_url: Option<url::Url>,
 }
 
 impl Default for RestConfig {
@@ -52,6 +57,7 @@ impl Default for RestConfig {
             max_play_ttl: Duration::from_secs(600),
             login_limits: ratelimit::Limits::default(),
             payment_webhook_secret: None,
+            checkout_url: None,
         }
     }
 }
@@ -66,6 +72,8 @@ pub struct RestState {
     pub viewers: crate::viewers::Viewers,
     pub config: Arc<RestConfig>,
     pub limiter: Arc<ratelimit::LoginLimiter>,
+    /// Recent catalogue answers ([`directory::list`]).
+    pub directory: Arc<directory::Recent>,
     /// Failed bearer credentials per client address (shared with WHIP and
     /// WHEP: one budget per address).
     pub auth_throttle: Arc<throttle::AuthThrottle>,
@@ -81,6 +89,7 @@ impl RestState {
             sfu,
             config: Arc::new(config),
             limiter,
+            directory: Arc::default(),
             auth_throttle: Arc::new(throttle::AuthThrottle::default()),
         }
     }
@@ -120,6 +129,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("delete", "/api/entitlements/{id}"),
     ("post", "/api/payments/webhook"),
     ("get", "/api/openapi.json"),
+    ("get", "/api/directory"),
+    ("get", "/api/directory/{stream}"),
 ];
 
 /// The REST router (all of [`ROUTES`]).
@@ -162,6 +173,8 @@ pub fn router(state: RestState) -> Router {
         .route("/api/entitlements/{id}", delete(entitlements::revoke))
         .route("/api/payments/webhook", post(payments::webhook))
         .route("/api/openapi.json", get(openapi::document))
+        .route("/api/directory", get(directory::list))
+        .route("/api/directory/{stream}", get(directory::one))
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)

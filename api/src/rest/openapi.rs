@@ -57,7 +57,7 @@ fn ops() -> Vec<Op> {
              body: None, ok: (200, "Live streams", Some(list_of("streams", "LiveStream"))), errors: &[401] },
         Op { method: "get", path: "/api/streams/{id}", summary: "One stream (owner, admin, integrator)", tag: "streams", auth: Some(true),
              body: None, ok: (200, "The stream", Some(schema("Stream"))), errors: &[401, 403, 404] },
-        Op { method: "patch", path: "/api/streams/{id}", summary: "Change title, visibility or address rules (owner, admin)", tag: "streams", auth: Some(true),
+        Op { method: "patch", path: "/api/streams/{id}", summary: "Change title, visibility, address rules or the scheduled start (owner, admin)", tag: "streams", auth: Some(true),
              body: Some(schema("StreamUpdate")), ok: (200, "Updated", Some(schema("Stream"))), errors: &[400, 401, 403, 404, 413, 415, 422] },
         Op { method: "delete", path: "/api/streams/{id}", summary: "Delete a stream with its keys and entitlements (owner, admin)", tag: "streams", auth: Some(true),
              body: None, ok: (204, "Deleted", None), errors: &[401, 403, 404] },
@@ -100,6 +100,10 @@ fn ops() -> Vec<Op> {
              body: Some(schema("QoeBeacon")), ok: (202, "Accepted", None), errors: &[400, 413, 415, 429] },
         Op { method: "get", path: "/api/streams/{id}/stats", summary: "Viewer sessions, QoE and health of the last 24 hours (owner, publish token, integrator, admin)", tag: "analytics", auth: Some(true),
              body: None, ok: (200, "Summary", Some(schema("StreamStats"))), errors: &[401, 403, 404] },
+        Op { method: "get", path: "/api/directory", summary: "The viewer site's catalogue, open to anonymous callers: live streams (most watched first, thumbnail URL for streams anyone may watch), upcoming (scheduled) and recent streams with their recordings; ?q= filters by title or name", tag: "directory", auth: None,
+             body: None, ok: (200, "Catalogue", Some(schema("Directory"))), errors: &[400, 422] },
+        Op { method: "get", path: "/api/directory/{stream}", summary: "A stream page's data: state (live, offline, ended), schedule, recent sessions, recordings, and whether the caller may watch (else what would let them: sign in, or buy / subscribe through the checkout URLs)", tag: "directory", auth: Some(false),
+             body: None, ok: (200, "The stream page", Some(schema("StreamPage"))), errors: &[401, 404] },
         Op { method: "get", path: "/api/openapi.json", summary: "This document", tag: "meta", auth: None,
              body: None, ok: (200, "OpenAPI 3.1", Some(json!({ "type": "object" }))), errors: &[] },
     ]
@@ -132,10 +136,29 @@ fn components() -> Value {
             "StreamCreate": { "type": "object", "required": ["name"], "properties": {
                 "name": { "type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$" }, "title": string, "visibility": visibility,
                 "allowed_countries": strings, "allowed_cidrs": strings } },
-            "StreamUpdate": { "type": "object", "properties": { "title": string, "visibility": visibility, "allowed_countries": strings, "allowed_cidrs": strings } },
+            "StreamUpdate": { "type": "object", "properties": { "title": string, "visibility": visibility, "allowed_countries": strings, "allowed_cidrs": strings,
+                "scheduled_at": { "type": ["integer", "null"], "description": "planned start, Unix seconds; null clears it" } } },
+            "DirectoryCard": { "type": "object", "properties": {
+                "name": string, "title": string, "broadcaster": opt_string, "visibility": visibility, "live": { "type": "boolean" }, "viewers": int,
+                "thumbnail": opt_string, "scheduled_at": opt_int, "last_started_at_ms": opt_int, "last_ended_at_ms": opt_int,
+                "recordings": { "type": "array", "items": schema("Recording") } } },
+            "Recording": { "type": "object", "properties": { "run": string, "started_at_ms": opt_int } },
+            "Directory": { "type": "object", "properties": {
+                "live": { "type": "array", "items": schema("DirectoryCard") },
+                "upcoming": { "type": "array", "items": schema("DirectoryCard") },
+                "recent": { "type": "array", "items": schema("DirectoryCard") } } },
+            "StreamPage": { "type": "object", "properties": {
+                "name": string, "title": string, "broadcaster": opt_string, "broadcaster_id": opt_string, "visibility": visibility,
+                "state": { "type": "string", "enum": ["live", "offline", "ended"] }, "live": { "type": "boolean" }, "viewers": int,
+                "thumbnail": opt_string, "scheduled_at": opt_int,
+                "sessions": { "type": "array", "items": { "type": "object" } },
+                "recordings": { "type": "array", "items": schema("Recording") },
+                "access": { "type": "object", "properties": { "can_watch": { "type": "boolean" },
+                    "needs": { "type": ["string", "null"], "enum": ["sign_in", "purchase", null] },
+                    "checkout": { "type": ["object", "null"], "properties": { "ppv": string, "subscription": opt_string } } } } } },
             "Stream": { "type": "object", "properties": {
                 "id": string, "name": string, "owner_id": opt_string, "title": string, "visibility": visibility,
-                "allowed_countries": strings, "allowed_cidrs": strings, "created_at": int, "updated_at": int,
+                "allowed_countries": strings, "allowed_cidrs": strings, "created_at": int, "updated_at": int, "scheduled_at": opt_int,
                 "live": { "type": "boolean" }, "viewers": int, "whip_url": string, "whep_url": string } },
             "LiveStream": { "type": "object", "properties": { "id": string, "name": string, "title": string, "owner_id": opt_string, "visibility": visibility, "viewers": int, "whep_url": string } },
             "StreamKey": { "type": "object", "properties": { "id": string, "stream": string, "created_at": int, "revoked_at": opt_int } },
@@ -147,7 +170,9 @@ fn components() -> Value {
                 "expires_at": int, "external_ref": string } },
             "Entitlement": { "type": "object", "properties": {
                 "id": string, "user_id": string, "kind": { "type": "string", "enum": ["subscription", "ppv"] },
-                "broadcaster_id": opt_string, "stream": opt_string, "external_ref": opt_string,
+                "broadcaster_id": opt_string,
+                "broadcaster_name": { "type": ["string", "null"], "description": "the broadcaster's username (in listings)" },
+                "stream": opt_string, "external_ref": opt_string,
                 "created_at": int, "expires_at": opt_int, "revoked_at": opt_int } }
         }
     });

@@ -28,6 +28,7 @@ fn view(state: &RestState, s: &StreamInfo) -> serde_json::Value {
         "allowed_cidrs": s.allowed_cidrs,
         "created_at": s.created_at,
         "updated_at": s.updated_at,
+        "scheduled_at": s.scheduled_at,
         "live": state.sfu.is_live(&s.name),
         "viewers": state.viewers.total(&s.name),
         "whip_url": format!("/whip/{}", s.name),
@@ -170,6 +171,20 @@ pub struct UpdateBody {
     pub visibility: Option<Visibility>,
     pub allowed_countries: Option<Vec<String>>,
     pub allowed_cidrs: Option<Vec<String>>,
+    /// When the stream is planned to go live (Unix seconds); `null`
+    /// clears it.
+    #[serde(default, deserialize_with = "present")]
+    pub scheduled_at: Option<Option<i64>>,
+}
+
+/// A field that is present (even as `null`) is `Some`; absent is `None`
+/// through `#[serde(default)]`.
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
 }
 
 /// `PATCH /api/streams/{id}` (owner, admin)
@@ -189,6 +204,7 @@ pub async fn update(
                 visibility: body.visibility,
                 allowed_countries: body.allowed_countries,
                 allowed_cidrs: body.allowed_cidrs,
+                scheduled_at: body.scheduled_at,
             },
         )
         .await?
