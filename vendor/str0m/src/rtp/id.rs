@@ -43,7 +43,10 @@ macro_rules! str_id {
             type Target = str;
 
             fn deref(&self) -> &Self::Target {
-                from_utf8(&self.0).expect("ascii id").trim()
+                // The padding is ASCII spaces: trimming the bytes before the UTF-8 check spares
+                // the Unicode-aware `str::trim` (ids are read on every packet sent, e.g. for
+                // the MID header extension).
+                from_utf8(self.0.trim_ascii()).expect("ascii id")
             }
         }
 
@@ -370,5 +373,21 @@ impl MidRid {
 
     pub fn special_equals(&self, other: &MidRid) -> bool {
         self.0 == other.0 && (self.1.is_none() || self.1 == other.1)
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn ids_read_back_without_their_padding() {
+        assert_eq!(&*Mid::from("0"), "0");
+        assert_eq!(&*Mid::from("video-1"), "video_1");
+        assert_eq!(&*Mid::from("0123456789abcdefXYZ"), "0123456789abcdef");
+        assert_eq!(&*Rid::from("h"), "h");
+        assert_eq!(&*Rid::from(""), "");
+        assert_eq!(&*Mid::from_array(*b"  ab            "), "ab");
+        assert_eq!(Mid::new().len(), 3);
     }
 }
