@@ -30,10 +30,12 @@ run() { # binary seconds tag -> "Ir datagrams"
   dg=$(grep -o 'datagrams out: [0-9]*' "$D/$3.log" | awk '{print $3}')
   echo "$ir $dg"
 }
+i=0
 for bin in "$@"; do
-  read -r ir0 dg0 < <(run "$bin" 0 "$(basename "$bin")-0")
-  read -r ir1 dg1 < <(run "$bin" "$N" "$(basename "$bin")-$N")
-  frames=$(grep -o 'frames at the viewers.*' "$D/$(basename "$bin")-$N.log")
+  i=$((i + 1))
+  read -r ir0 dg0 < <(run "$bin" 0 "$i-0")
+  read -r ir1 dg1 < <(run "$bin" "$N" "$i-$N")
+  frames=$(grep -o 'frames at the viewers.*' "$D/$i-$N.log")
   python3 -c "import sys; ir0,dg0,ir1,dg1=map(int,sys.argv[1:5]); print(f'{sys.argv[5]}: {(ir1-ir0)/(dg1-dg0):,.0f} instructions per datagram sent ({dg1-dg0:,} datagrams in the window; {sys.argv[6]})')" \
     "$ir0" "$dg0" "$ir1" "$dg1" "$bin" "$frames"
 done
