@@ -287,8 +287,10 @@ async fn simulcast_with(codec: &str, estimator: sfu::ViewerEstimator) -> anyhow:
         &match estimator {
             sfu::ViewerEstimator::Twcc => vec![],
             // A receive-side estimate may hold the auto viewer low on a
-            // loaded machine (seen: 1280 at first, then 320 for good); what
-            // this test checks for REMB is that Chromium sends it.
+            // loaded machine (seen: 1280 at first, then 320 for good), and
+            // the viewer whose cap is raised to high on the low layer (seen:
+            // 320 for 15 s): both must play; what this test checks for REMB
+            // is that Chromium sends it.
             sfu::ViewerEstimator::Remb => vec![("SIMULCAST_AUTO", "plays".to_string())],
         },
     )
