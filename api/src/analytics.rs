@@ -522,14 +522,7 @@ async fn qoe(
             "Content-Type must be application/json (or text/plain from sendBeacon)",
         ));
     }
-    let body = axum::body::to_bytes(body, MAX_QOE_BYTES)
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("beacon over {MAX_QOE_BYTES} bytes"),
-            )
-        })?;
+    let body = whip_whep::read_limited(body, &headers, MAX_QOE_BYTES).await?;
     let beacon: QoeBeacon = serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid beacon: {e}")))?;
     validate(&beacon).map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, m))?;

@@ -735,10 +735,7 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
         )
         .merge(web::router())
         .fallback(|| async {
-            (
-                StatusCode::NOT_FOUND,
-                axum::Json(serde_json::json!({"error": "not found"})),
-            )
+            whip_whep::json_error(StatusCode::NOT_FOUND, "not found".into(), None)
         })
         .layer(axum::middleware::map_response(
             http_edge::json_method_not_allowed,
@@ -815,12 +812,16 @@ async fn ice_servers_handler(
     let claims = match verified {
         Some(Ok(c)) => c,
         _ => {
-            return (
+            let mut refused = whip_whep::json_error(
                 StatusCode::UNAUTHORIZED,
-                [(header::WWW_AUTHENTICATE, "Bearer")],
-                axum::Json(serde_json::json!({"error": "a valid bearer token is required"})),
-            )
-                .into_response()
+                "a valid bearer token is required".into(),
+                None,
+            );
+            refused.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+            return refused;
         }
     };
     let mut servers = Vec::new();

@@ -690,11 +690,7 @@ async fn create(
         .get("n");
     if count >= MAX_PER_OWNER {
         let msg = format!("at most {MAX_PER_OWNER} webhooks per owner");
-        return Ok((
-            StatusCode::CONFLICT,
-            Json(serde_json::json!({ "error": msg })),
-        )
-            .into_response());
+        return Ok(whip_whep::json_error(StatusCode::CONFLICT, msg, None));
     }
     let mut events = req.events.clone();
     events.sort();

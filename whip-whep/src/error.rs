@@ -64,6 +64,15 @@ impl From<SfuError> for ApiError {
     }
 }
 
+impl From<crate::BodyError> for ApiError {
+    fn from(e: crate::BodyError) -> ApiError {
+        match e {
+            crate::BodyError::TooLarge { limit } => ApiError::TooLarge { limit },
+            _ => ApiError::BadRequest(e.to_string()),
+        }
+    }
+}
+
 impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> ApiError {
         match e {

@@ -79,22 +79,7 @@ pub(super) async fn post_event(
             "Content-Type must be application/json",
         ));
     }
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("event body over {MAX_EVENT_BYTES} bytes"),
-        )
-    };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_EVENT_BYTES as u64) {
-        return Err(too_large());
-    }
-    let body = axum::body::to_bytes(body, MAX_EVENT_BYTES)
-        .await
-        .map_err(|_| too_large())?;
+    let body = whip_whep::read_limited(body, &headers, MAX_EVENT_BYTES).await?;
     let payload: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}")))?;
     let key = match headers.get("idempotency-key") {

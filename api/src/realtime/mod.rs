@@ -62,13 +62,20 @@ impl ApiError {
     }
 }
 
+impl From<whip_whep::BodyError> for ApiError {
+    fn from(e: whip_whep::BodyError) -> ApiError {
+        let status = match e {
+            whip_whep::BodyError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut resp = (
-            self.status,
-            axum::Json(serde_json::json!({ "error": self.message })),
-        )
-            .into_response();
+        // The causes of 500s were logged where they were made.
+        let mut resp = whip_whep::json_error(self.status, self.message, None);
         if self.status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

@@ -75,6 +75,15 @@ impl From<AuthError> for ApiError {
     }
 }
 
+impl From<whip_whep::BodyError> for ApiError {
+    fn from(e: whip_whep::BodyError) -> ApiError {
+        match e {
+            whip_whep::BodyError::TooLarge { limit } => ApiError::TooLarge(limit),
+            _ => ApiError::BadRequest(e.to_string()),
+        }
+    }
+}
+
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> ApiError {
         match r {
