@@ -170,6 +170,19 @@ pub struct ServeArgs {
     pub hls_token_key: Option<String>,
     #[command(flatten)]
     pub http: HttpArgs,
+    /// Serve HTTPS (HTTP/2 or HTTP/1.1) instead of HTTP on --http-addr with
+    /// this PEM certificate chain, leaf first; needs --tls-key. Reloaded on
+    /// SIGHUP and when the files change; a reload that fails keeps the
+    /// certificate in use and logs why.
+    #[arg(long, env = "RELAYCAST_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "RELAYCAST_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// How often --tls-cert and --tls-key are checked for changes (5s, 1m);
+    /// `off`: reloaded on SIGHUP only.
+    #[arg(long, env = "RELAYCAST_TLS_WATCH_INTERVAL", default_value = "5s", value_parser = parse_watch_interval)]
+    pub tls_watch_interval: WatchInterval,
     /// Let webhooks reach loopback, private (RFC 1918), CGNAT and
     /// unique-local addresses and `localhost` names, for on-premises
     /// receivers. Off: webhooks reach public addresses only. Link-local
@@ -502,6 +515,31 @@ pub fn parse_retention(s: &str) -> Result<Retention, String> {
         Ok(Retention(None))
     } else {
         parse_ttl(s).map(|d| Retention(Some(d)))
+    }
+}
+
+/// `--tls-watch-interval`: `None` is off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WatchInterval(pub Option<Duration>);
+
+/// Parses a duration (as `--ttl`) or `off`.
+pub fn parse_watch_interval(s: &str) -> Result<WatchInterval, String> {
+    parse_retention(s).map(|r| WatchInterval(r.0))
+}
+
+impl ServeArgs {
+    /// HTTPS on the HTTP listener, when --tls-cert and --tls-key are given.
+    pub fn https(&self) -> Option<crate::HttpsConfig> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::HttpsConfig {
+                files: turn_server::TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                },
+                watch_interval: self.tls_watch_interval.0,
+            }),
+            _ => None,
+        }
     }
 }
 
