@@ -183,6 +183,15 @@ pub struct ServeArgs {
     /// `off`: reloaded on SIGHUP only.
     #[arg(long, env = "RELAYCAST_TLS_WATCH_INTERVAL", default_value = "5s", value_parser = parse_watch_interval)]
     pub tls_watch_interval: WatchInterval,
+    /// Proxies and load balancers in front of relaycast whose
+    /// X-Forwarded-For is believed, ADDR or CIDR,… (e.g.
+    /// 10.0.0.0/8,2001:db8::1). From them, the client is the rightmost
+    /// X-Forwarded-For address that is not a trusted proxy; from any other
+    /// peer the header is ignored. Default: none (the TCP peer is the
+    /// client).
+    #[arg(long, env = "RELAYCAST_TRUSTED_PROXIES", default_value = "",
+          value_parser = clap::builder::ValueParser::new(crate::client_addr::TrustedProxies::parse))]
+    pub trusted_proxies: crate::client_addr::TrustedProxies,
     /// Let webhooks reach loopback, private (RFC 1918), CGNAT and
     /// unique-local addresses and `localhost` names, for on-premises
     /// receivers. Off: webhooks reach public addresses only. Link-local
@@ -593,6 +602,55 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn https_and_trusted_proxy_flags() {
+        let serve = |args: &[&str]| {
+            let mut all = vec!["relaycast", "serve"];
+            all.extend_from_slice(args);
+            Cli::try_parse_from(all)
+        };
+        let Ok(Cli {
+            command: Command::Serve(a),
+        }) = serve(&[
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--tls-watch-interval",
+            "off",
+            "--trusted-proxies",
+            "10.0.0.0/8,::1",
+        ])
+        else {
+            panic!("serve flags parse");
+        };
+        let https = a.https().expect("both files given");
+        assert_eq!(https.files.cert, PathBuf::from("c.pem"));
+        assert_eq!(https.watch_interval, None);
+        assert!(!a.trusted_proxies.is_empty());
+        let Ok(Cli {
+            command: Command::Serve(plain),
+        }) = serve(&[])
+        else {
+            panic!("defaults parse");
+        };
+        assert!(plain.https().is_none());
+        assert!(
+            plain.trusted_proxies.is_empty(),
+            "no proxy is trusted by default"
+        );
+        assert_eq!(
+            plain.tls_watch_interval.0,
+            Some(crate::TLS_WATCH_INTERVAL),
+            "the documented default"
+        );
+        assert!(
+            serve(&["--tls-cert", "c.pem"]).is_err(),
+            "a certificate needs its key"
+        );
+        assert!(serve(&["--trusted-proxies", "proxy.example"]).is_err());
+    }
 
     #[test]
     fn turn_flags_make_a_turn_config() {

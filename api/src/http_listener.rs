@@ -43,7 +43,9 @@
 //! detects it.
 //!
 //! Handlers see the client address as `ConnectInfo<SocketAddr>`, as with
-//! `Router::into_make_service_with_connect_info`. Shutdown stops accepting,
+//! `Router::into_make_service_with_connect_info`: the TCP peer, or behind
+//! a trusted proxy the address `X-Forwarded-For` gives (see
+//! [`crate::client_addr`]). Shutdown stops accepting,
 //! asks every connection to finish its request in flight and close, and
 //! drops what is still open after [`HttpLimits::shutdown_grace`].
 
@@ -74,6 +76,8 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tower::ServiceExt;
+
+use crate::client_addr::TrustedProxies;
 
 /// Limits of one HTTP listener (`--http-header-timeout`,
 /// `--http-idle-timeout`, `--http-max-conns-per-ip`).
@@ -158,6 +162,8 @@ pub const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 pub struct ListenerOptions {
     /// Every connection is HTTPS (the config should offer [`ALPN`]).
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Whose `X-Forwarded-For` names the client (see [`crate::client_addr`]).
+    pub trusted_proxies: TrustedProxies,
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then drains (see
@@ -277,7 +283,10 @@ async fn serve_connection(
     places: (IpSlot, OpenGuard),
     options: ListenerOptions,
 ) {
-    let ListenerOptions { tls } = options;
+    let ListenerOptions {
+        tls,
+        trusted_proxies,
+    } = options;
     let accepted = Instant::now();
     // Small request/response exchanges (WHIP, REST) should not wait for
     // Nagle; failing to set it only costs latency.
@@ -285,6 +294,7 @@ async fn serve_connection(
     let Some(acceptor) = tls else {
         let conn = Conn {
             remote,
+            trusted_proxies,
             accepted,
             multiplexed: false,
         };
@@ -308,6 +318,7 @@ async fn serve_connection(
     };
     let conn = Conn {
         remote,
+        trusted_proxies,
         accepted,
         multiplexed: stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice()),
     };
@@ -378,6 +389,7 @@ async fn tls_handshake(
 /// What the HTTP layer needs to know of an accepted connection.
 struct Conn {
     remote: SocketAddr,
+    trusted_proxies: TrustedProxies,
     /// When TCP accepted it: the first request head is due a header
     /// timeout after this, the TLS handshake included.
     accepted: Instant,
@@ -399,6 +411,7 @@ async fn serve_http<S>(
 {
     let Conn {
         remote,
+        trusted_proxies,
         accepted,
         multiplexed,
     } = conn;
@@ -412,7 +425,8 @@ async fn serve_http<S>(
     let service = tower::service_fn(move |req: Request<Incoming>| {
         let busy = Busy::begin(&act);
         let mut req = req.map(Body::new);
-        req.extensions_mut().insert(ConnectInfo(remote));
+        let client = trusted_proxies.client_addr(remote, req.headers());
+        req.extensions_mut().insert(ConnectInfo(client));
         let app = app.clone();
         async move {
             let response = match app.oneshot(req).await {

@@ -11,11 +11,13 @@
 //! port 0 in-process; [`http_listener`] serves it, as HTTP or HTTPS
 //! (`--tls-cert`; HTTP/2 by ALPN, the certificate reloaded on SIGHUP and
 //! file changes), with header and idle timeouts and a per-address
-//! connection cap, and [`http_edge`] holds the rules every route
-//! follows (JSON 405s, one `Authorization` header).
+//! connection cap; [`client_addr`] decides the client address every route
+//! sees (`--trusted-proxies`), and [`http_edge`] holds the rules every
+//! route follows (JSON 405s, one `Authorization` header).
 
 pub mod analytics;
 pub mod cli;
+pub mod client_addr;
 pub mod http_edge;
 pub mod http_listener;
 pub mod log_sampling;
@@ -55,6 +57,9 @@ pub struct Config {
     pub http: http_listener::HttpLimits,
     /// HTTPS on the HTTP listener; `None`: plain HTTP.
     pub https: Option<HttpsConfig>,
+    /// Proxies whose `X-Forwarded-For` names the client (see
+    /// [`client_addr`]); none by default.
+    pub trusted_proxies: client_addr::TrustedProxies,
     /// First UDP media port (one per worker); 0 lets the OS choose.
     pub media_port: u16,
     /// RTMP ingest listener (`ingest::rtmp`); `None`: off.
@@ -129,6 +134,7 @@ impl Config {
             http_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             http: http_listener::HttpLimits::default(),
             https: None,
+            trusted_proxies: client_addr::TrustedProxies::none(),
             media_port: 0,
             rtmp_addr: None,
             rtmp: ingest::RtmpConfig::default(),
@@ -787,7 +793,10 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
         listener,
         app,
         config.http,
-        http_listener::ListenerOptions { tls },
+        http_listener::ListenerOptions {
+            tls,
+            trusted_proxies: config.trusted_proxies.clone(),
+        },
         http_metrics,
         async {
             let _ = rx.await;

@@ -39,6 +39,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 http_addr: a.http_addr,
                 http: a.http.to_limits(),
                 https: a.https(),
+                trusted_proxies: a.trusted_proxies.clone(),
                 media_port: a.media_port,
                 rtmp_addr: a.rtmp_addr,
                 rtmp: ingest::RtmpConfig {
