@@ -4,7 +4,9 @@
 //! (`--host-resolver-rules`), so the page's origin is not localhost and
 //! the camera is only granted because the page is a secure context. The
 //! page loads over HTTP/2, and the studio registers, creates a stream and
-//! goes live from the fake camera with WHIP over the same HTTPS.
+//! goes live from the fake camera with WHIP over the same HTTPS; the
+//! stream's WebSocket opens over `wss://` (an HTTP/1.1 connection beside
+//! the HTTP/2 one: WebSockets over HTTP/2 are not offered).
 //!
 //! Needs `/usr/bin/chromium`, `node` and `tests/browser/node_modules`
 //! (`cd tests/browser && npm ci`); without them the test is skipped with a

@@ -4,7 +4,8 @@
 // where a camera is only granted to a secure context. The page must be a
 // secure context, loaded over HTTP/2; the studio registers a broadcaster,
 // creates a stream and goes live from the fake camera (WHIP over the same
-// HTTPS), and the server's answer to the WHIP POST is 201.
+// HTTPS), and the server's answer to the WHIP POST is 201; the stream's
+// WebSocket opens over wss:// on the same origin.
 //
 // usage: node studio_https.mjs <base_url> <map_to_ip> <stream>
 // Prints a JSON summary on stdout. Exit 0 = pass, 1 = fail, 2 = usage /
@@ -96,7 +97,18 @@ try {
   await studio.locator('#live-status[data-kind="ok"], #live-status[data-kind="error"]').waitFor({ timeout: 45_000 });
   const kind = await studio.locator('#live-status').getAttribute('data-kind');
   await check(kind === 'ok', () => 'the studio did not go live');
-  await finish(0, `the studio at ${baseUrl} (a secure context over HTTP/2) went live from the camera`);
+  // The stream's WebSocket over the same origin: relaycast does not offer
+  // WebSockets over HTTP/2 (RFC 8441), so Chromium opens an HTTP/1.1
+  // connection for it; the socket must open and carry the first message.
+  summary.websocket = await studio.evaluate((name) => new Promise((resolve) => {
+    const ws = new WebSocket(`wss://${location.host}/api/streams/${encodeURIComponent(name)}/ws`);
+    const done = (v) => { try { ws.close(); } catch {} resolve(v); };
+    setTimeout(() => done('timeout'), 15_000);
+    ws.onmessage = () => done('message');
+    ws.onerror = () => done('error');
+  }), stream);
+  await check(summary.websocket === 'message', () => `the stream WebSocket over wss:// gave ${summary.websocket}`);
+  await finish(0, `the studio at ${baseUrl} (a secure context over HTTP/2) went live from the camera; its WebSocket carried a message`);
 } catch (e) {
   await finish(1, `error: ${e?.stack ?? e}`);
 }
