@@ -749,6 +749,29 @@ mod tests {
     }
 
     #[test]
+    fn http2_control_frames_between_requests_start_no_header_timer() {
+        let limits = HttpLimits {
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            ..HttpLimits::default()
+        };
+        let a = Arc::new(Activity::new(Instant::now(), true));
+        let base = a.base;
+        // The preface and first request head are due like on HTTP/1.1.
+        a.on_read();
+        assert_eq!(
+            a.deadline(&limits).map(|(_, why)| why),
+            Some(TimedOut::Header)
+        );
+        drop(Busy::begin(&a));
+        // A window update or ping after the response: still idle.
+        a.on_read();
+        let (at, why) = a.deadline(&limits).expect("idle");
+        assert_eq!(why, TimedOut::Idle);
+        assert!(at >= base + limits.idle_timeout);
+    }
+
+    #[test]
     fn timers_follow_the_connection_state() {
         let limits = HttpLimits {
             header_timeout: Duration::from_secs(10),
