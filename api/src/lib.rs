@@ -309,7 +309,7 @@ pub struct Server {
     http_addr: SocketAddr,
     https: bool,
     /// Reloads the HTTPS certificate.
-    cert_reloads: Option<JoinHandle<()>>,
+    cert_reloads: Option<AbortOnDrop>,
     sfu: Sfu,
     store: Store,
     tokens: Tokens,
@@ -436,10 +436,7 @@ impl Server {
         if let Some(h) = self.http.take() {
             let _ = h.await;
         }
-        if let Some(w) = self.cert_reloads.take() {
-            w.abort();
-            let _ = w.await;
-        }
+        drop(self.cert_reloads.take());
         if let Some(r) = self.recorder.take() {
             r.abort();
             let _ = r.await;
@@ -534,7 +531,8 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
     let (tls, cert_reloads) = match &config.https {
         Some(https) => {
             let (acceptor, reloads) = https_acceptor(https, &registry)?;
-            (Some(acceptor), Some(reloads))
+            // Ended with the server, or at once if `start` fails below.
+            (Some(acceptor), Some(AbortOnDrop(reloads)))
         }
         None => (None, None),
     };
@@ -824,6 +822,15 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
         rtmp,
         srt,
     })
+}
+
+/// A task that ends when this is dropped.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// The HTTPS acceptor (ALPN `h2`, `http/1.1`) and the task that reloads
