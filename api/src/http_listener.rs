@@ -25,7 +25,7 @@
 //! idle connections after the header timeout, not the idle one, and it
 //! cannot tell the two waits apart.
 //!
-//! **TLS** (`--tls-cert`/`--tls-key`, see [`serve`]'s `tls`): the
+//! **TLS** (`--tls-cert`/`--tls-key`, [`ListenerOptions::tls`]): the
 //! handshake happens on the connection's own task, within the header
 //! timeout counted from accept, so a client that opens TCP and never
 //! finishes (or never starts) the handshake is closed like one that never
