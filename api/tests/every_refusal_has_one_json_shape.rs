@@ -114,6 +114,22 @@ async fn every_route_family_refuses_with_the_one_shape() -> Result<()> {
                 StatusCode::PAYLOAD_TOO_LARGE,
             ),
             (
+                "REST with a body that is not JSON",
+                client
+                    .post(format!("{base}/api/auth/login"))
+                    .header(CONTENT_TYPE, "text/plain")
+                    .body("{}"),
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ),
+            (
+                "REST with JSON of the wrong shape",
+                client
+                    .post(format!("{base}/api/auth/login"))
+                    .header(CONTENT_TYPE, "application/json")
+                    .body("{\"username\": 7}"),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+            (
                 "REST with bad JSON",
                 client
                     .post(format!("{base}/api/auth/login"))

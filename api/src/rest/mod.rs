@@ -163,7 +163,6 @@ pub fn router(state: RestState) -> Router {
         .route("/api/payments/webhook", post(payments::webhook))
         .route("/api/openapi.json", get(openapi::document))
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
 
@@ -286,7 +285,7 @@ async fn check_credential(state: &RestState, bearer: &str) -> Result<Principal, 
     })
 }
 
-/// The TCP peer's address of a request (see [`ClientIp`]).
+/// The client address of a request (see [`ClientIp`]).
 fn peer_ip(parts: &Parts) -> Option<std::net::IpAddr> {
     parts
         .extensions
@@ -324,8 +323,10 @@ impl FromRequestParts<RestState> for MaybePrincipal {
     }
 }
 
-/// `Json<T>` whose rejections are [`ApiError`]s (JSON bodies, right
-/// status codes).
+/// A JSON request body of at most [`MAX_BODY`] bytes, read with the one
+/// body reader (`whip_whep::read_limited`); its rejections are
+/// [`ApiError`]s: 415 without a JSON `Content-Type`, 413 over the limit,
+/// 400 for bad JSON, 422 for JSON of the wrong shape.
 pub struct JsonBody<T>(pub T);
 
 impl<S, T> FromRequest<S> for JsonBody<T>
@@ -334,18 +335,46 @@ where
     S: Send + Sync,
 {
     type Rejection = ApiError;
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let axum::Json(v) = axum::Json::<T>::from_request(req, state).await?;
+    async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
+        let (parts, body) = req.into_parts();
+        if !is_json(&parts.headers) {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        let bytes = whip_whep::read_limited(body, &parts.headers, MAX_BODY).await?;
+        let axum::Json(v) = axum::Json::<T>::from_bytes(&bytes)?;
         Ok(JsonBody(v))
     }
+}
+
+/// `Content-Type: application/json` or another `+json` type, as axum's
+/// `Json` accepts.
+fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or("").trim();
+    let Some((kind, subtype)) = essence.split_once('/') else {
+        return false;
+    };
+    kind.eq_ignore_ascii_case("application")
+        && (subtype.eq_ignore_ascii_case("json")
+            || subtype.len() > 5
+                && subtype
+                    .get(subtype.len() - 5..)
+                    .is_some_and(|tail| tail.eq_ignore_ascii_case("+json")))
 }
 
 pub(crate) fn unix_now() -> u64 {
     crate::unix_now()
 }
 
-/// The TCP peer's address (the server runs with connect info). Forwarding
-/// headers are not trusted: a client could write anything into them.
+/// The client address, as the HTTP listener decided it (`ConnectInfo`,
+/// see [`crate::client_addr`]): the TCP peer, or behind a trusted proxy
+/// the address its `X-Forwarded-For` gives; a client's own forwarding
+/// headers are never believed.
 pub struct ClientIp(pub Option<std::net::IpAddr>);
 
 impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
