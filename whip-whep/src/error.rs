@@ -13,6 +13,10 @@ pub enum ApiError {
     BadRequest(String),
     #[error("missing bearer token")]
     Unauthorized,
+    /// 401 with `WWW-Authenticate: Bearer`: no credential, in the route's
+    /// words (which credential it needs).
+    #[error("{0}")]
+    CredentialRequired(&'static str),
     #[error("invalid credential")]
     InvalidCredential,
     #[error("token expired")]
@@ -44,6 +48,10 @@ pub enum ApiError {
     /// credentials; refused before its credential is looked at.
     #[error("too many failed credentials from this address, retry in {} s", throttle::retry_after_secs(*.0))]
     TooManyRequests(std::time::Duration),
+    /// 429: a route's own rate limit (e.g. QoE beacons per address), in
+    /// its words.
+    #[error("{0}")]
+    RateLimited(String),
     /// Logged with its cause; the client sees a generic message.
     #[error("internal error")]
     Internal(String),
@@ -93,6 +101,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized
+            | ApiError::CredentialRequired(_)
             | ApiError::InvalidCredential
             | ApiError::Expired
             | ApiError::Revoked => StatusCode::UNAUTHORIZED,
@@ -105,7 +114,9 @@ impl ApiError {
             ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooManyRequests(_) | ApiError::RateLimited(_) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -140,6 +151,7 @@ impl IntoResponse for ApiError {
         let mut resp = json_error(self.status(), self.to_string(), cause);
         match self {
             ApiError::Unauthorized
+            | ApiError::CredentialRequired(_)
             | ApiError::InvalidCredential
             | ApiError::Expired
             | ApiError::Revoked => {
