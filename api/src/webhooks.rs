@@ -641,7 +641,7 @@ async fn create(
         .await?
         .and_then(|s| s.owner_id);
     if !who.is_admin() && owner.as_deref() != Some(who.subject.as_str()) {
-        return Err(ApiError::Forbidden(
+        return Err(ApiError::forbidden(
             "only the stream's owner or an admin may add webhooks to it",
         ));
     }

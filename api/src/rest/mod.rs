@@ -10,7 +10,6 @@
 
 pub mod auth;
 pub mod entitlements;
-pub mod error;
 pub mod openapi;
 pub mod payments;
 pub mod ratelimit;
@@ -26,7 +25,8 @@ use axum::Router;
 use sfu::Sfu;
 use signaling::{Role, Store, Tokens, API_KEY_PREFIX};
 
-pub use error::ApiError;
+/// The REST API answers with the HTTP edge's one error type.
+pub use whip_whep::ApiError;
 
 /// Largest JSON body accepted (413 beyond).
 pub const MAX_BODY: usize = 64 * 1024;
@@ -190,7 +190,7 @@ impl Principal {
         if roles.contains(&self.role) {
             Ok(())
         } else {
-            Err(ApiError::Forbidden("your role does not allow this"))
+            Err(ApiError::forbidden("your role does not allow this"))
         }
     }
 }
@@ -199,7 +199,7 @@ impl Principal {
 /// `Authorization` of another shape is refused rather than ignored.
 fn bearer(parts: &Parts) -> Result<Option<&str>, ApiError> {
     whip_whep::authorization_bearer(&parts.headers)
-        .map_err(|_| ApiError::Unauthorized("expected Authorization: Bearer <token>"))
+        .map_err(|_| ApiError::InvalidToken("expected Authorization: Bearer <token>"))
 }
 
 /// Authenticates `bearer` from `ip`: refused at once (429) while the
@@ -273,7 +273,7 @@ async fn check_credential(state: &RestState, bearer: &str) -> Result<Principal, 
         .await
         .map_err(CredentialError::Auth)?;
     if !claims.role.is_account() {
-        return Err(CredentialError::Api(ApiError::Forbidden(
+        return Err(CredentialError::Api(ApiError::forbidden(
             "a stream token (publish/play) cannot be used on the API",
         )));
     }
@@ -302,7 +302,7 @@ where
 {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let b = bearer(parts)?.ok_or(ApiError::Unauthorized("missing bearer token"))?;
+        let b = bearer(parts)?.ok_or(ApiError::InvalidToken("missing bearer token"))?;
         authenticate(&RestState::from_ref(state), b, peer_ip(parts)).await
     }
 }
@@ -338,7 +338,9 @@ where
     async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
         let (parts, body) = req.into_parts();
         if !is_json(&parts.headers) {
-            return Err(ApiError::UnsupportedMediaType);
+            return Err(ApiError::UnsupportedMediaType {
+                expected: "application/json".into(),
+            });
         }
         let bytes = whip_whep::read_limited(body, &parts.headers, MAX_BODY).await?;
         let axum::Json(v) = axum::Json::<T>::from_bytes(&bytes)?;

@@ -178,7 +178,7 @@ pub async fn webhook(
         .config
         .payment_webhook_secret
         .as_deref()
-        .ok_or(ApiError::Unavailable("payments are not configured"))?;
+        .ok_or(ApiError::NotConfigured("payments are not configured"))?;
     let sig = headers
         .get("stripe-signature")
         .and_then(|v| v.to_str().ok());
