@@ -507,32 +507,23 @@ async fn qoe(
 ) -> Result<Response, ApiError> {
     let now = signaling::unix_ms();
     if !st.analytics.admit_qoe(peer.ip(), now) {
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            format!("at most {QOE_PER_MINUTE} beacons per minute"),
-        ));
+        return Err(ApiError::RateLimited(format!(
+            "at most {QOE_PER_MINUTE} beacons per minute"
+        )));
     }
     let json = headers
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/plain"));
     if !json {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "Content-Type must be application/json (or text/plain from sendBeacon)",
-        ));
+        return Err(ApiError::UnsupportedMediaType {
+            expected: "application/json (or text/plain from sendBeacon)".into(),
+        });
     }
-    let body = axum::body::to_bytes(body, MAX_QOE_BYTES)
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("beacon over {MAX_QOE_BYTES} bytes"),
-            )
-        })?;
+    let body = whip_whep::read_limited(body, &headers, MAX_QOE_BYTES).await?;
     let beacon: QoeBeacon = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid beacon: {e}")))?;
-    validate(&beacon).map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, m))?;
+        .map_err(|e| ApiError::BadRequest(format!("invalid beacon: {e}")))?;
+    validate(&beacon).map_err(|m| ApiError::BadRequest(m.into()))?;
     st.analytics.push(Record::Qoe { at_ms: now, beacon });
     Ok(StatusCode::ACCEPTED.into_response())
 }
@@ -561,10 +552,7 @@ async fn stats(
 ) -> Result<Response, ApiError> {
     check_stream_name(&id)?;
     let Some(token) = bearer(&headers, None) else {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "a bearer token is required",
-        ));
+        return Err(ApiError::CredentialRequired("a bearer token is required"));
     };
     let claims = st
         .store
@@ -575,16 +563,15 @@ async fn stats(
         .store
         .stream(&id)
         .await
-        .map_err(ApiError::internal)?
+        .map_err(|e| ApiError::Internal(format!("analytics: {e}")))?
         .and_then(|s| s.owner_id)
         .is_some_and(|o| o == claims.sub);
     let allowed = owner
         || claims.allows(&id, Role::Publish)
         || (claims.role == Role::Integrator && claims.stream.as_deref().is_none_or(|s| s == id));
     if !allowed {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "only the stream's owner, an integrator or an admin may read its stats",
+        return Err(ApiError::Forbidden(
+            "only the stream's owner, an integrator or an admin may read its stats".into(),
         ));
     }
     let since = signaling::unix_ms().saturating_sub(24 * 3600 * 1000);
@@ -593,7 +580,7 @@ async fn stats(
         .sink()
         .stats(&id, since)
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(|e| ApiError::Internal(format!("analytics: {e}")))?;
     Ok(Json(serde_json::json!({ "stream": id, "since_ms": since, "stats": s })).into_response())
 }
 

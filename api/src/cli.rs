@@ -177,6 +177,28 @@ pub struct ServeArgs {
     pub hls_token_key: Option<String>,
     #[command(flatten)]
     pub http: HttpArgs,
+    /// Serve HTTPS (HTTP/2 or HTTP/1.1) instead of HTTP on --http-addr with
+    /// this PEM certificate chain, leaf first; needs --tls-key. Reloaded on
+    /// SIGHUP and when the files change; a reload that fails keeps the
+    /// certificate in use and logs why.
+    #[arg(long, env = "RELAYCAST_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "RELAYCAST_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// How often --tls-cert and --tls-key are checked for changes (5s, 1m);
+    /// `off`: reloaded on SIGHUP only.
+    #[arg(long, env = "RELAYCAST_TLS_WATCH_INTERVAL", default_value = "5s", value_parser = parse_watch_interval)]
+    pub tls_watch_interval: WatchInterval,
+    /// Proxies and load balancers in front of relaycast whose
+    /// X-Forwarded-For is believed, ADDR or CIDR,… (e.g.
+    /// 10.0.0.0/8,2001:db8::1). From them, the client is the rightmost
+    /// X-Forwarded-For address that is not a trusted proxy; from any other
+    /// peer the header is ignored. Default: none (the TCP peer is the
+    /// client).
+    #[arg(long, env = "RELAYCAST_TRUSTED_PROXIES", default_value = "",
+          value_parser = clap::builder::ValueParser::new(crate::client_addr::TrustedProxies::parse))]
+    pub trusted_proxies: crate::client_addr::TrustedProxies,
     /// Let webhooks reach loopback, private (RFC 1918), CGNAT and
     /// unique-local addresses and `localhost` names, for on-premises
     /// receivers. Off: webhooks reach public addresses only. Link-local
@@ -520,6 +542,31 @@ pub fn parse_retention(s: &str) -> Result<Retention, String> {
     }
 }
 
+/// `--tls-watch-interval`: `None` is off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WatchInterval(pub Option<Duration>);
+
+/// Parses a duration (as `--ttl`) or `off`.
+pub fn parse_watch_interval(s: &str) -> Result<WatchInterval, String> {
+    parse_retention(s).map(|r| WatchInterval(r.0))
+}
+
+impl ServeArgs {
+    /// HTTPS on the HTTP listener, when --tls-cert and --tls-key are given.
+    pub fn https(&self) -> Option<crate::HttpsConfig> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::HttpsConfig {
+                files: turn_server::TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                },
+                watch_interval: self.tls_watch_interval.0,
+            }),
+            _ => None,
+        }
+    }
+}
+
 /// ABR ladder rungs from `--hls-ladder`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ladder(pub Vec<transcoder::Rung>);
@@ -598,6 +645,55 @@ mod tests {
                 "--checkout-url {bad:?} is refused"
             );
         }
+    }
+
+    #[test]
+    fn https_and_trusted_proxy_flags() {
+        let serve = |args: &[&str]| {
+            let mut all = vec!["relaycast", "serve"];
+            all.extend_from_slice(args);
+            Cli::try_parse_from(all)
+        };
+        let Ok(Cli {
+            command: Command::Serve(a),
+        }) = serve(&[
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--tls-watch-interval",
+            "off",
+            "--trusted-proxies",
+            "10.0.0.0/8,::1",
+        ])
+        else {
+            panic!("serve flags parse");
+        };
+        let https = a.https().expect("both files given");
+        assert_eq!(https.files.cert, PathBuf::from("c.pem"));
+        assert_eq!(https.watch_interval, None);
+        assert!(!a.trusted_proxies.is_empty());
+        let Ok(Cli {
+            command: Command::Serve(plain),
+        }) = serve(&[])
+        else {
+            panic!("defaults parse");
+        };
+        assert!(plain.https().is_none());
+        assert!(
+            plain.trusted_proxies.is_empty(),
+            "no proxy is trusted by default"
+        );
+        assert_eq!(
+            plain.tls_watch_interval.0,
+            Some(crate::TLS_WATCH_INTERVAL),
+            "the documented default"
+        );
+        assert!(
+            serve(&["--tls-cert", "c.pem"]).is_err(),
+            "a certificate needs its key"
+        );
+        assert!(serve(&["--trusted-proxies", "proxy.example"]).is_err());
     }
 
     #[test]

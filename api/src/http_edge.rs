@@ -11,8 +11,7 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::response::Response;
 
 /// Gives a body-less 405 (the router's answer for a known path with another
 /// method) the API's JSON error body; other responses pass unchanged.
@@ -42,11 +41,11 @@ pub async fn refuse_repeated_authorization(request: Request, next: Next) -> Resp
         .nth(1)
         .is_some()
     {
-        return (
+        return whip_whep::json_error(
             StatusCode::BAD_REQUEST,
-            Json(serde_json::json!({"error": "more than one Authorization header"})),
-        )
-            .into_response();
+            "more than one Authorization header".into(),
+            None,
+        );
     }
     next.run(request).await
 }

@@ -25,8 +25,27 @@
 //! idle connections after the header timeout, not the idle one, and it
 //! cannot tell the two waits apart.
 //!
+//! **TLS** (`--tls-cert`/`--tls-key`, [`ListenerOptions::tls`]): the
+//! handshake happens on the connection's own task, within the header
+//! timeout counted from accept, so a client that opens TCP and never
+//! finishes (or never starts) the handshake is closed like one that never
+//! sends a request head. A connection whose first byte is not a TLS
+//! handshake record is refused before rustls sees it: one that starts like
+//! a plain HTTP request gets a `400` JSON answer saying the port speaks
+//! HTTPS, anything else is closed. Both, failed handshakes and timeouts
+//! are counted in `relaycast_http_tls_refused_total{reason}`. ALPN offers
+//! `h2` then `http/1.1`: a client that picks `h2` is served HTTP/2, any
+//! other HTTP/1.1. On an HTTP/2 connection requests are multiplexed, so
+//! after its first request bytes without a request in flight (window
+//! updates, pings, a stream's frames) start no header timer; the idle
+//! timeout still closes it when no request is in flight. Without TLS,
+//! HTTP/1.1 is served, and HTTP/2 with prior knowledge (h2c) as hyper
+//! detects it.
+//!
 //! Handlers see the client address as `ConnectInfo<SocketAddr>`, as with
-//! `Router::into_make_service_with_connect_info`. Shutdown stops accepting,
+//! `Router::into_make_service_with_connect_info`: the TCP peer, or behind
+//! a trusted proxy the address `X-Forwarded-For` gives (see
+//! [`crate::client_addr`]). Shutdown stops accepting,
 //! asks every connection to finish its request in flight and close, and
 //! drops what is still open after [`HttpLimits::shutdown_grace`].
 
@@ -51,12 +70,14 @@ use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use parking_lot::Mutex;
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tower::ServiceExt;
+
+use crate::client_addr::TrustedProxies;
 
 /// Limits of one HTTP listener (`--http-header-timeout`,
 /// `--http-idle-timeout`, `--http-max-conns-per-ip`).
@@ -92,6 +113,7 @@ pub struct HttpMetrics {
     open: IntGauge,
     refused: IntCounter,
     timed_out: IntCounterVec,
+    tls_refused: IntCounterVec,
 }
 
 impl HttpMetrics {
@@ -113,12 +135,35 @@ impl HttpMetrics {
                 ),
                 &["reason"],
             )?,
+            tls_refused: IntCounterVec::new(
+                Opts::new(
+                    "relaycast_http_tls_refused_total",
+                    "HTTPS connections closed before their TLS handshake completed: \
+                     plain_http (a plain HTTP request, answered 400), not_tls (other bytes), \
+                     handshake (the handshake failed), timeout (not done within the header timeout)",
+                ),
+                &["reason"],
+            )?,
         };
+        registry.register(Box::new(m.tls_refused.clone()))?;
         registry.register(Box::new(m.open.clone()))?;
         registry.register(Box::new(m.refused.clone()))?;
         registry.register(Box::new(m.timed_out.clone()))?;
         Ok(m)
     }
+}
+
+/// The ALPN names an HTTPS listener offers, most preferred first (give
+/// them to `ReloadingCertificate::server_config`).
+pub const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
+
+/// What a listener is besides its limits.
+#[derive(Clone, Default)]
+pub struct ListenerOptions {
+    /// Every connection is HTTPS (the config should offer [`ALPN`]).
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Whose `X-Forwarded-For` names the client (see [`crate::client_addr`]).
+    pub trusted_proxies: TrustedProxies,
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then drains (see
@@ -127,6 +172,7 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: HttpLimits,
+    options: ListenerOptions,
     metrics: HttpMetrics,
     shutdown: impl Future<Output = ()> + Send,
 ) {
@@ -164,6 +210,7 @@ pub async fn serve(
                         metrics.clone(),
                         stop_rx.clone(),
                         (slot, open),
+                        options.clone(),
                     ));
                 }
                 // The peer gave up between SYN and accept: nothing to do.
@@ -225,6 +272,7 @@ impl TimedOut {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn serve_connection(
     stream: TcpStream,
     remote: SocketAddr,
@@ -233,11 +281,141 @@ async fn serve_connection(
     metrics: HttpMetrics,
     mut stop: watch::Receiver<bool>,
     places: (IpSlot, OpenGuard),
+    options: ListenerOptions,
 ) {
+    let ListenerOptions {
+        tls,
+        trusted_proxies,
+    } = options;
+    let accepted = Instant::now();
     // Small request/response exchanges (WHIP, REST) should not wait for
     // Nagle; failing to set it only costs latency.
     let _ = stream.set_nodelay(true);
-    let activity = Arc::new(Activity::new(Instant::now()));
+    let Some(acceptor) = tls else {
+        let conn = Conn {
+            remote,
+            trusted_proxies,
+            accepted,
+            multiplexed: false,
+        };
+        return serve_http(stream, conn, app, limits, metrics, stop, places).await;
+    };
+    let handshake = tokio::time::timeout_at(
+        accepted + limits.header_timeout,
+        tls_handshake(&acceptor, stream, &metrics),
+    );
+    let stream = tokio::select! {
+        done = handshake => match done {
+            Ok(Some(stream)) => stream,
+            Ok(None) => return,
+            Err(_) => {
+                metrics.tls_refused.with_label_values(&["timeout"]).inc();
+                tracing::debug!("closing HTTPS connection: no TLS handshake in time");
+                return;
+            }
+        },
+        _ = stop.changed() => return,
+    };
+    let conn = Conn {
+        remote,
+        trusted_proxies,
+        accepted,
+        multiplexed: stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice()),
+    };
+    serve_http(stream, conn, app, limits, metrics, stop, places).await
+}
+
+/// A TLS record's first byte when it carries a handshake message.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+/// What a plain HTTP request on the HTTPS port is told.
+const PLAIN_HTTP_BODY: &str = r#"{"error":"this port speaks HTTPS; use https://"}"#;
+
+/// The TLS handshake, or `None` (counted) when the client does not speak
+/// TLS or the handshake fails.
+async fn tls_handshake(
+    acceptor: &tokio_rustls::TlsAcceptor,
+    mut stream: TcpStream,
+    metrics: &HttpMetrics,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let mut first = [0u8; 1];
+    match stream.peek(&mut first).await {
+        Ok(1..) => {}
+        // Closed before a byte: nothing to refuse.
+        Ok(0) | Err(_) => return None,
+    }
+    if first[0] != TLS_HANDSHAKE_RECORD {
+        // Request methods are upper-case tokens; a plain HTTP client gets
+        // told what is wrong, in the API's error shape.
+        if first[0].is_ascii_uppercase() {
+            metrics.tls_refused.with_label_values(&["plain_http"]).inc();
+            tracing::debug!("plain HTTP request on the HTTPS listener: refused");
+            let answer = format!(
+                "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n\
+                 content-length: {}\r\nconnection: close\r\n\r\n{PLAIN_HTTP_BODY}",
+                PLAIN_HTTP_BODY.len()
+            );
+            if stream.write_all(answer.as_bytes()).await.is_ok() && stream.shutdown().await.is_ok()
+            {
+                // Closing with the request unread would reset the
+                // connection and could discard the answer before the
+                // client reads it: read on until the client closes (the
+                // caller's timeout bounds this).
+                let mut sink = [0u8; 4096];
+                let mut left: usize = 64 * 1024;
+                while left > 0 {
+                    match stream.read(&mut sink).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => left = left.saturating_sub(n),
+                    }
+                }
+            }
+        } else {
+            metrics.tls_refused.with_label_values(&["not_tls"]).inc();
+            tracing::debug!("bytes that are not TLS on the HTTPS listener: closed");
+        }
+        return None;
+    }
+    match acceptor.accept(stream).await {
+        Ok(s) => Some(s),
+        Err(e) => {
+            metrics.tls_refused.with_label_values(&["handshake"]).inc();
+            tracing::debug!("TLS handshake failed: {e}");
+            None
+        }
+    }
+}
+
+/// What the HTTP layer needs to know of an accepted connection.
+struct Conn {
+    remote: SocketAddr,
+    trusted_proxies: TrustedProxies,
+    /// When TCP accepted it: the first request head is due a header
+    /// timeout after this, the TLS handshake included.
+    accepted: Instant,
+    /// HTTP/2 (ALPN `h2`): requests may overlap and control frames flow
+    /// between them.
+    multiplexed: bool,
+}
+
+async fn serve_http<S>(
+    stream: S,
+    conn: Conn,
+    app: Router,
+    limits: HttpLimits,
+    metrics: HttpMetrics,
+    mut stop: watch::Receiver<bool>,
+    places: (IpSlot, OpenGuard),
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Conn {
+        remote,
+        trusted_proxies,
+        accepted,
+        multiplexed,
+    } = conn;
+    let activity = Arc::new(Activity::new(accepted, multiplexed));
     let io = TokioIo::new(Watched {
         inner: stream,
         activity: Arc::clone(&activity),
@@ -247,7 +425,8 @@ async fn serve_connection(
     let service = tower::service_fn(move |req: Request<Incoming>| {
         let busy = Busy::begin(&act);
         let mut req = req.map(Body::new);
-        req.extensions_mut().insert(ConnectInfo(remote));
+        let client = trusted_proxies.client_addr(remote, req.headers());
+        req.extensions_mut().insert(ConnectInfo(client));
         let app = app.clone();
         async move {
             let response = match app.oneshot(req).await {
@@ -306,8 +485,10 @@ async fn serve_connection(
 }
 
 /// What the timers of one connection look at. Times are milliseconds since
-/// `base`; everything is touched from the connection's own task (hyper polls
-/// the service and the body there), the atomics only make it `Sync`.
+/// `base`. On HTTP/1.1 everything is touched from the connection's own task
+/// (hyper polls the service and the body there); HTTP/2 runs each request
+/// on a task of its own, which ends a request (and notifies `wake`) from
+/// there.
 struct Activity {
     base: Instant,
     in_flight: AtomicUsize,
@@ -319,13 +500,16 @@ struct Activity {
     head_since: AtomicU64,
     /// Woken when the deadline may have moved earlier.
     wake: Notify,
+    /// HTTP/2: see [`Activity::on_read`].
+    multiplexed: bool,
 }
 
 const NONE: u64 = u64::MAX;
 
 impl Activity {
-    fn new(now: Instant) -> Activity {
+    fn new(now: Instant, multiplexed: bool) -> Activity {
         Activity {
+            multiplexed,
             base: now,
             in_flight: AtomicUsize::new(0),
             served: AtomicBool::new(false),
@@ -366,8 +550,14 @@ impl Activity {
         }
     }
 
-    /// Bytes arrived: with no request in flight they start a request head.
+    /// Bytes arrived: with no request in flight they start a request head,
+    /// except on an HTTP/2 connection that has had its first request:
+    /// there they may be control frames (window updates, pings, settings)
+    /// that no request follows, and the idle timer bounds the wait.
     fn on_read(&self) {
+        if self.multiplexed && self.served.load(Ordering::Relaxed) {
+            return;
+        }
         if self.in_flight.load(Ordering::Relaxed) == 0
             && self.head_since.load(Ordering::Relaxed) == NONE
         {
@@ -399,16 +589,16 @@ impl Drop for Busy {
     }
 }
 
-/// The TCP stream as hyper sees it: reads are reported to the timers, and
+/// The TCP (or TLS) stream as hyper sees it: reads are reported to the timers, and
 /// it holds the connection's places (per-address slot, open gauge) for as
 /// long as the socket lives, through a WebSocket upgrade too.
-struct Watched {
-    inner: TcpStream,
+struct Watched<S> {
+    inner: S,
     activity: Arc<Activity>,
     _places: (IpSlot, OpenGuard),
 }
 
-impl AsyncRead for Watched {
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -423,7 +613,7 @@ impl AsyncRead for Watched {
     }
 }
 
-impl AsyncWrite for Watched {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -559,13 +749,36 @@ mod tests {
     }
 
     #[test]
+    fn http2_control_frames_between_requests_start_no_header_timer() {
+        let limits = HttpLimits {
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            ..HttpLimits::default()
+        };
+        let a = Arc::new(Activity::new(Instant::now(), true));
+        let base = a.base;
+        // The preface and first request head are due like on HTTP/1.1.
+        a.on_read();
+        assert_eq!(
+            a.deadline(&limits).map(|(_, why)| why),
+            Some(TimedOut::Header)
+        );
+        drop(Busy::begin(&a));
+        // A window update or ping after the response: still idle.
+        a.on_read();
+        let (at, why) = a.deadline(&limits).expect("idle");
+        assert_eq!(why, TimedOut::Idle);
+        assert!(at >= base + limits.idle_timeout);
+    }
+
+    #[test]
     fn timers_follow_the_connection_state() {
         let limits = HttpLimits {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             ..HttpLimits::default()
         };
-        let a = Arc::new(Activity::new(Instant::now()));
+        let a = Arc::new(Activity::new(Instant::now(), false));
         let base = a.base;
         assert_eq!(
             a.deadline(&limits),

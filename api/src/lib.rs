@@ -8,12 +8,16 @@
 //! stream events into `stream_sessions` rows. Media runs on the `sfu` workers'
 //! UDP sockets; TURN (`turn-server`), when configured, on its own sockets.
 //! [`start`] takes an already-bound listener so tests run servers on
-//! port 0 in-process; [`http_listener`] serves it with header and idle
-//! timeouts and a per-address connection cap, and [`http_edge`] holds the
-//! rules every route follows (JSON 405s, one `Authorization` header).
+//! port 0 in-process; [`http_listener`] serves it, as HTTP or HTTPS
+//! (`--tls-cert`; HTTP/2 by ALPN, the certificate reloaded on SIGHUP and
+//! file changes), with header and idle timeouts and a per-address
+//! connection cap; [`client_addr`] decides the client address every route
+//! sees (`--trusted-proxies`), and [`http_edge`] holds the rules every
+//! route follows (JSON 405s, one `Authorization` header).
 
 pub mod analytics;
 pub mod cli;
+pub mod client_addr;
 pub mod http_edge;
 pub mod http_listener;
 pub mod log_sampling;
@@ -51,6 +55,11 @@ pub struct Config {
     /// Header and idle timeouts and the per-address connection cap of the
     /// HTTP listener.
     pub http: http_listener::HttpLimits,
+    /// HTTPS on the HTTP listener; `None`: plain HTTP.
+    pub https: Option<HttpsConfig>,
+    /// Proxies whose `X-Forwarded-For` names the client (see
+    /// [`client_addr`]); none by default.
+    pub trusted_proxies: client_addr::TrustedProxies,
     /// First UDP media port (one per worker); 0 lets the OS choose.
     pub media_port: u16,
     /// RTMP ingest listener (`ingest::rtmp`); `None`: off.
@@ -124,6 +133,8 @@ impl Config {
         Config {
             http_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             http: http_listener::HttpLimits::default(),
+            https: None,
+            trusted_proxies: client_addr::TrustedProxies::none(),
             media_port: 0,
             rtmp_addr: None,
             rtmp: ingest::RtmpConfig::default(),
@@ -161,6 +172,19 @@ impl Config {
         }
     }
 }
+
+/// HTTPS on the HTTP listener (`--tls-cert`, `--tls-key`,
+/// `--tls-watch-interval`): the certificate is reloaded on SIGHUP and when
+/// its files change (see `turn_server::certificate`).
+#[derive(Debug, Clone)]
+pub struct HttpsConfig {
+    pub files: turn_server::TlsFiles,
+    /// How often the files are checked for changes; `None`: on SIGHUP only.
+    pub watch_interval: Option<Duration>,
+}
+
+/// The default of `--tls-watch-interval`.
+pub const TLS_WATCH_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Media tokens (`hls_token`, see [`media_access`] and
 /// `signaling::media_token`).
@@ -283,6 +307,9 @@ pub fn unix_now() -> u64 {
 /// A running relaycast: HTTP server plus media workers.
 pub struct Server {
     http_addr: SocketAddr,
+    https: bool,
+    /// Reloads the HTTPS certificate.
+    cert_reloads: Option<AbortOnDrop>,
     sfu: Sfu,
     store: Store,
     tokens: Tokens,
@@ -316,6 +343,11 @@ impl Server {
 
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// Whether the HTTP listener speaks HTTPS.
+    pub fn is_https(&self) -> bool {
+        self.https
     }
 
     /// The LL-HLS side (its notices: recordings, released memory).
@@ -404,6 +436,7 @@ impl Server {
         if let Some(h) = self.http.take() {
             let _ = h.await;
         }
+        drop(self.cert_reloads.take());
         if let Some(r) = self.recorder.take() {
             r.abort();
             let _ = r.await;
@@ -495,6 +528,14 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
     let metrics = sfu::Metrics::new(&registry).context("registering metrics")?;
     let http_metrics =
         http_listener::HttpMetrics::new(&registry).context("registering HTTP metrics")?;
+    let (tls, cert_reloads) = match &config.https {
+        Some(https) => {
+            let (acceptor, reloads) = https_acceptor(https, &registry)?;
+            // Ended with the server, or at once if `start` fails below.
+            (Some(acceptor), Some(AbortOnDrop(reloads)))
+        }
+        None => (None, None),
+    };
     let public_ip = config.public_ip.unwrap_or_else(default_public_ip);
     let sfu = Sfu::start(
         &SfuConfig {
@@ -748,6 +789,10 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
         listener,
         app,
         config.http,
+        http_listener::ListenerOptions {
+            tls,
+            trusted_proxies: config.trusted_proxies.clone(),
+        },
         http_metrics,
         async {
             let _ = rx.await;
@@ -756,6 +801,8 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
     tracing::info!(%http_addr, media = ?sfu.media_addrs(), "relaycast serving");
     Ok(Server {
         http_addr,
+        https: cert_reloads.is_some(),
+        cert_reloads,
         sfu,
         store,
         tokens,
@@ -773,6 +820,49 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
         rtmp,
         srt,
     })
+}
+
+/// A task that ends when this is dropped.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The HTTPS acceptor (ALPN `h2`, `http/1.1`) and the task that reloads
+/// its certificate, counted in `relaycast_tls_certificate_reloads_total`.
+fn https_acceptor(
+    https: &HttpsConfig,
+    registry: &Registry,
+) -> anyhow::Result<(tokio_rustls::TlsAcceptor, JoinHandle<()>)> {
+    let cert = turn_server::certificate::ReloadingCertificate::load(https.files.clone())
+        .context("loading the HTTPS certificate")?;
+    let config = cert
+        .server_config(&http_listener::ALPN)
+        .context("configuring HTTPS")?;
+    let reloads = prometheus::IntCounterVec::new(
+        prometheus::Opts::new(
+            "relaycast_tls_certificate_reloads_total",
+            "HTTPS certificate reloads (SIGHUP or changed files): loaded, or failed \
+             (the previous certificate stays in use; the log says why)",
+        ),
+        &["result"],
+    )?;
+    registry.register(Box::new(reloads.clone()))?;
+    let watch = tokio::spawn(cert.watch(
+        "https",
+        https.watch_interval,
+        move |outcome: &turn_server::certificate::Reload| {
+            let result = match outcome {
+                turn_server::certificate::Reload::Loaded => "loaded",
+                _ => "failed",
+            };
+            reloads.with_label_values(&[result]).inc();
+        },
+    ));
+    Ok((tokio_rustls::TlsAcceptor::from(Arc::new(config)), watch))
 }
 
 /// How long minted TURN credentials stay valid. A TURN allocation is
@@ -810,12 +900,16 @@ async fn ice_servers_handler(
     let claims = match verified {
         Some(Ok(c)) => c,
         _ => {
-            return (
+            let mut refused = whip_whep::json_error(
                 StatusCode::UNAUTHORIZED,
-                [(header::WWW_AUTHENTICATE, "Bearer")],
-                axum::Json(serde_json::json!({"error": "a valid bearer token is required"})),
-            )
-                .into_response()
+                "a valid bearer token is required".into(),
+                None,
+            );
+            refused.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+            return refused;
         }
     };
     let mut servers = Vec::new();
@@ -859,6 +953,7 @@ pub async fn serve_metrics(
         listener,
         app,
         limits,
+        http_listener::ListenerOptions::default(),
         http_metrics,
         std::future::pending::<()>(),
     )

@@ -38,6 +38,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = api::Config {
                 http_addr: a.http_addr,
                 http: a.http.to_limits(),
+                https: a.https(),
+                trusted_proxies: a.trusted_proxies.clone(),
                 media_port: a.media_port,
                 rtmp_addr: a.rtmp_addr,
                 rtmp: ingest::RtmpConfig {
@@ -107,14 +109,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 addr.ip()
             };
-            eprintln!("relaycast listening on http://{addr}");
+            let scheme = if server.is_https() { "https" } else { "http" };
+            eprintln!("relaycast listening on {scheme}://{addr}");
             eprintln!(
-                "  publish: relaycast keys create NAME, then WHIP to http://{host}:{}/whip/NAME",
+                "  publish: relaycast keys create NAME, then WHIP to {scheme}://{host}:{}/whip/NAME",
                 addr.port()
             );
-            eprintln!("  play:    WHEP http://{host}:{}/whep/NAME", addr.port());
             eprintln!(
-                "  LL-HLS:  http://{host}:{}/hls/NAME/index.m3u8",
+                "  play:    WHEP {scheme}://{host}:{}/whep/NAME",
+                addr.port()
+            );
+            eprintln!(
+                "  LL-HLS:  {scheme}://{host}:{}/hls/NAME/index.m3u8",
                 addr.port()
             );
             server.run_until_signal().await;

@@ -114,12 +114,13 @@ pub async fn gate(
     // of who is asking (and a route added later with another method is
     // closed until the door learns about it).
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        let mut resp = (
+        let mut resp = whip_whep::json_error(
             StatusCode::METHOD_NOT_ALLOWED,
-            [(header::ALLOW, "GET,HEAD")],
-            axum::Json(serde_json::json!({ "error": "method not allowed" })),
-        )
-            .into_response();
+            "method not allowed".into(),
+            None,
+        );
+        resp.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET,HEAD"));
         resp.headers_mut().insert(
             header::ACCESS_CONTROL_ALLOW_ORIGIN,
             HeaderValue::from_static("*"),

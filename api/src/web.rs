@@ -217,11 +217,7 @@ pub async fn not_found(headers: HeaderMap) -> Response {
         *res.status_mut() = StatusCode::NOT_FOUND;
         res
     } else {
-        (
-            StatusCode::NOT_FOUND,
-            axum::Json(serde_json::json!({"error": "not found"})),
-        )
-            .into_response()
+        whip_whep::json_error(StatusCode::NOT_FOUND, "not found".into(), None).into_response()
     }
 }
 

@@ -586,7 +586,6 @@ pub fn router(state: WebhookRoutes) -> Router {
         .route("/api/webhooks/{id}", get(show).delete(remove))
         .route("/api/webhooks/{id}/deliveries", get(deliveries))
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(axum::extract::DefaultBodyLimit::max(crate::rest::MAX_BODY))
         .with_state(state)
 }
 
@@ -627,14 +626,12 @@ fn bad(msg: impl Into<String>) -> ApiError {
 async fn create(
     State(st): State<WebhookRoutes>,
     who: Principal,
-    body: Result<Json<NewWebhook>, axum::extract::rejection::JsonRejection>,
+    body: Result<crate::rest::JsonBody<serde_json::Value>, ApiError>,
 ) -> Result<Response, ApiError> {
     require_manager(&who)?;
-    let Json(req) = body.map_err(|e| match e.status() {
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType,
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge(crate::rest::MAX_BODY),
-        _ => bad(e.body_text()),
-    })?;
+    // Read as any JSON first (415/413/400 as every JSON body), then this
+    // shape: a wrong one is a bad request here, with serde's words.
+    let req: NewWebhook = serde_json::from_value(body?.0).map_err(|e| bad(e.to_string()))?;
     if !signaling::valid_stream_name(&req.stream) {
         return Err(bad("invalid stream name"));
     }
@@ -644,7 +641,7 @@ async fn create(
         .await?
         .and_then(|s| s.owner_id);
     if !who.is_admin() && owner.as_deref() != Some(who.subject.as_str()) {
-        return Err(ApiError::Forbidden(
+        return Err(ApiError::forbidden(
             "only the stream's owner or an admin may add webhooks to it",
         ));
     }
@@ -690,11 +687,7 @@ async fn create(
         .get("n");
     if count >= MAX_PER_OWNER {
         let msg = format!("at most {MAX_PER_OWNER} webhooks per owner");
-        return Ok((
-            StatusCode::CONFLICT,
-            Json(serde_json::json!({ "error": msg })),
-        )
-            .into_response());
+        return Ok(whip_whep::json_error(StatusCode::CONFLICT, msg, None));
     }
     let mut events = req.events.clone();
     events.sort();

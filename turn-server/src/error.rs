@@ -1,5 +1,4 @@
 use std::net::SocketAddr;
-use std::path::PathBuf;
 
 /// Why the TURN server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -15,23 +14,13 @@ pub enum TurnError {
         #[source]
         source: std::io::Error,
     },
-    /// A certificate or key file could not be read or parsed.
-    #[error("reading {path}: {source}")]
-    Pem {
-        path: PathBuf,
-        #[source]
-        source: rustls_pki_types::pem::Error,
-    },
-    /// The certificate file held no certificate.
-    #[error("no certificate in {path}")]
-    NoCertificate { path: PathBuf },
+    /// The `turns:` certificate or key could not be loaded.
+    #[error(transparent)]
+    Certificate(#[from] crate::certificate::CertificateError),
     /// `--turn-host` is not a DNS name.
     #[error("invalid TURN host: {reason}")]
     Host { reason: String },
     /// The UDP relay thread or its runtime could not be started.
     #[error("starting the TURN UDP thread: {0}")]
     Thread(#[source] std::io::Error),
-    /// rustls refused the certificate or key.
-    #[error("TLS configuration: {0}")]
-    Tls(#[from] rustls::Error),
 }

@@ -33,6 +33,7 @@
 //! allocating.
 
 mod auth;
+pub mod certificate;
 mod channel_number;
 mod engine;
 mod error;
@@ -45,6 +46,7 @@ mod server;
 mod engine_tests;
 
 pub use auth::{long_term_key, rest_credentials, rest_password, Authenticator, Credentials};
+pub use certificate::TlsFiles;
 pub use engine::{
     AllocationId, ClientOutcome, Engine, EngineConfig, Family, FiveTuple, Now, RelayProvider,
     Transport, CHANNEL_LIFETIME, PERMISSION_LIFETIME,
@@ -52,4 +54,4 @@ pub use engine::{
 pub use error::TurnError;
 pub use metrics::Metrics;
 pub use peer_policy::PeerPolicy;
-pub use server::{parse_port_range, parse_turn_host, IceServer, TlsFiles, TurnConfig, TurnServer};
+pub use server::{parse_port_range, parse_turn_host, IceServer, TurnConfig, TurnServer};

@@ -18,7 +18,6 @@
 use std::cell::RefCell;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::ops::RangeInclusive;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -29,6 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::{AbortHandle, JoinHandle};
 
 use crate::auth::{rest_credentials, Authenticator};
+use crate::certificate::{ReloadingCertificate, TlsFiles};
 use crate::engine::{
     AllocationId, ClientOutcome, Engine, EngineConfig, Family, FiveTuple, Now, RelayProvider,
     Transport,
@@ -38,13 +38,6 @@ use crate::message::stream_record_len;
 use crate::metrics::Metrics;
 use crate::peer_policy::PeerPolicy;
 
-/// Certificate chain and private key (PEM files) for TURN over TLS.
-#[derive(Debug, Clone)]
-pub struct TlsFiles {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
-
 /// Everything a TURN server needs.
 #[derive(Debug, Clone)]
 pub struct TurnConfig {
@@ -52,7 +45,8 @@ pub struct TurnConfig {
     pub udp: Option<SocketAddr>,
     /// TCP listen address (`--turn-tcp`).
     pub tcp: Option<SocketAddr>,
-    /// TLS listen address and its certificate (`--turn-tls`).
+    /// TLS listen address and its certificate (`--turn-tls`), reloaded on
+    /// SIGHUP and when the files change.
     pub tls: Option<(SocketAddr, TlsFiles)>,
     /// Shared secret of the TURN REST API credentials.
     pub secret: String,
@@ -480,7 +474,8 @@ impl TurnServer {
         }
         let mut tls_addr = None;
         if let Some((addr, files)) = &cfg.tls {
-            let acceptor = tls_acceptor(files)?;
+            let (acceptor, reloads) = tls_acceptor(files)?;
+            tasks.push(reloads);
             let l = TcpListener::bind(*addr)
                 .await
                 .map_err(|e| TurnError::Bind {
@@ -820,33 +815,16 @@ where
     let _ = writer.await;
 }
 
-fn tls_acceptor(files: &TlsFiles) -> Result<tokio_rustls::TlsAcceptor, TurnError> {
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
-        .map_err(|e| pem_error(&files.cert, e))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| pem_error(&files.cert, e))?;
-    if certs.is_empty() {
-        return Err(TurnError::NoCertificate {
-            path: files.cert.clone(),
-        });
-    }
-    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| pem_error(&files.key, e))?;
-    // `ring`, like the rest of the workspace's rustls users (webrtc-rs's
-    // DTLS): enabling a second provider would make rustls's process-wide
-    // default ambiguous and panic in crates that rely on it.
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)?;
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
-}
+/// How often the `turns:` certificate files are checked for changes.
+const CERTIFICATE_POLL: Duration = Duration::from_secs(10);
 
-fn pem_error(path: &Path, e: rustls_pki_types::pem::Error) -> TurnError {
-    TurnError::Pem {
-        path: path.to_path_buf(),
-        source: e,
-    }
+/// The `turns:` acceptor and the task that reloads its certificate.
+fn tls_acceptor(
+    files: &TlsFiles,
+) -> Result<(tokio_rustls::TlsAcceptor, JoinHandle<()>), TurnError> {
+    let cert = ReloadingCertificate::load(files.clone())?;
+    // TURN over TLS has no ALPN name of its own that clients send.
+    let config = cert.server_config(&[])?;
+    let watch = tokio::spawn(cert.watch("turns", Some(CERTIFICATE_POLL), |_| {}));
+    Ok((tokio_rustls::TlsAcceptor::from(Arc::new(config)), watch))
 }

@@ -12,13 +12,14 @@
 //! Media state lives in `sfu`; this crate keeps only what the HTTP resource
 //! needs (its ETag and the remote ICE username, to tell trickle from restart).
 
+mod body;
 mod error;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::body::{to_bytes, Body};
+use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::http::{Method, StatusCode};
@@ -31,15 +32,12 @@ use signaling::{AuthError, Store, Tokens};
 use throttle::{AuthKind, AuthThrottle};
 use tower_http::cors::{Any, CorsLayer};
 
+pub use crate::body::{is_length_limit, read_limited, BodyError, DRAIN_BYTES};
 pub use crate::error::{json_error, ApiError};
 
 /// SDP offers larger than this are refused (413). Real offers with
 /// simulcast and many codecs are under 16 KiB.
 pub const MAX_SDP_BYTES: usize = 64 * 1024;
-/// An oversized body is read (and dropped) up to this much before the 413,
-/// so closing the connection does not reset it under the client while it
-/// still writes, which could lose the answer.
-const DRAIN_BYTES: usize = 1024 * 1024;
 
 /// A TURN server with credentials, the RTCIceServer shape.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -321,39 +319,8 @@ async fn read_body(
             expected: content_type.to_string(),
         });
     }
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_SDP_BYTES as u64) {
-        if declared.is_some_and(|n| n <= DRAIN_BYTES as u64) {
-            let _ = to_bytes(body, DRAIN_BYTES).await;
-        }
-        return Err(ApiError::TooLarge {
-            limit: MAX_SDP_BYTES,
-        });
-    }
-    let bytes = to_bytes(body, MAX_SDP_BYTES).await.map_err(|e| {
-        if is_length_limit(&e) {
-            ApiError::TooLarge {
-                limit: MAX_SDP_BYTES,
-            }
-        } else {
-            ApiError::BadRequest("could not read the request body".into())
-        }
-    })?;
+    let bytes = read_limited(body, headers, MAX_SDP_BYTES).await?;
     String::from_utf8(bytes.to_vec()).map_err(|_| ApiError::BadRequest("body is not UTF-8".into()))
-}
-
-fn is_length_limit(e: &axum::Error) -> bool {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(c) = cause {
-        if c.is::<http_body_util::LengthLimitError>() {
-            return true;
-        }
-        cause = c.source();
-    }
-    false
 }
 
 async fn create(

@@ -46,8 +46,7 @@ pub(super) async fn post_event(
 ) -> Result<Response, ApiError> {
     check_stream_name(&id)?;
     let Some(token) = bearer(&headers, None) else {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
+        return Err(ApiError::CredentialRequired(
             "an integrator or admin token is required",
         ));
     };
@@ -63,9 +62,8 @@ pub(super) async fn post_event(
         _ => false,
     };
     if !allowed {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "token does not allow posting events on this stream",
+        return Err(ApiError::Forbidden(
+            "token does not allow posting events on this stream".into(),
         ));
     }
     let json_type = headers
@@ -74,29 +72,13 @@ pub(super) async fn post_event(
         .and_then(|v| v.split(';').next())
         .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
     if !json_type {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "Content-Type must be application/json",
-        ));
+        return Err(ApiError::UnsupportedMediaType {
+            expected: "application/json".into(),
+        });
     }
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("event body over {MAX_EVENT_BYTES} bytes"),
-        )
-    };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_EVENT_BYTES as u64) {
-        return Err(too_large());
-    }
-    let body = axum::body::to_bytes(body, MAX_EVENT_BYTES)
-        .await
-        .map_err(|_| too_large())?;
+    let body = whip_whep::read_limited(body, &headers, MAX_EVENT_BYTES).await?;
     let payload: serde_json::Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}")))?;
+        .map_err(|e| ApiError::BadRequest(format!("invalid JSON: {e}")))?;
     let key = match headers.get("idempotency-key") {
         None => None,
         Some(v) => {
@@ -106,9 +88,8 @@ pub(super) async fn post_event(
                 .map(str::trim)
                 .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY)
                 .ok_or_else(|| {
-                    ApiError::new(
-                        StatusCode::BAD_REQUEST,
-                        "Idempotency-Key must be 1-255 visible ASCII characters",
+                    ApiError::BadRequest(
+                        "Idempotency-Key must be 1-255 visible ASCII characters".into(),
                     )
                 })?;
             Some(k.to_string())
@@ -128,10 +109,9 @@ pub(super) async fn post_event(
             };
             Ok((status, axum::Json(&*event)).into_response())
         }
-        Err(EventError::IdempotencyConflict) => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "Idempotency-Key already used with a different body",
+        Err(EventError::IdempotencyConflict) => Err(ApiError::Conflict(
+            "Idempotency-Key already used with a different body".into(),
         )),
-        Err(e) => Err(ApiError::internal(e)),
+        Err(e) => Err(ApiError::Internal(format!("posting an event: {e}"))),
     }
 }

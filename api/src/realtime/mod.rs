@@ -9,8 +9,7 @@ mod ws;
 
 use std::sync::Arc;
 
-use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::Router;
 use signaling::{AuthError, Bus, Store, Tokens};
@@ -40,44 +39,8 @@ pub fn router(state: RealtimeState) -> Router {
         .with_state(state)
 }
 
-/// Errors of the realtime HTTP edge: a status and `{"error": …}`.
-#[derive(Debug)]
-pub(crate) struct ApiError {
-    status: StatusCode,
-    message: String,
-}
-
-impl ApiError {
-    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            message: message.into(),
-        }
-    }
-
-    /// A 500 whose cause is logged, not sent.
-    pub(crate) fn internal(cause: impl std::fmt::Display) -> ApiError {
-        tracing::error!("realtime: {cause}");
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut resp = (
-            self.status,
-            axum::Json(serde_json::json!({ "error": self.message })),
-        )
-            .into_response();
-        if self.status == StatusCode::UNAUTHORIZED {
-            resp.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Bearer"),
-            );
-        }
-        resp
-    }
-}
+/// The realtime routes answer with the HTTP edge's one error type.
+pub(crate) use whip_whep::ApiError;
 
 /// The bearer credential: `Authorization: Bearer …` (any case of the
 /// scheme, [`whip_whep::authorization_bearer`]), else `?token=` (browsers
@@ -94,14 +57,14 @@ pub(crate) fn bearer(headers: &HeaderMap, token_param: Option<&str>) -> Option<S
 /// Maps an authorisation failure to 401/403 (causes of 500 are logged).
 pub(crate) fn auth_error(e: AuthError) -> ApiError {
     match e {
-        AuthError::Missing => ApiError::new(StatusCode::UNAUTHORIZED, "this stream needs a token"),
-        AuthError::Invalid | AuthError::Expired | AuthError::Revoked => {
-            ApiError::new(StatusCode::UNAUTHORIZED, e.to_string())
-        }
+        AuthError::Missing => ApiError::CredentialRequired("this stream needs a token"),
+        AuthError::Invalid => ApiError::InvalidCredential,
+        AuthError::Expired => ApiError::Expired,
+        AuthError::Revoked => ApiError::Revoked,
         AuthError::Forbidden { .. } | AuthError::Location { .. } => {
-            ApiError::new(StatusCode::FORBIDDEN, e.to_string())
+            ApiError::Forbidden(e.to_string())
         }
-        other => ApiError::internal(other),
+        other => ApiError::Internal(format!("realtime: {other}")),
     }
 }
 
@@ -109,6 +72,6 @@ pub(crate) fn check_stream_name(id: &str) -> Result<(), ApiError> {
     if signaling::valid_stream_name(id) {
         Ok(())
     } else {
-        Err(ApiError::new(StatusCode::NOT_FOUND, "unknown stream"))
+        Err(ApiError::NotFound("stream"))
     }
 }

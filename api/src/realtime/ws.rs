@@ -62,7 +62,11 @@ pub(super) async fn upgrade(
                 .map_err(auth_error)?,
         ),
     };
-    let info = st.store.stream(&id).await.map_err(ApiError::internal)?;
+    let info = st
+        .store
+        .stream(&id)
+        .await
+        .map_err(|e| ApiError::Internal(format!("realtime: {e}")))?;
     // Reading follows the play rules of the stream (visibility,
     // entitlements, address rules); public streams need nothing.
     if let Some(info) = info.as_ref().filter(|i| i.visibility != Visibility::Public) {
@@ -97,7 +101,7 @@ pub(super) async fn upgrade(
                 .store
                 .user(&c.sub)
                 .await
-                .map_err(ApiError::internal)?
+                .map_err(|e| ApiError::Internal(format!("realtime: {e}")))?
                 .map_or(c.sub, |u| u.username);
             author = Some(Author { user, moderator });
         }

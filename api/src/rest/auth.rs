@@ -68,7 +68,7 @@ pub async fn register(
     if matches!(role, Role::Admin | Role::Integrator)
         && !caller.as_ref().is_some_and(Principal::is_admin)
     {
-        return Err(ApiError::Forbidden(
+        return Err(ApiError::forbidden(
             "only an admin can create admin and integrator accounts",
         ));
     }
@@ -101,7 +101,7 @@ pub async fn login(
         }
         None => {
             state.limiter.failed(&account, Instant::now());
-            Err(ApiError::Unauthorized("invalid username or password"))
+            Err(ApiError::InvalidToken("invalid username or password"))
         }
     }
 }
@@ -190,7 +190,7 @@ async fn stored_user(state: &RestState, who: &Principal) -> Result<User, ApiErro
         .store
         .user(&who.subject)
         .await?
-        .ok_or(ApiError::Forbidden(
+        .ok_or(ApiError::forbidden(
             "the token's subject is not a user account",
         ))
 }

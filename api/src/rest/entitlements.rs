@@ -85,7 +85,7 @@ pub async fn list(
         Role::Admin | Role::Integrator => q.user_id,
         _ => match q.user_id {
             Some(u) if u != who.subject => {
-                return Err(ApiError::Forbidden("not your entitlements"))
+                return Err(ApiError::forbidden("not your entitlements"))
             }
             _ => Some(who.subject.clone()),
         },

@@ -12,7 +12,6 @@
 pub mod auth;
 pub mod directory;
 pub mod entitlements;
-pub mod error;
 pub mod openapi;
 pub mod payments;
 pub mod ratelimit;
@@ -28,7 +27,8 @@ use axum::Router;
 use sfu::Sfu;
 use signaling::{Role, Store, Tokens, API_KEY_PREFIX};
 
-pub use error::ApiError;
+/// The REST API answers with the HTTP edge's one error type.
+pub use whip_whep::ApiError;
 
 /// Largest JSON body accepted (413 beyond).
 pub const MAX_BODY: usize = 64 * 1024;
@@ -176,7 +176,6 @@ pub fn router(state: RestState) -> Router {
         .route("/api/directory", get(directory::list))
         .route("/api/directory/{stream}", get(directory::one))
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
 
@@ -204,7 +203,7 @@ impl Principal {
         if roles.contains(&self.role) {
             Ok(())
         } else {
-            Err(ApiError::Forbidden("your role does not allow this"))
+            Err(ApiError::forbidden("your role does not allow this"))
         }
     }
 }
@@ -213,7 +212,7 @@ impl Principal {
 /// `Authorization` of another shape is refused rather than ignored.
 fn bearer(parts: &Parts) -> Result<Option<&str>, ApiError> {
     whip_whep::authorization_bearer(&parts.headers)
-        .map_err(|_| ApiError::Unauthorized("expected Authorization: Bearer <token>"))
+        .map_err(|_| ApiError::InvalidToken("expected Authorization: Bearer <token>"))
 }
 
 /// Authenticates `bearer` from `ip`: refused at once (429) while the
@@ -287,7 +286,7 @@ async fn check_credential(state: &RestState, bearer: &str) -> Result<Principal, 
         .await
         .map_err(CredentialError::Auth)?;
     if !claims.role.is_account() {
-        return Err(CredentialError::Api(ApiError::Forbidden(
+        return Err(CredentialError::Api(ApiError::forbidden(
             "a stream token (publish/play) cannot be used on the API",
         )));
     }
@@ -299,7 +298,7 @@ async fn check_credential(state: &RestState, bearer: &str) -> Result<Principal, 
     })
 }
 
-/// The TCP peer's address of a request (see [`ClientIp`]).
+/// The client address of a request (see [`ClientIp`]).
 fn peer_ip(parts: &Parts) -> Option<std::net::IpAddr> {
     parts
         .extensions
@@ -316,7 +315,7 @@ where
 {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let b = bearer(parts)?.ok_or(ApiError::Unauthorized("missing bearer token"))?;
+        let b = bearer(parts)?.ok_or(ApiError::InvalidToken("missing bearer token"))?;
         authenticate(&RestState::from_ref(state), b, peer_ip(parts)).await
     }
 }
@@ -337,8 +336,10 @@ impl FromRequestParts<RestState> for MaybePrincipal {
     }
 }
 
-/// `Json<T>` whose rejections are [`ApiError`]s (JSON bodies, right
-/// status codes).
+/// A JSON request body of at most [`MAX_BODY`] bytes, read with the one
+/// body reader (`whip_whep::read_limited`); its rejections are
+/// [`ApiError`]s: 415 without a JSON `Content-Type`, 413 over the limit,
+/// 400 for bad JSON, 422 for JSON of the wrong shape.
 pub struct JsonBody<T>(pub T);
 
 impl<S, T> FromRequest<S> for JsonBody<T>
@@ -347,18 +348,48 @@ where
     S: Send + Sync,
 {
     type Rejection = ApiError;
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let axum::Json(v) = axum::Json::<T>::from_request(req, state).await?;
+    async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
+        let (parts, body) = req.into_parts();
+        if !is_json(&parts.headers) {
+            return Err(ApiError::UnsupportedMediaType {
+                expected: "application/json".into(),
+            });
+        }
+        let bytes = whip_whep::read_limited(body, &parts.headers, MAX_BODY).await?;
+        let axum::Json(v) = axum::Json::<T>::from_bytes(&bytes)?;
         Ok(JsonBody(v))
     }
+}
+
+/// `Content-Type: application/json` or another `+json` type, as axum's
+/// `Json` accepts.
+fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or("").trim();
+    let Some((kind, subtype)) = essence.split_once('/') else {
+        return false;
+    };
+    kind.eq_ignore_ascii_case("application")
+        && (subtype.eq_ignore_ascii_case("json")
+            || subtype.len() > 5
+                && subtype
+                    .get(subtype.len() - 5..)
+                    .is_some_and(|tail| tail.eq_ignore_ascii_case("+json")))
 }
 
 pub(crate) fn unix_now() -> u64 {
     crate::unix_now()
 }
 
-/// The TCP peer's address (the server runs with connect info). Forwarding
-/// headers are not trusted: a client could write anything into them.
+/// The client address, as the HTTP listener decided it (`ConnectInfo`,
+/// see [`crate::client_addr`]): the TCP peer, or behind a trusted proxy
+/// the address its `X-Forwarded-For` gives; a client's own forwarding
+/// headers are never believed.
 pub struct ClientIp(pub Option<std::net::IpAddr>);
 
 impl<S: Send + Sync> FromRequestParts<S> for ClientIp {

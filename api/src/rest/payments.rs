@@ -165,17 +165,6 @@ fn action_of(event_type: &str, event: &Value) -> Result<Option<PaymentAction>, A
     }
 }
 
-fn is_length_limit(e: &axum::Error) -> bool {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(c) = cause {
-        if c.is::<http_body_util::LengthLimitError>() {
-            return true;
-        }
-        cause = c.source();
-    }
-    false
-}
-
 /// `POST /api/payments/webhook`
 pub async fn webhook(
     State(state): State<RestState>,
@@ -184,20 +173,12 @@ pub async fn webhook(
 ) -> Result<Json<Value>, ApiError> {
     // Read here (not with the `Bytes` extractor) so an oversized body is a
     // JSON 413 like every other error.
-    let body = axum::body::to_bytes(body, super::MAX_BODY)
-        .await
-        .map_err(|e| {
-            if is_length_limit(&e) {
-                ApiError::TooLarge(super::MAX_BODY)
-            } else {
-                ApiError::BadRequest("could not read the request body".into())
-            }
-        })?;
+    let body = whip_whep::read_limited(body, &headers, super::MAX_BODY).await?;
     let secret = state
         .config
         .payment_webhook_secret
         .as_deref()
-        .ok_or(ApiError::Unavailable("payments are not configured"))?;
+        .ok_or(ApiError::NotConfigured("payments are not configured"))?;
     let sig = headers
         .get("stripe-signature")
         .and_then(|v| v.to_str().ok());

@@ -54,7 +54,7 @@ async fn load(
     if allowed {
         Ok(s)
     } else {
-        Err(ApiError::Forbidden("not your stream"))
+        Err(ApiError::forbidden("not your stream"))
     }
 }
 
@@ -87,7 +87,7 @@ pub async fn create(
     }
     let owner = state.store.user(&who.subject).await?;
     if owner.is_none() && !who.is_admin() {
-        return Err(ApiError::Forbidden(
+        return Err(ApiError::forbidden(
             "the token's subject is not a user account",
         ));
     }
@@ -115,7 +115,7 @@ pub async fn list(
     let owner = match who.role {
         Role::Admin | Role::Integrator => None,
         Role::Broadcaster => Some(who.subject.as_str()),
-        _ => return Err(ApiError::Forbidden("your role does not allow this")),
+        _ => return Err(ApiError::forbidden("your role does not allow this")),
     };
     let streams = state.store.list_streams(owner).await?;
     let views: Vec<_> = streams.iter().map(|s| view(&state, s)).collect();
@@ -351,7 +351,7 @@ pub async fn play_token(
         }
     };
     if !allowed {
-        return Err(ApiError::Forbidden("no entitlement to this stream"));
+        return Err(ApiError::forbidden("no entitlement to this stream"));
     }
     let max = state.config.max_play_ttl.as_secs();
     let ttl = body.ttl_secs.unwrap_or(max);

@@ -284,6 +284,8 @@ pub struct SdpExchange {
     pub session_url: String,
     /// The `ETag` of the session resource, if the server sent one.
     pub etag: Option<String>,
+    /// The HTTP version the answer came over.
+    pub version: reqwest::Version,
 }
 
 /// POSTs an SDP offer; requires `201 Created`, an `application/sdp` answer and a `Location`.
@@ -293,8 +295,19 @@ pub async fn post_offer(
     bearer: Option<&str>,
     offer_sdp: &str,
 ) -> Result<SdpExchange> {
+    post_offer_with(&http_client()?, base_url, path, bearer, offer_sdp).await
+}
+
+/// [`post_offer`] with the given client (e.g. one that trusts a test CA).
+pub async fn post_offer_with(
+    client: &reqwest::Client,
+    base_url: &str,
+    path: &str,
+    bearer: Option<&str>,
+    offer_sdp: &str,
+) -> Result<SdpExchange> {
     let url = format!("{base_url}{path}");
-    let mut request = http_client()?
+    let mut request = client
         .post(&url)
         .header(CONTENT_TYPE, "application/sdp")
         .body(offer_sdp.to_owned());
@@ -306,6 +319,7 @@ pub async fn post_offer(
         .await
         .with_context(|| format!("POST {url}"))?;
     let status = response.status();
+    let version = response.version();
     let location = response
         .headers()
         .get(LOCATION)
@@ -344,6 +358,7 @@ pub async fn post_offer(
         answer_sdp: body,
         session_url: resolve_location(base_url, &location),
         etag,
+        version,
     })
 }
 

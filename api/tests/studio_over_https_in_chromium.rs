@@ -1,0 +1,125 @@
+//! The studio over HTTPS in headless Chromium (`tests/browser/studio_https.mjs`):
+//! relaycast serves HTTPS with a certificate made here for
+//! `studio.relaycast.test`, Chromium maps that name to 127.0.0.1
+//! (`--host-resolver-rules`), so the page's origin is not localhost and
+//! the camera is only granted because the page is a secure context. The
+//! page loads over HTTP/2, and the studio registers, creates a stream and
+//! goes live from the fake camera with WHIP over the same HTTPS; the
+//! stream's WebSocket opens over `wss://` (an HTTP/1.1 connection beside
+//! the HTTP/2 one: WebSockets over HTTP/2 are not offered).
+//!
+//! Needs `/usr/bin/chromium`, `node` and `tests/browser/node_modules`
+//! (`cd tests/browser && npm ci`); without them the test is skipped with a
+//! loud message, except under CI (env `CI` set), where it fails.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{bail, ensure, Context};
+use tokio::net::TcpListener;
+use tokio::process::Command;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const HOST: &str = "studio.relaycast.test";
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(150);
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."))
+}
+
+fn in_ci() -> bool {
+    std::env::var("CI")
+        .map(|v| !v.trim().is_empty() && v.trim() != "0" && v.trim() != "false")
+        .unwrap_or(false)
+}
+
+async fn ready_to_run(browser_dir: &Path) -> anyhow::Result<bool> {
+    let mut missing = Vec::new();
+    if !Path::new(CHROMIUM).exists() {
+        missing.push(format!("{CHROMIUM} (apt-get install chromium)"));
+    }
+    let node = Command::new("node")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .await
+        .is_ok_and(|s| s.success());
+    if !node {
+        missing.push("node (Node.js >= 20)".into());
+    }
+    if !browser_dir.join("node_modules/playwright-core").is_dir() {
+        missing.push(format!("npm ci in {}", browser_dir.display()));
+    }
+    if missing.is_empty() {
+        return Ok(true);
+    }
+    if in_ci() {
+        bail!("browser test prerequisites missing under CI: {missing:?}");
+    }
+    eprintln!("SKIPPED: studio over HTTPS browser test: missing {missing:?}");
+    Ok(false)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_studio_goes_live_from_the_camera_over_https_on_a_named_origin() -> anyhow::Result<()> {
+    let root = workspace_root();
+    let browser_dir = root.join("tests").join("browser");
+    if !ready_to_run(&browser_dir).await? {
+        return Ok(());
+    }
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "studio-https-{}-{:x}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    std::fs::create_dir_all(&dir)?;
+    let made = rcgen::generate_simple_self_signed(vec![HOST.to_string()])?;
+    let files = turn_server::TlsFiles {
+        cert: dir.join("cert.pem"),
+        key: dir.join("key.pem"),
+    };
+    std::fs::write(&files.cert, made.cert.pem())?;
+    std::fs::write(&files.key, made.key_pair.serialize_pem())?;
+    let mut config = api::Config::for_test(dir.join("data"));
+    config.https = Some(api::HttpsConfig {
+        files,
+        watch_interval: None,
+    });
+    // Source rendition only, to spare the CPU for the browser.
+    config.hls.ladder = Vec::new();
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let server = api::start(config, listener)
+        .await
+        .context("starting relaycast")?;
+    let base = format!("https://{HOST}:{}", server.http_addr().port());
+
+    let run = Command::new("node")
+        .arg(browser_dir.join("studio_https.mjs"))
+        .arg(&base)
+        .arg("127.0.0.1")
+        .arg("secure-show")
+        .current_dir(&root)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(SCRIPT_TIMEOUT, run).await;
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    let output = output
+        .context("studio_https.mjs timed out")?
+        .context("running node")?;
+    eprintln!("{}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    println!("{stdout}");
+    ensure!(
+        output.status.success(),
+        "studio_https.mjs failed ({}): {stdout}",
+        output.status
+    );
+    Ok(())
+}
