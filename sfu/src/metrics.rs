@@ -136,7 +136,7 @@ impl Metrics {
             estimates: IntCounterVec::new(
                 Opts::new(
                     "relaycast_viewer_bandwidth_estimates_total",
-                    "Viewers' bandwidth estimates, by source (twcc: computed from their feedback; remb: reported by them)",
+                    "Viewers' bandwidth estimates, by source (twcc: computed from their feedback; remb: reported by them, used only for viewers without TWCC)",
                 ),
                 &["source"],
             )?,

@@ -67,6 +67,15 @@ impl Estimation {
         }
     }
 
+    /// Whether an estimate from `source` drives the layer choice: str0m's own (TWCC) where
+    /// it estimates, the viewer's report (REMB) where it does not.
+    pub fn chooses_by(self, source: ViewerEstimator) -> bool {
+        match source {
+            ViewerEstimator::Twcc => true,
+            ViewerEstimator::Remb => !self.is_on(),
+        }
+    }
+
     pub fn is_on(self) -> bool {
         self != Estimation::Off
     }
@@ -196,6 +205,14 @@ impl Viewer {
                     _ => return,
                 };
                 fx.estimate = Some(source);
+                // Where str0m estimates from the viewer's transport-wide feedback, that
+                // estimate is the one that counts: a browser may report REMB as well (seen:
+                // Chromium 156 with TWCC negotiated, 54 REMB against 5 TWCC estimates in one
+                // run), from its own receive-side view, which would pull the layer choice
+                // back and forth between the two.
+                if !self.estimation.chooses_by(source) {
+                    return;
+                }
                 self.select.estimate = Some(bps);
                 // Acted on with the next video frame.
                 self.last_eval = None;
@@ -638,6 +655,15 @@ fn bwe_targets(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_viewer_reporting_remb_alongside_twcc_is_chosen_for_by_twcc() {
+        for e in [Estimation::Unpaced, Estimation::Paced] {
+            assert!(e.chooses_by(ViewerEstimator::Twcc));
+            assert!(!e.chooses_by(ViewerEstimator::Remb), "{e:?}");
+        }
+        assert!(Estimation::Off.chooses_by(ViewerEstimator::Remb));
+    }
 
     #[test]
     fn retransmission_history_fits_the_layer() {
