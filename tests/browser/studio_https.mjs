@@ -84,7 +84,7 @@ try {
   await studio.getByRole('button', { name: 'Create account' }).click();
   await studio.locator('#streams:not([hidden])').waitFor({ timeout: 20_000 });
   await studio.getByLabel('Name (in URLs)').fill(stream);
-  await studio.getByLabel('Title').fill('HTTPS test');
+  await studio.getByLabel('Title', { exact: true }).fill('HTTPS test');
   await studio.getByRole('button', { name: 'Create stream' }).click();
   await studio.locator('#stream:not([hidden])').waitFor({ timeout: 20_000 });
   summary.whip_url_shown = await studio.locator('#whip-url').inputValue();
