@@ -12,64 +12,26 @@
 //! (`cd tests/browser && npm ci`); without them the test is skipped with a
 //! loud message, except under CI (env `CI` set), where it fails.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use anyhow::{bail, ensure, Context};
+use anyhow::{ensure, Context};
 use tokio::net::TcpListener;
 use tokio::process::Command;
 
-const CHROMIUM: &str = "/usr/bin/chromium";
+#[path = "support/browser.rs"]
+mod browser;
+use browser::{ready_to_run, workspace_root};
+
 const HOST: &str = "studio.relaycast.test";
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(150);
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."))
-}
-
-fn in_ci() -> bool {
-    std::env::var("CI")
-        .map(|v| !v.trim().is_empty() && v.trim() != "0" && v.trim() != "false")
-        .unwrap_or(false)
-}
-
-async fn ready_to_run(browser_dir: &Path) -> anyhow::Result<bool> {
-    let mut missing = Vec::new();
-    if !Path::new(CHROMIUM).exists() {
-        missing.push(format!("{CHROMIUM} (apt-get install chromium)"));
-    }
-    let node = Command::new("node")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .await
-        .is_ok_and(|s| s.success());
-    if !node {
-        missing.push("node (Node.js >= 20)".into());
-    }
-    if !browser_dir.join("node_modules/playwright-core").is_dir() {
-        missing.push(format!("npm ci in {}", browser_dir.display()));
-    }
-    if missing.is_empty() {
-        return Ok(true);
-    }
-    if in_ci() {
-        bail!("browser test prerequisites missing under CI: {missing:?}");
-    }
-    eprintln!("SKIPPED: studio over HTTPS browser test: missing {missing:?}");
-    Ok(false)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_studio_goes_live_from_the_camera_over_https_on_a_named_origin() -> anyhow::Result<()> {
     let root = workspace_root();
     let browser_dir = root.join("tests").join("browser");
-    if !ready_to_run(&browser_dir).await? {
+    if !ready_to_run(&browser_dir, "studio over HTTPS browser test").await? {
         return Ok(());
     }
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
