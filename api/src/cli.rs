@@ -72,6 +72,10 @@ pub struct ServeArgs {
     /// Encoders publish to `rtmp://HOST/live` with a stream key.
     #[arg(long, env = "RELAYCAST_RTMP_ADDR")]
     pub rtmp_addr: Option<SocketAddr>,
+    /// RTMPS ingest listen address (e.g. `0.0.0.0:1936`); off when absent.
+    /// Uses the HTTPS certificate (`--tls-cert`, `--tls-key`, required).
+    #[arg(long, env = "RELAYCAST_RTMPS_ADDR", requires_all = ["tls_cert", "tls_key"])]
+    pub rtmps_addr: Option<SocketAddr>,
     /// Seconds an RTMP connection may send nothing (no media once
     /// publishing) before it is closed.
     #[arg(long, env = "RELAYCAST_RTMP_STALL_TIMEOUT", default_value_t = 10)]

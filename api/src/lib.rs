@@ -66,6 +66,9 @@ pub struct Config {
     pub rtmp_addr: Option<SocketAddr>,
     /// Limits of the RTMP listener.
     pub rtmp: ingest::RtmpConfig,
+    /// RTMPS ingest (`rtmps://HOST/live/KEY`) with the HTTPS certificate;
+    /// needs [`Config::https`].
+    pub rtmps_addr: Option<SocketAddr>,
     /// SRT ingest listener (`ingest::srt`, UDP); `None`: off.
     pub srt_addr: Option<SocketAddr>,
     /// Latency, passphrase and limits of the SRT listener.
@@ -138,6 +141,7 @@ impl Config {
             media_port: 0,
             rtmp_addr: None,
             rtmp: ingest::RtmpConfig::default(),
+            rtmps_addr: None,
             srt_addr: None,
             srt: ingest::SrtConfig::default(),
             public_ip: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
@@ -327,6 +331,7 @@ pub struct Server {
     hls: transcoder::Hls,
     webhooks: webhooks::Webhooks,
     rtmp: Option<ingest::RtmpServer>,
+    rtmps: Option<ingest::RtmpServer>,
     srt: Option<ingest::SrtServer>,
 }
 
@@ -334,6 +339,11 @@ impl Server {
     /// Where the RTMP ingest listens, when it runs.
     pub fn rtmp_addr(&self) -> Option<SocketAddr> {
         self.rtmp.as_ref().map(|r| r.local_addr())
+    }
+
+    /// Where the RTMPS ingest listens, when it runs.
+    pub fn rtmps_addr(&self) -> Option<SocketAddr> {
+        self.rtmps.as_ref().map(|r| r.local_addr())
     }
 
     /// Where the SRT ingest listens (UDP), when it runs.
@@ -528,13 +538,13 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
     let metrics = sfu::Metrics::new(&registry).context("registering metrics")?;
     let http_metrics =
         http_listener::HttpMetrics::new(&registry).context("registering HTTP metrics")?;
-    let (tls, cert_reloads) = match &config.https {
+    let (tls, rtmps_tls, cert_reloads) = match &config.https {
         Some(https) => {
-            let (acceptor, reloads) = https_acceptor(https, &registry)?;
+            let (acceptor, rtmps, reloads) = https_acceptor(https, &registry)?;
             // Ended with the server, or at once if `start` fails below.
-            (Some(acceptor), Some(AbortOnDrop(reloads)))
+            (Some(acceptor), Some(rtmps), Some(AbortOnDrop(reloads)))
         }
-        None => (None, None),
+        None => (None, None, None),
     };
     let public_ip = config.public_ip.unwrap_or_else(default_public_ip);
     let sfu = Sfu::start(
@@ -600,6 +610,25 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
             )?)
         }
         None => None,
+    };
+    let rtmps = match (config.rtmps_addr, rtmps_tls) {
+        (Some(addr), Some(tls)) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the RTMPS listener on {addr}"))?;
+            Some(ingest::RtmpServer::start(
+                listener,
+                ingest::RtmpConfig {
+                    tls: Some(tls),
+                    ..config.rtmp.clone()
+                },
+                ingest_ctx.clone(),
+            )?)
+        }
+        (Some(_), None) => {
+            anyhow::bail!("RTMPS needs the HTTPS certificate (--tls-cert, --tls-key)")
+        }
+        (None, _) => None,
     };
     let srt = match config.srt_addr {
         Some(addr) => Some(
@@ -818,6 +847,7 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
         hls,
         webhooks,
         rtmp,
+        rtmps,
         srt,
     })
 }
@@ -831,17 +861,23 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// The HTTPS acceptor (ALPN `h2`, `http/1.1`) and the task that reloads
-/// its certificate, counted in `relaycast_tls_certificate_reloads_total`.
+/// The HTTPS acceptor (ALPN `h2`, `http/1.1`), a TLS configuration with
+/// the same certificate for RTMPS (no ALPN), and the task that reloads the
+/// certificate, counted in `relaycast_tls_certificate_reloads_total`.
 fn https_acceptor(
     https: &HttpsConfig,
     registry: &Registry,
-) -> anyhow::Result<(tokio_rustls::TlsAcceptor, JoinHandle<()>)> {
+) -> anyhow::Result<(
+    tokio_rustls::TlsAcceptor,
+    Arc<tokio_rustls::rustls::ServerConfig>,
+    JoinHandle<()>,
+)> {
     let cert = turn_server::certificate::ReloadingCertificate::load(https.files.clone())
         .context("loading the HTTPS certificate")?;
     let config = cert
         .server_config(&http_listener::ALPN)
         .context("configuring HTTPS")?;
+    let rtmps = cert.server_config(&[]).context("configuring RTMPS")?;
     let reloads = prometheus::IntCounterVec::new(
         prometheus::Opts::new(
             "relaycast_tls_certificate_reloads_total",
@@ -862,7 +898,11 @@ fn https_acceptor(
             reloads.with_label_values(&[result]).inc();
         },
     ));
-    Ok((tokio_rustls::TlsAcceptor::from(Arc::new(config)), watch))
+    Ok((
+        tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+        Arc::new(rtmps),
+        watch,
+    ))
 }
 
 /// How long minted TURN credentials stay valid. A TURN allocation is

@@ -42,6 +42,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 trusted_proxies: a.trusted_proxies.clone(),
                 media_port: a.media_port,
                 rtmp_addr: a.rtmp_addr,
+                rtmps_addr: a.rtmps_addr,
                 rtmp: ingest::RtmpConfig {
                     stall_timeout: std::time::Duration::from_secs(a.rtmp_stall_timeout.max(1)),
                     ..ingest::RtmpConfig::default()

@@ -623,3 +623,61 @@ async fn ffmpeg_over_srt_reaches_a_whep_viewer_and_wrong_keys_are_rejected() -> 
     })
     .await
 }
+
+/// RTMPS: the RTMP listener behind a TLS handshake with the HTTPS certificate
+/// (`--rtmps-addr`). ffmpeg publishes to `rtmps://HOST/live/KEY` and the
+/// stream goes live; an encoder speaking plain RTMP to the RTMPS port is
+/// closed at the handshake and nothing else goes live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ffmpeg_over_rtmps_goes_live_with_the_https_certificate() -> Result<()> {
+    let dir = TempDir::new("relaycast-rtmps")?;
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])?;
+    let files = turn_server::TlsFiles {
+        cert: dir.join("cert.pem"),
+        key: dir.join("key.pem"),
+    };
+    std::fs::write(&files.cert, certified.cert.pem())?;
+    std::fs::write(&files.key, certified.key_pair.serialize_pem())?;
+    let server = TestServer::start_with(|c| {
+        c.https = Some(api::HttpsConfig {
+            files,
+            watch_interval: None,
+        });
+        c.rtmps_addr = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    })
+    .await?;
+    let result = async {
+        let rtmps = server
+            .server()
+            .rtmps_addr()
+            .context("the RTMPS listener is not running")?;
+        let key = server.create_stream("rtmpscam", false).await?;
+        let other = server.create_stream("plaincam", false).await?;
+
+        // Plain RTMP on the RTMPS port: the TLS handshake fails, ffmpeg gives up.
+        let mut plain = ffmpeg_publish(&format!("rtmp://{rtmps}/live/{other}"), 5, H264)?;
+        let status = tokio::time::timeout(Duration::from_secs(60), plain.wait())
+            .await
+            .context("ffmpeg speaking plain RTMP to the RTMPS port did not give up")??;
+        ensure!(
+            !status.success(),
+            "plain RTMP to the RTMPS port was accepted"
+        );
+        ensure!(!server.server().sfu().is_live("plaincam"));
+
+        // ffmpeg does not verify the server's certificate by default (`-tls_verify 0`).
+        let mut ffmpeg = ffmpeg_publish(&format!("rtmps://{rtmps}/live/{key}"), 20, H264)?;
+        let live = wait_for(
+            Duration::from_secs(30),
+            "the stream to go live over RTMPS",
+            || server.server().sfu().is_live("rtmpscam"),
+        )
+        .await;
+        let _ = ffmpeg.kill().await;
+        live
+    }
+    .await;
+    server.shutdown().await;
+    result
+}

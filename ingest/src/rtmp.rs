@@ -8,6 +8,10 @@
 //! `NAME?key=CREDENTIAL` (a stream key or a publish JWT for `NAME`), so
 //! `rtmp://HOST/live/KEY` and `rtmp://HOST/live/NAME?key=KEY` both work.
 //! Playing over RTMP is refused.
+//!
+//! RTMPS is the same listener behind a TLS handshake (`RtmpConfig::tls`,
+//! the HTTP listener's certificate in relaycast), done within the stall
+//! timeout: `rtmps://HOST/live/KEY`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -18,10 +22,11 @@ use rml_rtmp::sessions::{
     ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult,
 };
 use sfu::{Ingest, SfuError};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
+use tokio_rustls::rustls::ServerConfig;
 
 use crate::avc::AvccToAnnexB;
 use crate::error::IngestError;
@@ -45,6 +50,10 @@ pub struct RtmpConfig {
     pub stall_timeout: Duration,
     /// Connections served at once; more are closed at accept.
     pub max_connections: usize,
+    /// RTMPS: each connection starts with a TLS handshake with this
+    /// configuration (a certificate resolver that reloads serves the next
+    /// connections the new certificate).
+    pub tls: Option<Arc<ServerConfig>>,
 }
 
 impl Default for RtmpConfig {
@@ -52,6 +61,7 @@ impl Default for RtmpConfig {
         RtmpConfig {
             stall_timeout: Duration::from_secs(10),
             max_connections: 256,
+            tls: None,
         }
     }
 }
@@ -71,7 +81,8 @@ impl RtmpServer {
         ctx: IngestContext,
     ) -> std::io::Result<RtmpServer> {
         let addr = listener.local_addr()?;
-        tracing::info!(%addr, "RTMP ingest listening");
+        let scheme = if cfg.tls.is_some() { "RTMPS" } else { "RTMP" };
+        tracing::info!(%addr, "{scheme} ingest listening");
         let task = tokio::spawn(accept_loop(listener, cfg, ctx));
         Ok(RtmpServer { addr, task })
     }
@@ -113,8 +124,20 @@ async fn accept_loop(listener: TcpListener, cfg: RtmpConfig, ctx: IngestContext)
         tokio::spawn(async move {
             let _permit = permit;
             let _ = socket.set_nodelay(true);
+            let tls = cfg.tls.clone();
+            let stall = cfg.stall_timeout;
             let mut conn = Connection::new(ctx.clone(), cfg, peer.ip());
-            let result = conn.run(socket).await;
+            let result = match tls {
+                None => conn.run(socket).await,
+                Some(tls) => {
+                    let accept = tokio_rustls::TlsAcceptor::from(tls).accept(socket);
+                    match tokio::time::timeout(stall, accept).await {
+                        Ok(Ok(socket)) => conn.run(socket).await,
+                        Ok(Err(e)) => Err(ConnError::Handshake(format!("TLS: {e}"))),
+                        Err(_) => Err(ConnError::Handshake("TLS handshake timed out".into())),
+                    }
+                }
+            };
             let stream = conn.stream_name();
             match result {
                 Ok(()) => tracing::info!(stream, "RTMP publisher finished"),
@@ -219,7 +242,10 @@ impl Connection {
         self.media.as_ref().map(|m| m.stream().to_string())
     }
 
-    async fn run(&mut self, mut socket: TcpStream) -> Result<(), ConnError> {
+    async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        mut socket: S,
+    ) -> Result<(), ConnError> {
         let mut buf = vec![0u8; READ_BUFFER];
         let stall = self.cfg.stall_timeout;
 
@@ -295,7 +321,11 @@ impl Connection {
         }
     }
 
-    async fn flush(&mut self, socket: &mut TcpStream, limit: Duration) -> Result<(), ConnError> {
+    async fn flush<S: AsyncWrite + Unpin>(
+        &mut self,
+        socket: &mut S,
+        limit: Duration,
+    ) -> Result<(), ConnError> {
         if self.out.is_empty() {
             return Ok(());
         }
@@ -524,14 +554,22 @@ fn accept(
         .map_err(|e| ConnError::Protocol(e.to_string()))
 }
 
-async fn read(socket: &mut TcpStream, buf: &mut [u8], limit: Duration) -> Result<usize, ConnError> {
+async fn read<S: AsyncRead + Unpin>(
+    socket: &mut S,
+    buf: &mut [u8],
+    limit: Duration,
+) -> Result<usize, ConnError> {
     match tokio::time::timeout(limit, socket.read(buf)).await {
         Ok(r) => Ok(r?),
         Err(_) => Err(IngestError::Stalled(limit).into()),
     }
 }
 
-async fn write(socket: &mut TcpStream, bytes: &[u8], limit: Duration) -> Result<(), ConnError> {
+async fn write<S: AsyncWrite + Unpin>(
+    socket: &mut S,
+    bytes: &[u8],
+    limit: Duration,
+) -> Result<(), ConnError> {
     match tokio::time::timeout(limit, socket.write_all(bytes)).await {
         Ok(r) => Ok(r?),
         Err(_) => Err(IngestError::Stalled(limit).into()),
