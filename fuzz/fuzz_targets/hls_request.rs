@@ -39,7 +39,11 @@ fn frame(start: Instant, kind: MediaKind, i: u64) -> Frame {
         MediaKind::Video => (
             Codec::H264,
             MediaTime::new(1000 + i * 3000, Frequency::NINETY_KHZ),
-            if i.is_multiple_of(30) { KEY_AU } else { DELTA_AU },
+            if i.is_multiple_of(30) {
+                KEY_AU
+            } else {
+                DELTA_AU
+            },
             Duration::from_micros(33_333),
         ),
         MediaKind::Audio => (

@@ -21,16 +21,20 @@ fuzz_target!(|data: &[u8]| {
         offer.h264_profiles(),
     );
     let now = relaycast_fuzz::epoch();
-    let control = relaycast_fuzz::control();
-    if let Ok(admitted) = control.publish(now, 0, "show", offer, "owner") {
-        answer_parses(&admitted.answer.sdp);
-    }
-    let Ok(offer) = sfu::Offer::parse(sdp) else {
-        panic!("an offer that parsed once did not parse twice");
-    };
-    if let Ok(admitted) = control.subscribe(now, 0, "show", offer, LayerCap::Auto) {
-        answer_parses(&admitted.answer.sdp);
-    }
+    relaycast_fuzz::with_control(|control| {
+        let mut sessions = relaycast_fuzz::Sessions::new(control);
+        if let Ok(admitted) = control.publish(now, 0, "show", offer, "owner") {
+            sessions.admitted(&admitted);
+            answer_parses(&admitted.answer.sdp);
+        }
+        let Ok(offer) = sfu::Offer::parse(sdp) else {
+            panic!("an offer that parsed once did not parse twice");
+        };
+        if let Ok(admitted) = control.subscribe(now, 0, "show", offer, LayerCap::Auto) {
+            sessions.admitted(&admitted);
+            answer_parses(&admitted.answer.sdp);
+        }
+    });
 });
 
 fn answer_parses(sdp: &str) {

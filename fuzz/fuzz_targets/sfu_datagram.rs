@@ -19,7 +19,7 @@ use sfu::LayerCap;
 use str0m::change::SdpAnswer;
 use str0m::media::{Direction, MediaKind};
 use str0m::net::{Protocol, Receive};
-use str0m::{Candidate, Input, Output, Rtc, RtcConfig};
+use str0m::{Candidate, Input, Output, Rtc};
 
 const PUBLISHER: SocketAddr = addr(1);
 const VIEWER: SocketAddr = addr(2);
@@ -36,13 +36,24 @@ const fn addr(host: u8) -> SocketAddr {
 // 2 and 3: strangers), its upper six how many milliseconds (times 4) the
 // clock moves before it arrives.
 fuzz_target!(|data: &[u8]| {
+    relaycast_fuzz::with_control(|control| run(control, data));
+});
+
+fn run(control: &sfu::Control, data: &[u8]) {
     let mut now = relaycast_fuzz::epoch();
-    let control = relaycast_fuzz::control();
+    let mut sessions = relaycast_fuzz::Sessions::new(control);
     let mut engine = relaycast_fuzz::engine(now);
     let mut publisher = client(now, PUBLISHER);
     let mut viewer = client(now, VIEWER);
-    admit(&control, &mut engine, now, &mut publisher, true);
-    admit(&control, &mut engine, now, &mut viewer, false);
+    admit(
+        control,
+        &mut sessions,
+        &mut engine,
+        now,
+        &mut publisher,
+        true,
+    );
+    admit(control, &mut sessions, &mut engine, now, &mut viewer, false);
     for (rtc, at) in [(&mut publisher, PUBLISHER), (&mut viewer, VIEWER)] {
         ice_connect(&mut engine, rtc, at, now);
     }
@@ -60,10 +71,10 @@ fuzz_target!(|data: &[u8]| {
     }
     engine.shutdown();
     relaycast_fuzz::drain(&mut engine, now);
-});
+}
 
 fn client(now: Instant, at: SocketAddr) -> Rtc {
-    let mut rtc = RtcConfig::new().build(now);
+    let mut rtc = relaycast_fuzz::client_config().build(now);
     let c = Candidate::host(at, "udp").expect("a host candidate");
     rtc.add_local_candidate(c);
     rtc
@@ -71,7 +82,14 @@ fn client(now: Instant, at: SocketAddr) -> Rtc {
 
 /// Offers from `rtc` (audio and video, both ways the role needs), admits the
 /// offer and hands the engine its session.
-fn admit(control: &sfu::Control, engine: &mut Engine, now: Instant, rtc: &mut Rtc, publish: bool) {
+fn admit(
+    control: &sfu::Control,
+    sessions: &mut relaycast_fuzz::Sessions,
+    engine: &mut Engine,
+    now: Instant,
+    rtc: &mut Rtc,
+    publish: bool,
+) {
     let dir = if publish {
         Direction::SendOnly
     } else {
@@ -88,6 +106,7 @@ fn admit(control: &sfu::Control, engine: &mut Engine, now: Instant, rtc: &mut Rt
         control.subscribe(now, 0, "show", offer, LayerCap::Auto)
     }
     .expect("admitted");
+    sessions.admitted(&admitted);
     let answer = SdpAnswer::from_sdp_string(&admitted.answer.sdp).expect("our answer parses");
     rtc.sdp_api()
         .accept_answer(pending, answer)

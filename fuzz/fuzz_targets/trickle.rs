@@ -9,7 +9,6 @@ use std::time::Duration;
 use libfuzzer_sys::fuzz_target;
 use sfu::IceCredentials;
 use str0m::media::{Direction, MediaKind};
-use str0m::RtcConfig;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(body) = std::str::from_utf8(data) else {
@@ -18,10 +17,14 @@ fuzz_target!(|data: &[u8]| {
     let Ok(fragment) = sfu::fragment::parse(body) else {
         return;
     };
+    relaycast_fuzz::with_control(|control| run(control, fragment));
+});
+
+fn run(control: &sfu::Control, fragment: sfu::fragment::Fragment) {
     let now = relaycast_fuzz::epoch();
-    let control = relaycast_fuzz::control();
+    let mut sessions = relaycast_fuzz::Sessions::new(control);
     let mut engine = relaycast_fuzz::engine(now);
-    let mut client = RtcConfig::new().build(now);
+    let mut client = relaycast_fuzz::client_config().build(now);
     let mut api = client.sdp_api();
     api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
     let (offer, _pending) = api.apply().expect("a str0m client offers");
@@ -29,6 +32,7 @@ fuzz_target!(|data: &[u8]| {
     let admitted = control
         .publish(now, 0, "show", offer, "owner")
         .expect("publisher admitted");
+    sessions.admitted(&admitted);
     let session = admitted.answer.session;
     engine.handle_command(now, admitted.command);
     relaycast_fuzz::drain(&mut engine, now);
@@ -46,4 +50,4 @@ fuzz_target!(|data: &[u8]| {
         engine.handle_timeout(at);
     }
     relaycast_fuzz::drain(&mut engine, at);
-});
+}

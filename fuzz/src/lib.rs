@@ -8,7 +8,9 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use sfu::engine::{Engine, Output};
-use sfu::{Control, SfuConfig};
+use sfu::{Admitted, Control, SessionId, SfuConfig};
+use str0m::config::DtlsCert;
+use str0m::RtcConfig;
 
 /// The worker's media address, as answers name it.
 pub const WORKER_ADDR: SocketAddr = SocketAddr::new(
@@ -45,9 +47,58 @@ pub fn sfu_config() -> SfuConfig {
     }
 }
 
-/// A fresh control of one worker, as `Sfu::start` builds it.
-pub fn control() -> Control {
-    Control::new(&sfu_config(), vec![WORKER_ADDR], metrics())
+thread_local! {
+    static CONTROL: Control = Control::new(&sfu_config(), vec![WORKER_ADDR], metrics());
+}
+
+/// Runs `f` with the thread's control of one worker, as `Sfu::start`
+/// builds it. One for all inputs: a control generates its DTLS
+/// certificate when built, which would be most of a run's time. Targets
+/// close the sessions they admit (see [`Sessions`]), so each input starts
+/// from a control without sessions, as a fresh one would.
+pub fn with_control<R>(f: impl FnOnce(&Control) -> R) -> R {
+    CONTROL.with(f)
+}
+
+/// Sessions an input admitted, closed when it is dropped (also when the
+/// target returns early).
+pub struct Sessions<'a> {
+    control: &'a Control,
+    ids: Vec<SessionId>,
+}
+
+impl<'a> Sessions<'a> {
+    pub fn new(control: &'a Control) -> Sessions<'a> {
+        Sessions {
+            control,
+            ids: Vec::new(),
+        }
+    }
+
+    pub fn admitted(&mut self, admitted: &Admitted) {
+        self.ids.push(admitted.answer.session);
+    }
+}
+
+impl Drop for Sessions<'_> {
+    fn drop(&mut self) {
+        for id in self.ids.drain(..) {
+            let _ = self.control.close(id);
+        }
+    }
+}
+
+/// An `RtcConfig` for the targets' str0m clients, with one DTLS
+/// certificate for all of them (generating one per client would dominate).
+pub fn client_config() -> RtcConfig {
+    static CERT: OnceLock<DtlsCert> = OnceLock::new();
+    let cert = CERT.get_or_init(|| {
+        str0m::crypto::from_feature_flags()
+            .dtls_provider
+            .generate_certificate()
+            .expect("a DTLS certificate")
+    });
+    RtcConfig::new().set_dtls_cert(cert.clone())
 }
 
 pub fn engine(now: Instant) -> Engine {
