@@ -19,7 +19,7 @@ use sfu::LayerCap;
 use str0m::change::SdpAnswer;
 use str0m::media::{Direction, MediaKind};
 use str0m::net::{Protocol, Receive};
-use str0m::{Candidate, Input, Output, Rtc};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
 const PUBLISHER: SocketAddr = addr(1);
 const VIEWER: SocketAddr = addr(2);
@@ -55,7 +55,7 @@ fn run(control: &sfu::Control, data: &[u8]) {
     );
     admit(control, &mut sessions, &mut engine, now, &mut viewer, false);
     for (rtc, at) in [(&mut publisher, PUBLISHER), (&mut viewer, VIEWER)] {
-        ice_connect(&mut engine, rtc, at, now);
+        now = ice_connect(&mut engine, rtc, at, now);
     }
     for (tag, bytes) in relaycast_fuzz::records(data).take(64) {
         now += Duration::from_millis(u64::from(tag >> 2) * 4);
@@ -115,21 +115,27 @@ fn admit(
     relaycast_fuzz::drain(engine, now);
 }
 
-/// Carries STUN between the client and the engine until ICE has nothing
-/// more to say (a few rounds); DTLS records are not carried.
-fn ice_connect(engine: &mut Engine, rtc: &mut Rtc, at: SocketAddr, now: Instant) {
-    let _ = rtc.handle_input(Input::Timeout(now));
+/// Carries STUN between the client and the engine until the client's ICE
+/// connects (a few rounds, the clock moving as the client asks); DTLS
+/// records are not carried. Returns the clock's time when it did.
+fn ice_connect(engine: &mut Engine, rtc: &mut Rtc, at: SocketAddr, mut now: Instant) -> Instant {
     let mut replies = Vec::new();
-    for _ in 0..8 {
-        let mut sent = false;
+    let mut connected = false;
+    for _ in 0..16 {
+        let _ = rtc.handle_input(Input::Timeout(now));
         while let Ok(out) = rtc.poll_output() {
             match out {
                 Output::Transmit(t) if t.contents.first().is_some_and(|b| *b < 4) => {
                     engine.handle_datagram(now, at, &t.contents);
                     relaycast_fuzz::drain_transmits(engine, now, &mut replies);
-                    sent = true;
                 }
-                Output::Timeout(_) => break,
+                Output::Timeout(t) => {
+                    now = now.max(t);
+                    break;
+                }
+                Output::Event(Event::IceConnectionStateChange(
+                    IceConnectionState::Connected | IceConnectionState::Completed,
+                )) => connected = true,
                 _ => {}
             }
         }
@@ -144,8 +150,9 @@ fn ice_connect(engine: &mut Engine, rtc: &mut Rtc, at: SocketAddr, now: Instant)
                 }
             }
         }
-        if !sent {
-            break;
+        if connected {
+            return now;
         }
     }
+    panic!("the harness's client did not connect ICE with the engine");
 }
