@@ -104,4 +104,20 @@ mod tests {
         assert_eq!(json["type"], "status");
         assert_eq!(json["status"], "stalled");
     }
+
+    /// Found by the `rest_json` fuzz target: without serde_json's
+    /// `float_roundtrip`, `2.5e-30` in an integrator's payload parsed as
+    /// 2.5000000000000002e-30, so every hop (bus, WebSocket) could change it.
+    #[test]
+    fn event_payload_numbers_survive_a_relay_exactly() {
+        let sent = r#"{"type":"event","stream":"s","seq":30,"id":"3","at_ms":9,"media":null,"payload":{"score":[1,2.5e-30,-5.0,0.1,1.7976931348623157e+308]}}"#;
+        let once: Message = serde_json::from_str(sent).expect("parses");
+        let relayed = serde_json::to_string(&once).expect("serializes");
+        assert!(
+            relayed.contains("[1,2.5e-30,-5.0,0.1,1.7976931348623157e+308]"),
+            "{relayed}"
+        );
+        let twice: Message = serde_json::from_str(&relayed).expect("parses again");
+        assert_eq!(once, twice);
+    }
 }

@@ -802,6 +802,16 @@ impl PayloadParams {
                 } else {
                     panic!("Exhausted all PT ranges, inconsistent PayloadParam state");
                 }
+            } else if claimed.is_claimed(remote_pt) {
+                // The remote dictates the PTs and gave this one to a codec another of our
+                // params already locked (one PT for two codecs: an rtpmap outside its m-line's
+                // formats, say). Leave this param unlocked, to be reassigned, rather than
+                // claim the PT twice (which would panic on remote input).
+                debug!(
+                    "Conflicting remote PT {} for codec {:?}; left unlocked",
+                    remote_pt, self.spec.codec
+                );
+                return;
             }
 
             // Lock down the PT
@@ -826,6 +836,10 @@ impl PayloadParams {
                         }
                     }
                 }
+            } else if remote_rtx.is_some_and(|rtx| claimed.is_claimed(rtx)) {
+                // As above, for the RTX PT: drop RTX rather than claim its PT twice.
+                debug!("Conflicting remote RTX PT {:?}; dropping RTX", remote_rtx);
+                remote_rtx = None;
             }
 
             // Lock down the RTX PT
