@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use anyhow::{ensure, Context};
+use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::process::Command;
 
@@ -72,16 +72,5 @@ async fn the_studio_goes_live_from_the_camera_over_https_on_a_named_origin() -> 
     let output = tokio::time::timeout(SCRIPT_TIMEOUT, run).await;
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
-    let output = output
-        .context("studio_https.mjs timed out")?
-        .context("running node")?;
-    eprintln!("{}", String::from_utf8_lossy(&output.stderr));
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    println!("{stdout}");
-    ensure!(
-        output.status.success(),
-        "studio_https.mjs failed ({}): {stdout}",
-        output.status
-    );
-    Ok(())
+    browser::script_result("studio_https.mjs", output)
 }

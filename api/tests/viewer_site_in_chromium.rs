@@ -148,17 +148,7 @@ async fn a_visitor_finds_the_live_stream_buys_a_ticket_and_comes_back_for_the_re
     let output = tokio::time::timeout(SCRIPT_TIMEOUT, run).await;
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(&data_dir);
-    let output = output
-        .context("viewer_site.mjs timed out")?
-        .context("running node")?;
-    eprintln!("{}", String::from_utf8_lossy(&output.stderr));
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    println!("{stdout}");
+    let result = browser::script_result("viewer_site.mjs", output);
     eprintln!("screenshots in {}", out_dir.display());
-    ensure!(
-        output.status.success(),
-        "viewer_site.mjs failed ({}): {stdout}",
-        output.status
-    );
-    Ok(())
+    result
 }

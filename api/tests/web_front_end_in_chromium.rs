@@ -99,17 +99,7 @@ async fn studio_goes_live_and_players_play_over_whep_and_every_ll_hls_fallback(
     server.shutdown().await;
     full.shutdown().await;
     let _ = std::fs::remove_dir_all(&data_dir);
-    let output = output
-        .context("web_ui.mjs timed out")?
-        .context("running node")?;
-    eprintln!("{}", String::from_utf8_lossy(&output.stderr));
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    println!("{stdout}");
+    let result = browser::script_result("web_ui.mjs", output);
     eprintln!("screenshots in {}", out_dir.display());
-    ensure!(
-        output.status.success(),
-        "web_ui.mjs failed ({}): {stdout}",
-        output.status
-    );
-    Ok(())
+    result
 }

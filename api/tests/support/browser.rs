@@ -57,3 +57,24 @@ pub async fn ready_to_run(browser_dir: &Path, what: &str) -> anyhow::Result<bool
     eprintln!("SKIPPED: {what}: missing {missing:?}");
     Ok(false)
 }
+
+/// What a browser script run under `tokio::time::timeout` came to: its stderr and stdout
+/// printed, and an error unless it ran in time and exited 0.
+pub fn script_result(
+    script: &str,
+    output: Result<std::io::Result<std::process::Output>, tokio::time::error::Elapsed>,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let output = output
+        .with_context(|| format!("{script} timed out"))?
+        .context("running node")?;
+    eprintln!("{}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    println!("{stdout}");
+    anyhow::ensure!(
+        output.status.success(),
+        "{script} failed ({}): {stdout}",
+        output.status
+    );
+    Ok(())
+}
