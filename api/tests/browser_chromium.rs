@@ -11,7 +11,7 @@
 //! loud message, except under CI (env `CI` set), where they fail.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -20,86 +20,23 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 use tokio::process::Command;
 
-const CHROMIUM: &str = "/usr/bin/chromium";
+#[path = "support/browser.rs"]
+mod browser;
+use browser::workspace_root;
+
 /// One browser run at a time: two Chromium pairs on a 2-core machine would
 /// make each other's frame-rate deadlines flaky.
 static BROWSERS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(60);
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."))
-}
-
 fn browser_dir() -> PathBuf {
     workspace_root().join("tests").join("browser")
-}
-
-fn in_ci() -> bool {
-    std::env::var("CI")
-        .map(|v| {
-            let v = v.trim().to_ascii_lowercase();
-            !v.is_empty() && v != "0" && v != "false"
-        })
-        .unwrap_or(false)
-}
-
-/// Lists what is missing to run the browser tests; empty when all is there.
-async fn missing_prerequisites(browser_dir: &Path) -> Vec<String> {
-    let mut missing = Vec::new();
-    if !Path::new(CHROMIUM).exists() {
-        missing.push(format!("{CHROMIUM} (apt-get install chromium)"));
-    }
-    let node_ok = Command::new("node")
-        .arg("--version")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .await
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !node_ok {
-        missing.push("node (Node.js >= 20 on PATH)".to_string());
-    }
-    if !browser_dir
-        .join("node_modules")
-        .join("playwright-core")
-        .is_dir()
-    {
-        missing.push(format!(
-            "{} (run `npm ci` in {})",
-            browser_dir.display(),
-            browser_dir.display()
-        ));
-    }
-    missing
 }
 
 /// `Ok(false)`: skip (prerequisites missing outside CI). Under CI a missing
 /// prerequisite is an error.
 async fn prerequisites(test: &str) -> anyhow::Result<bool> {
-    let missing = missing_prerequisites(&browser_dir()).await;
-    if missing.is_empty() {
-        return Ok(true);
-    }
-    let list = missing.join(", ");
-    if in_ci() {
-        bail!(
-            "browser test prerequisites missing under CI: {list}. \
-             .ci/run must install chromium and run `npm ci` in tests/browser."
-        );
-    }
-    eprintln!();
-    eprintln!("************************************************************************");
-    eprintln!("SKIPPED: {test}");
-    eprintln!("SKIPPED: missing {list}");
-    eprintln!("SKIPPED: install them to run the browser end-to-end test (CI requires it)");
-    eprintln!("************************************************************************");
-    eprintln!();
-    Ok(false)
+    browser::ready_to_run(&browser_dir(), test).await
 }
 
 fn scratch_dir(name: &str) -> anyhow::Result<PathBuf> {

@@ -4,31 +4,17 @@
 
 #![allow(clippy::disallowed_methods)] // one real instant starts each test's clock
 
-use std::net::SocketAddr;
+mod sim;
+
 use std::time::Instant;
 
-use sfu::{Control, LayerCap, SfuConfig};
+use sfu::{Control, LayerCap};
 use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::media::{Direction, MediaKind};
 use str0m::{Rtc, RtcConfig};
 
-const WORKER_ADDR: &str = "10.0.0.1:5000";
-
 fn control() -> Control {
-    let cfg = SfuConfig {
-        bind_ip: [127, 0, 0, 1].into(),
-        public_ip: [10, 0, 0, 1].into(),
-        first_port: 5000,
-        workers: 1,
-        max_sessions: 10,
-        udp_gso: false,
-        pace_viewers: false,
-        twcc_send_history: sfu::DEFAULT_TWCC_SEND_HISTORY,
-        viewer_estimator: sfu::ViewerEstimator::Twcc,
-    };
-    let metrics = sfu::Metrics::new(&prometheus::Registry::new()).expect("metrics");
-    let addr: SocketAddr = WORKER_ADDR.parse().expect("address");
-    Control::new(&cfg, vec![addr], metrics)
+    sim::control(1)
 }
 
 /// The m-sections of `sdp`: (m-line, the section's lines).

@@ -6,28 +6,16 @@
 
 #![allow(clippy::disallowed_methods)] // one real instant starts the test's clock
 
-use std::net::SocketAddr;
+mod sim;
+
 use std::time::Instant;
 
-use sfu::{Control, LayerCap, SfuConfig};
+use sfu::{Control, LayerCap};
 
 const OFFER: &str = include_str!("../../fuzz/corpus/sdp_offer/regression-one-pt-two-codecs.sdp");
 
 fn control() -> Control {
-    let cfg = SfuConfig {
-        bind_ip: [127, 0, 0, 1].into(),
-        public_ip: [10, 0, 0, 1].into(),
-        first_port: 5000,
-        workers: 1,
-        max_sessions: 10,
-        udp_gso: false,
-        pace_viewers: false,
-        twcc_send_history: sfu::DEFAULT_TWCC_SEND_HISTORY,
-        viewer_estimator: sfu::ViewerEstimator::Twcc,
-    };
-    let metrics = sfu::Metrics::new(&prometheus::Registry::new()).expect("metrics");
-    let addr: SocketAddr = "10.0.0.1:5000".parse().expect("address");
-    Control::new(&cfg, vec![addr], metrics)
+    sim::control(1)
 }
 
 #[test]

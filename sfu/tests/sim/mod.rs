@@ -194,6 +194,20 @@ pub fn config(workers: usize) -> SfuConfig {
     }
 }
 
+/// The workers' public addresses under `cfg` (`public_ip`, `first_port` + N).
+fn worker_addrs(cfg: &SfuConfig) -> Vec<SocketAddr> {
+    (0..cfg.workers)
+        .map(|i| SocketAddr::new(cfg.public_ip, cfg.first_port + i as u16))
+        .collect()
+}
+
+/// A [`Control`] of `workers` workers and no engines, for tests of the answers alone.
+pub fn control(workers: usize) -> Control {
+    let cfg = config(workers);
+    let metrics = sfu::Metrics::new(&prometheus::Registry::new()).expect("metrics");
+    Control::new(&cfg, worker_addrs(&cfg), metrics)
+}
+
 impl Sim {
     pub fn new(workers: usize) -> Sim {
         Sim::with_config(config(workers))
@@ -201,9 +215,7 @@ impl Sim {
 
     pub fn with_config(cfg: SfuConfig) -> Sim {
         let start = Instant::now();
-        let addrs: Vec<SocketAddr> = (0..cfg.workers)
-            .map(|i| SocketAddr::new(cfg.public_ip, cfg.first_port + i as u16))
-            .collect();
+        let addrs = worker_addrs(&cfg);
         let metrics = sfu::Metrics::new(&prometheus::Registry::new()).expect("metrics");
         let engines = addrs
             .iter()
