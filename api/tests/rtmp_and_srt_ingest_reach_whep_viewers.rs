@@ -626,8 +626,8 @@ async fn ffmpeg_over_srt_reaches_a_whep_viewer_and_wrong_keys_are_rejected() -> 
 
 /// RTMPS: the RTMP listener behind a TLS handshake with the HTTPS certificate
 /// (`--rtmps-addr`). ffmpeg publishes to `rtmps://HOST/live/KEY` and the
-/// stream goes live; an encoder speaking plain RTMP to the RTMPS port is
-/// closed at the handshake and nothing else goes live.
+/// stream goes live; an encoder speaking plain RTMP to the RTMPS port, or
+/// one with a wrong key, is refused and nothing else goes live.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ffmpeg_over_rtmps_goes_live_with_the_https_certificate() -> Result<()> {
     let dir = TempDir::new("relaycast-rtmps")?;
@@ -665,6 +665,14 @@ async fn ffmpeg_over_rtmps_goes_live_with_the_https_certificate() -> Result<()> 
             "plain RTMP to the RTMPS port was accepted"
         );
         ensure!(!server.server().sfu().is_live("plaincam"));
+
+        // A wrong key over RTMPS: refused as over RTMP.
+        let mut wrong = ffmpeg_publish(&format!("rtmps://{rtmps}/live/rk_not_a_key"), 5, H264)?;
+        let status = tokio::time::timeout(Duration::from_secs(60), wrong.wait())
+            .await
+            .context("ffmpeg with a wrong key over RTMPS did not give up")??;
+        ensure!(!status.success(), "a wrong key over RTMPS was accepted");
+        ensure!(server.server().sfu().live_streams().is_empty());
 
         // ffmpeg does not verify the server's certificate by default (`-tls_verify 0`).
         let mut ffmpeg = ffmpeg_publish(&format!("rtmps://{rtmps}/live/{key}"), 20, H264)?;
